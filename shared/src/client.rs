@@ -1,0 +1,193 @@
+//! A blocking HTTP/1.1 client for switchd's Unix control socket.
+//!
+//! Deliberately tiny: one request per connection (`Connection: close`),
+//! JSON bodies, a timeout on every read and write. The CNI binary runs for
+//! milliseconds and must not pull in an async runtime to say one sentence.
+
+use crate::model::ApiError;
+use serde::{de::DeserializeOwned, Serialize};
+use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("cannot reach switchd at {path}: {source}")]
+    Connect {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("talking to switchd at {path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("switchd answered something that is not HTTP: {0}")]
+    Protocol(String),
+    #[error("switchd refused ({status} {}): {}", .error.code, .error.message)]
+    Api { status: u16, error: ApiError },
+    #[error("cannot decode switchd's answer: {0}")]
+    Decode(#[from] serde_json::Error),
+}
+
+impl ClientError {
+    /// The HTTP status switchd answered, if it answered at all.
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            ClientError::Api { status, .. } => Some(*status),
+            _ => None,
+        }
+    }
+    /// True when switchd could not be reached at all (not running).
+    pub fn is_unreachable(&self) -> bool {
+        matches!(self, ClientError::Connect { .. })
+    }
+}
+
+/// A raw answer: status and body bytes.
+pub struct Response {
+    pub status: u16,
+    pub body: Vec<u8>,
+}
+
+pub struct Client {
+    path: PathBuf,
+    timeout: Duration,
+}
+
+impl Client {
+    pub fn new(path: impl AsRef<Path>) -> Self {
+        Client {
+            path: path.as_ref().to_path_buf(),
+            timeout: Duration::from_secs(10),
+        }
+    }
+
+    pub fn with_timeout(mut self, t: Duration) -> Self {
+        self.timeout = t;
+        self
+    }
+
+    /// Sends one request and returns the status and body, whatever the status.
+    pub fn raw(&self, method: &str, path: &str, body: Option<&[u8]>) -> Result<Response, ClientError> {
+        let io = |source| ClientError::Io {
+            path: self.path.clone(),
+            source,
+        };
+        let mut s = UnixStream::connect(&self.path).map_err(|source| ClientError::Connect {
+            path: self.path.clone(),
+            source,
+        })?;
+        s.set_read_timeout(Some(self.timeout)).map_err(io)?;
+        s.set_write_timeout(Some(self.timeout)).map_err(io)?;
+        let body = body.unwrap_or(&[]);
+        let mut req = format!(
+            "{method} {path} HTTP/1.1\r\nHost: switchd\r\nConnection: close\r\nContent-Length: {}\r\n",
+            body.len()
+        );
+        if !body.is_empty() {
+            req.push_str("Content-Type: application/json\r\n");
+        }
+        req.push_str("\r\n");
+        s.write_all(req.as_bytes()).map_err(io)?;
+        s.write_all(body).map_err(io)?;
+        let mut buf = Vec::new();
+        s.read_to_end(&mut buf).map_err(io)?;
+        parse_response(&buf)
+    }
+
+    /// Sends a request and decodes a 2xx JSON answer, or returns the API error.
+    pub fn call<T: DeserializeOwned>(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&impl Serialize>,
+    ) -> Result<T, ClientError> {
+        let body = body.map(serde_json::to_vec).transpose()?;
+        let r = self.raw(method, path, body.as_deref())?;
+        if (200..300).contains(&r.status) {
+            let slice = if r.body.is_empty() { b"null".as_slice() } else { &r.body };
+            Ok(serde_json::from_slice(slice)?)
+        } else {
+            let error = serde_json::from_slice::<ApiError>(&r.body).unwrap_or_else(|_| ApiError {
+                code: "http".into(),
+                message: String::from_utf8_lossy(&r.body).into_owned(),
+            });
+            Err(ClientError::Api {
+                status: r.status,
+                error,
+            })
+        }
+    }
+
+    pub fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T, ClientError> {
+        self.call("GET", path, None::<&()>)
+    }
+}
+
+
+fn parse_response(buf: &[u8]) -> Result<Response, ClientError> {
+    let end = buf
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .ok_or_else(|| ClientError::Protocol("no end of headers".into()))?;
+    let head = std::str::from_utf8(&buf[..end])
+        .map_err(|_| ClientError::Protocol("headers are not UTF-8".into()))?;
+    let mut lines = head.split("\r\n");
+    let status_line = lines.next().unwrap_or_default();
+    let status = status_line
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse::<u16>().ok())
+        .ok_or_else(|| ClientError::Protocol(format!("bad status line {status_line:?}")))?;
+    let mut chunked = false;
+    for l in lines {
+        if let Some((k, v)) = l.split_once(':') {
+            if k.eq_ignore_ascii_case("transfer-encoding") && v.trim().eq_ignore_ascii_case("chunked") {
+                chunked = true;
+            }
+        }
+    }
+    let raw = &buf[end + 4..];
+    let body = if chunked { dechunk(raw)? } else { raw.to_vec() };
+    Ok(Response { status, body })
+}
+
+fn dechunk(mut raw: &[u8]) -> Result<Vec<u8>, ClientError> {
+    let bad = || ClientError::Protocol("bad chunked body".into());
+    let mut out = Vec::new();
+    loop {
+        let eol = raw.windows(2).position(|w| w == b"\r\n").ok_or_else(bad)?;
+        let size_str = std::str::from_utf8(&raw[..eol]).map_err(|_| bad())?;
+        let size = usize::from_str_radix(size_str.split(';').next().unwrap_or("").trim(), 16)
+            .map_err(|_| bad())?;
+        raw = &raw[eol + 2..];
+        if size == 0 {
+            return Ok(out);
+        }
+        if raw.len() < size + 2 {
+            return Err(bad());
+        }
+        out.extend_from_slice(&raw[..size]);
+        raw = &raw[size + 2..];
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_plain_and_chunked() {
+        let r = parse_response(b"HTTP/1.1 201 Created\r\ncontent-length: 2\r\n\r\n{}").unwrap();
+        assert_eq!((r.status, r.body.as_slice()), (201, b"{}".as_slice()));
+        let r = parse_response(
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n",
+        )
+        .unwrap();
+        assert_eq!(r.body, b"abcde");
+        assert!(parse_response(b"garbage").is_err());
+        assert!(parse_response(b"HTTP/1.1 xx\r\n\r\n").is_err());
+    }
+}

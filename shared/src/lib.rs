@@ -1,0 +1,10 @@
+//! Shared between the `podswitch` CNI binary, `switchd` and `switchctl`:
+//! the wire model of the control API and a small client for its socket.
+
+pub mod client;
+pub mod model;
+
+/// Default path of switchd's control socket.
+pub const DEFAULT_SOCKET: &str = "/run/podswitch/switchd.sock";
+/// Default state directory of switchd.
+pub const DEFAULT_STATE_DIR: &str = "/var/lib/podswitch";

@@ -1,0 +1,588 @@
+//! The podswitch object model as it crosses the control socket and the
+//! state directory: `VSwitch`, `VPort`, `Nic` and the newtypes that make
+//! nonsense unrepresentable (`VlanId` is 1..=4094, `MacAddr` is six bytes).
+//!
+//! Field names follow DESIGN.md (the CNI config's names: `vlan`, `trunk`
+//! with `{minID,maxID}|{id}`, `macSpoofCheck`, `linkState`). Every input
+//! struct denies unknown fields: a typo must not silently change a network.
+
+use serde::{de, Deserialize, Deserializer, Serialize, Serializer};
+use std::fmt;
+use std::str::FromStr;
+
+/// An 802.1Q VLAN identifier usable on a port: 1..=4094 (0 means "priority
+/// tag only" on the wire and 4095 is reserved, so neither is a VLAN).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct VlanId(u16);
+
+impl VlanId {
+    pub const MIN: u16 = 1;
+    pub const MAX: u16 = 4094;
+    /// VLAN 1, where a port with neither `vlan` nor `trunk` lives.
+    pub const DEFAULT: VlanId = VlanId(1);
+
+    pub fn new(v: u16) -> Result<Self, ModelError> {
+        if (Self::MIN..=Self::MAX).contains(&v) {
+            Ok(VlanId(v))
+        } else {
+            Err(ModelError::VlanRange(v as i64))
+        }
+    }
+    pub fn get(self) -> u16 {
+        self.0
+    }
+}
+
+impl Serialize for VlanId {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u16(self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for VlanId {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let v = i64::deserialize(d)?;
+        if !(VlanId::MIN as i64..=VlanId::MAX as i64).contains(&v) {
+            return Err(de::Error::custom(ModelError::VlanRange(v)));
+        }
+        Ok(VlanId(v as u16))
+    }
+}
+
+impl fmt::Display for VlanId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
+/// An Ethernet MAC address, written `02:42:0a:0a:00:05`.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
+pub struct MacAddr(pub [u8; 6]);
+
+impl MacAddr {
+    pub const BROADCAST: MacAddr = MacAddr([0xff; 6]);
+    pub fn is_multicast(&self) -> bool {
+        self.0[0] & 1 == 1
+    }
+    pub fn is_zero(&self) -> bool {
+        self.0 == [0; 6]
+    }
+    /// A MAC a NIC may own: unicast and not all-zero.
+    pub fn is_unicast(&self) -> bool {
+        !self.is_multicast() && !self.is_zero()
+    }
+}
+
+impl fmt::Display for MacAddr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let b = self.0;
+        write!(
+            f,
+            "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
+            b[0], b[1], b[2], b[3], b[4], b[5]
+        )
+    }
+}
+
+impl fmt::Debug for MacAddr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
+
+impl FromStr for MacAddr {
+    type Err = ModelError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let bad = || ModelError::Mac(s.to_string());
+        let mut out = [0u8; 6];
+        let mut parts = s.split([':', '-']);
+        for byte in out.iter_mut() {
+            let p = parts.next().ok_or_else(bad)?;
+            if p.len() != 2 {
+                return Err(bad());
+            }
+            *byte = u8::from_str_radix(p, 16).map_err(|_| bad())?;
+        }
+        if parts.next().is_some() {
+            return Err(bad());
+        }
+        Ok(MacAddr(out))
+    }
+}
+
+impl Serialize for MacAddr {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for MacAddr {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        let mac: MacAddr = s.parse().map_err(de::Error::custom)?;
+        if !mac.is_unicast() {
+            return Err(de::Error::custom(format!(
+                "MAC address {mac} must be unicast and not all-zero"
+            )));
+        }
+        Ok(mac)
+    }
+}
+
+/// One entry of a trunk's allowed set, in the reference `vlanTrunk` shape:
+/// `{"id": 400}` or `{"minID": 200, "maxID": 299}`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TrunkRange {
+    Single(VlanId),
+    Range(VlanId, VlanId),
+}
+
+impl TrunkRange {
+    pub fn bounds(&self) -> (u16, u16) {
+        match *self {
+            TrunkRange::Single(v) => (v.get(), v.get()),
+            TrunkRange::Range(a, b) => (a.get(), b.get()),
+        }
+    }
+}
+
+impl Serialize for TrunkRange {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        match *self {
+            TrunkRange::Single(v) => {
+                let mut m = s.serialize_map(Some(1))?;
+                m.serialize_entry("id", &v)?;
+                m.end()
+            }
+            TrunkRange::Range(a, b) => {
+                let mut m = s.serialize_map(Some(2))?;
+                m.serialize_entry("minID", &a)?;
+                m.serialize_entry("maxID", &b)?;
+                m.end()
+            }
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for TrunkRange {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Raw {
+            id: Option<VlanId>,
+            #[serde(rename = "minID")]
+            min_id: Option<VlanId>,
+            #[serde(rename = "maxID")]
+            max_id: Option<VlanId>,
+        }
+        let r = Raw::deserialize(d)?;
+        match (r.id, r.min_id, r.max_id) {
+            (Some(v), None, None) => Ok(TrunkRange::Single(v)),
+            (None, Some(a), Some(b)) if a <= b => Ok(TrunkRange::Range(a, b)),
+            (None, Some(a), Some(b)) => Err(de::Error::custom(format!(
+                "trunk range minID {a} is greater than maxID {b}"
+            ))),
+            _ => Err(de::Error::custom(
+                "a trunk entry is either {\"id\": N} or {\"minID\": N, \"maxID\": M}",
+            )),
+        }
+    }
+}
+
+/// What plugs into a port.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NicKind {
+    /// A pod's veth (the host end is attached).
+    Veth,
+    /// A VM's tap device.
+    Tap,
+    /// An SR-IOV VF handed to a VM through vfio, attached by its representor.
+    Vfio,
+    /// A physical NIC carrying 802.1Q-tagged traffic to the fabric.
+    Uplink,
+}
+
+impl fmt::Display for NicKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            NicKind::Veth => "veth",
+            NicKind::Tap => "tap",
+            NicKind::Vfio => "vfio",
+            NicKind::Uplink => "uplink",
+        })
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Nic {
+    pub kind: NicKind,
+    /// The netdev switchd attaches to, in switchd's network namespace.
+    pub ifname: String,
+}
+
+/// Administrative state of a port; `down` pulls the cable.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum LinkState {
+    #[default]
+    Up,
+    Down,
+}
+
+/// Who a port belongs to (the CNI fills this in).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Owner {
+    #[serde(rename = "containerID", default, skip_serializing_if = "Option::is_none")]
+    pub container_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ifname: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub netns: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod_name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod_namespace: Option<String>,
+}
+
+/// `POST /v1/ports` body.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct PortConfig {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub switch: Option<String>,
+    pub nic: Nic,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mac: Option<MacAddr>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vlan: Option<VlanId>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trunk: Option<Vec<TrunkRange>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mac_spoof_check: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub link_state: Option<LinkState>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<Owner>,
+}
+
+/// `PATCH /v1/ports/{id}` body: absent fields are unchanged; `null` for
+/// `vlan`, `trunk` or `mac` clears them.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct PortUpdate {
+    #[serde(
+        default,
+        deserialize_with = "double_option",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub vlan: Option<Option<VlanId>>,
+    #[serde(
+        default,
+        deserialize_with = "double_option",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub trunk: Option<Option<Vec<TrunkRange>>>,
+    #[serde(
+        default,
+        deserialize_with = "double_option",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub mac: Option<Option<MacAddr>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mac_spoof_check: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub link_state: Option<LinkState>,
+}
+
+fn double_option<'de, T: Deserialize<'de>, D: Deserializer<'de>>(
+    d: D,
+) -> Result<Option<Option<T>>, D::Error> {
+    Option::<T>::deserialize(d).map(Some)
+}
+
+/// Per-port counters as reported by the API (summed over poll threads).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PortStats {
+    pub rx_packets: u64,
+    pub rx_bytes: u64,
+    pub tx_packets: u64,
+    pub tx_bytes: u64,
+    /// Dropped frames by reason (`vlan`, `malformed`, `spoof`, `link-down`,
+    /// `no-buffer`); only reasons seen so far are listed.
+    pub drops: std::collections::BTreeMap<String, u64>,
+}
+
+/// A VPort as stored and as answered by the API.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct VPort {
+    pub id: String,
+    pub switch: String,
+    pub nic: Nic,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mac: Option<MacAddr>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vlan: Option<VlanId>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trunk: Option<Vec<TrunkRange>>,
+    #[serde(default)]
+    pub mac_spoof_check: bool,
+    #[serde(default)]
+    pub link_state: LinkState,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<Owner>,
+    /// Runtime status, filled in by switchd; never stored.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<PortStatus>,
+    /// Counters, filled in by switchd; never stored.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stats: Option<PortStats>,
+}
+
+/// What only the daemon knows about a port right now.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PortStatus {
+    /// The datapath has an AF_XDP socket on the NIC.
+    pub attached: bool,
+    pub ifindex: u32,
+    /// "native" or "generic" XDP.
+    pub xdp_mode: String,
+}
+
+impl VPort {
+    /// The VLAN mode this port's fields describe.
+    pub fn mode(&self) -> VlanMode {
+        VlanMode::from_fields(self.vlan, self.trunk.as_deref())
+    }
+}
+
+/// A port's 802.1Q role, derived from `vlan` and `trunk`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum VlanMode {
+    /// Untagged in and out, on one VLAN.
+    Access(VlanId),
+    /// Tagged for the allowed set; untagged frames belong to `native`.
+    Trunk {
+        allowed: Vec<TrunkRange>,
+        native: Option<VlanId>,
+    },
+}
+
+impl VlanMode {
+    pub fn from_fields(vlan: Option<VlanId>, trunk: Option<&[TrunkRange]>) -> Self {
+        match trunk {
+            Some(t) => VlanMode::Trunk {
+                allowed: t.to_vec(),
+                native: vlan,
+            },
+            None => VlanMode::Access(vlan.unwrap_or(VlanId::DEFAULT)),
+        }
+    }
+}
+
+/// `POST /v1/switches` body.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct SwitchConfig {
+    pub name: String,
+    /// Seconds a learned MAC lives without traffic (default 300).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub aging_seconds: Option<u32>,
+    /// Most learned MACs this switch holds (default 8192).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_fdb_entries: Option<u32>,
+}
+
+/// A VSwitch as stored and answered.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct VSwitch {
+    pub name: String,
+    pub aging_seconds: u32,
+    pub max_fdb_entries: u32,
+    /// Number of ports on the switch (answered, never stored).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ports: Option<usize>,
+    /// Forwarding-table entries (answered, never stored).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fdb_entries: Option<usize>,
+}
+
+impl VSwitch {
+    pub const DEFAULT_NAME: &'static str = "default";
+    pub const DEFAULT_AGING_SECONDS: u32 = 300;
+    pub const DEFAULT_MAX_FDB_ENTRIES: u32 = 8192;
+}
+
+/// One forwarding-table row.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct FdbEntry {
+    pub vlan: VlanId,
+    pub mac: MacAddr,
+    pub port: String,
+    /// "learned" or "static".
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// Seconds since the MAC was last seen (0 for static entries).
+    pub age_seconds: u64,
+}
+
+/// An error body: `{"code": "...", "message": "..."}`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApiError {
+    pub code: String,
+    pub message: String,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ModelError {
+    #[error("VLAN ID {0} is outside 1..4094")]
+    VlanRange(i64),
+    #[error("{0:?} is not a MAC address (want aa:bb:cc:dd:ee:ff)")]
+    Mac(String),
+    #[error("{what} {name:?} is invalid: {why}")]
+    Name {
+        what: &'static str,
+        name: String,
+        why: &'static str,
+    },
+}
+
+/// Checks a Linux interface name (1..=15 bytes, no '/', ':' or whitespace).
+pub fn check_ifname(name: &str) -> Result<(), ModelError> {
+    let err = |why| ModelError::Name {
+        what: "interface name",
+        name: name.to_string(),
+        why,
+    };
+    if name.is_empty() || name.len() > 15 {
+        return Err(err("must be 1 to 15 bytes long"));
+    }
+    if name == "." || name == ".." {
+        return Err(err("is reserved"));
+    }
+    if name
+        .bytes()
+        .any(|b| b == b'/' || b == b':' || b.is_ascii_whitespace() || b.is_ascii_control())
+    {
+        return Err(err("must not contain '/', ':', whitespace or control characters"));
+    }
+    Ok(())
+}
+
+/// Checks a switch name or port ID: 1..=64 of `[A-Za-z0-9._-]`, starting
+/// with an alphanumeric (they appear in URLs and file names).
+pub fn check_object_name(what: &'static str, name: &str) -> Result<(), ModelError> {
+    let err = |why| ModelError::Name {
+        what,
+        name: name.to_string(),
+        why,
+    };
+    if name.is_empty() || name.len() > 64 {
+        return Err(err("must be 1 to 64 characters long"));
+    }
+    if !name.as_bytes()[0].is_ascii_alphanumeric() {
+        return Err(err("must start with a letter or digit"));
+    }
+    if !name
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-')
+    {
+        return Err(err("may only contain letters, digits, '.', '_' and '-'"));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn vlan_bounds() {
+        assert!(serde_json::from_str::<VlanId>("0").is_err());
+        assert!(serde_json::from_str::<VlanId>("4095").is_err());
+        assert!(serde_json::from_str::<VlanId>("-3").is_err());
+        assert_eq!(serde_json::from_str::<VlanId>("4094").ok(), Some(VlanId(4094)));
+        let e = serde_json::from_str::<VlanId>("5000").unwrap_err().to_string();
+        assert!(e.contains("5000 is outside 1..4094"), "{e}");
+    }
+
+    #[test]
+    fn mac_roundtrip_and_rejects() {
+        let m: MacAddr = "02:42:0A:0a:00:05".parse().unwrap();
+        assert_eq!(m.to_string(), "02:42:0a:0a:00:05");
+        assert!("02:42:0a:0a:00".parse::<MacAddr>().is_err());
+        assert!("02:42:0a:0a:00:05:06".parse::<MacAddr>().is_err());
+        assert!("zz:42:0a:0a:00:05".parse::<MacAddr>().is_err());
+        assert!(serde_json::from_str::<MacAddr>("\"01:00:5e:00:00:01\"").is_err());
+        assert!(serde_json::from_str::<MacAddr>("\"00:00:00:00:00:00\"").is_err());
+    }
+
+    #[test]
+    fn trunk_shapes() {
+        let t: Vec<TrunkRange> =
+            serde_json::from_str(r#"[{"minID":200,"maxID":299},{"id":400}]"#).unwrap();
+        assert_eq!(t[0].bounds(), (200, 299));
+        assert_eq!(t[1].bounds(), (400, 400));
+        assert_eq!(
+            serde_json::to_string(&t).unwrap(),
+            r#"[{"minID":200,"maxID":299},{"id":400}]"#
+        );
+        assert!(serde_json::from_str::<TrunkRange>(r#"{"minID":300,"maxID":200}"#).is_err());
+        assert!(serde_json::from_str::<TrunkRange>(r#"{"id":1,"minID":2,"maxID":3}"#).is_err());
+        assert!(serde_json::from_str::<TrunkRange>(r#"{"vid":1}"#).is_err());
+        assert!(serde_json::from_str::<TrunkRange>(r#"{"id":4095}"#).is_err());
+    }
+
+    #[test]
+    fn port_config_denies_unknown_fields() {
+        let e = serde_json::from_str::<PortConfig>(
+            r#"{"nic":{"kind":"veth","ifname":"a"},"vlam":100}"#,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("unknown field `vlam`"), "{e}");
+    }
+
+    #[test]
+    fn patch_null_clears() {
+        let u: PortUpdate = serde_json::from_str(r#"{"trunk":null}"#).unwrap();
+        assert_eq!(u.trunk, Some(None));
+        assert_eq!(u.vlan, None);
+        let u: PortUpdate = serde_json::from_str(r#"{"vlan":7}"#).unwrap();
+        assert_eq!(u.vlan, Some(Some(VlanId(7))));
+    }
+
+    #[test]
+    fn mode_from_fields() {
+        assert_eq!(VlanMode::from_fields(None, None), VlanMode::Access(VlanId(1)));
+        let t = [TrunkRange::Single(VlanId(5))];
+        assert_eq!(
+            VlanMode::from_fields(Some(VlanId(9)), Some(&t)),
+            VlanMode::Trunk {
+                allowed: t.to_vec(),
+                native: Some(VlanId(9))
+            }
+        );
+    }
+
+    #[test]
+    fn names() {
+        assert!(check_ifname("psw3f9a1c2e").is_ok());
+        assert!(check_ifname("0123456789abcdef").is_err());
+        assert!(check_ifname("a/b").is_err());
+        assert!(check_ifname("").is_err());
+        assert!(check_object_name("port ID", "p-1.x_y").is_ok());
+        assert!(check_object_name("port ID", "../etc").is_err());
+        assert!(check_object_name("port ID", "a b").is_err());
+    }
+}

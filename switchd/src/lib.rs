@@ -1,0 +1,9 @@
+//! switchd: podswitch's node-local switch daemon.
+//!
+//! Layers, arrows pointing one way: `control` (API server) and `datapath`
+//! (AF_XDP poll thread) → `state` (owns switches and ports, persists them,
+//! publishes snapshots) → `pipeline` (pure forwarding) → `snapshot`, `wire`.
+
+pub mod pipeline;
+pub mod snapshot;
+pub mod wire;

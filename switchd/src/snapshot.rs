@@ -1,0 +1,89 @@
+//! What the data path reads: an immutable picture of the switches and
+//! ports, published by the control plane (arc-swap) and loaded by a poll
+//! thread once per batch. Per-port counters are shared atomics whose single
+//! writer is the poll thread that owns the port.
+
+use crate::pipeline::fdb::{Fdb, Slot};
+use crate::pipeline::vlan::PortVlan;
+use crate::pipeline::DropReason;
+use podswitch_shared::model::{MacAddr, PortStats};
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
+
+/// Counters of one port. Written by one poll thread, read by the API.
+#[derive(Debug, Default)]
+pub struct PortCounters {
+    pub rx_packets: AtomicU64,
+    pub rx_bytes: AtomicU64,
+    pub tx_packets: AtomicU64,
+    pub tx_bytes: AtomicU64,
+    drops: [AtomicU64; DropReason::COUNT],
+}
+
+impl PortCounters {
+    #[inline]
+    pub fn add(c: &AtomicU64, n: u64) {
+        // Single writer: a plain load/store avoids a locked RMW per frame.
+        c.store(c.load(Relaxed).wrapping_add(n), Relaxed);
+    }
+    #[inline]
+    pub fn drop(&self, why: DropReason) {
+        Self::add(&self.drops[why as usize], 1);
+    }
+    pub fn dropped(&self, why: DropReason) -> u64 {
+        self.drops[why as usize].load(Relaxed)
+    }
+    pub fn to_stats(&self) -> PortStats {
+        PortStats {
+            rx_packets: self.rx_packets.load(Relaxed),
+            rx_bytes: self.rx_bytes.load(Relaxed),
+            tx_packets: self.tx_packets.load(Relaxed),
+            tx_bytes: self.tx_bytes.load(Relaxed),
+            drops: DropReason::ALL
+                .iter()
+                .map(|r| (r.as_str().to_string(), self.dropped(*r)))
+                .filter(|(_, n)| *n > 0)
+                .collect(),
+        }
+    }
+}
+
+/// One port as the pipeline sees it.
+#[derive(Debug, Clone)]
+pub struct PortView {
+    pub id: String,
+    pub slot: Slot,
+    /// Index into `Snapshot::switches`.
+    pub switch: usize,
+    pub vlan: PortVlan,
+    /// Admin state: a down port forwards nothing either way.
+    pub up: bool,
+    pub mac: Option<MacAddr>,
+    pub spoof_check: bool,
+    pub counters: Arc<PortCounters>,
+}
+
+/// One switch as the pipeline sees it.
+#[derive(Debug, Clone)]
+pub struct SwitchView {
+    pub name: String,
+    /// Slots of the switch's ports, the flood list before VLAN filtering.
+    pub ports: Vec<Slot>,
+    /// Learned by the poll thread, read and flushed by the control plane.
+    pub fdb: Arc<Mutex<Fdb>>,
+}
+
+/// Everything the data path needs, immutable once published.
+#[derive(Debug, Default)]
+pub struct Snapshot {
+    pub generation: u64,
+    /// Indexed by slot.
+    pub ports: Vec<Option<PortView>>,
+    pub switches: Vec<SwitchView>,
+}
+
+impl Snapshot {
+    pub fn port(&self, slot: Slot) -> Option<&PortView> {
+        self.ports.get(slot as usize).and_then(|p| p.as_ref())
+    }
+}

@@ -1,0 +1,2 @@
+//! Typed views of the frame formats switchd reads and edits. No I/O.
+pub mod ethernet;
