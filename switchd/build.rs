@@ -7,10 +7,13 @@ use std::process::Command;
 fn main() {
     let src = "bpf/xdp_redirect.c";
     println!("cargo:rerun-if-changed={src}");
-    let out = PathBuf::from(env::var("OUT_DIR").expect("OUT_DIR is set by cargo")).join("xdp_redirect.o");
+    let out =
+        PathBuf::from(env::var("OUT_DIR").expect("OUT_DIR is set by cargo")).join("xdp_redirect.o");
     let arch_inc = format!("-I/usr/include/{}-linux-gnu", env::consts::ARCH);
     let status = Command::new(env::var("CLANG").unwrap_or_else(|_| "clang".into()))
-        .args(["-O2", "-g", "-target", "bpf", "-Wall", "-Werror", &arch_inc, "-c", src, "-o"])
+        .args([
+            "-O2", "-g", "-target", "bpf", "-Wall", "-Werror", &arch_inc, "-c", src, "-o",
+        ])
         .arg(&out)
         .status();
     match status {

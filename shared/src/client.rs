@@ -70,7 +70,12 @@ impl Client {
     }
 
     /// Sends one request and returns the status and body, whatever the status.
-    pub fn raw(&self, method: &str, path: &str, body: Option<&[u8]>) -> Result<Response, ClientError> {
+    pub fn raw(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&[u8]>,
+    ) -> Result<Response, ClientError> {
         let io = |source| ClientError::Io {
             path: self.path.clone(),
             source,
@@ -107,7 +112,11 @@ impl Client {
         let body = body.map(serde_json::to_vec).transpose()?;
         let r = self.raw(method, path, body.as_deref())?;
         if (200..300).contains(&r.status) {
-            let slice = if r.body.is_empty() { b"null".as_slice() } else { &r.body };
+            let slice = if r.body.is_empty() {
+                b"null".as_slice()
+            } else {
+                &r.body
+            };
             Ok(serde_json::from_slice(slice)?)
         } else {
             let error = serde_json::from_slice::<ApiError>(&r.body).unwrap_or_else(|_| ApiError {
@@ -126,7 +135,6 @@ impl Client {
     }
 }
 
-
 fn parse_response(buf: &[u8]) -> Result<Response, ClientError> {
     let end = buf
         .windows(4)
@@ -144,7 +152,9 @@ fn parse_response(buf: &[u8]) -> Result<Response, ClientError> {
     let mut chunked = false;
     for l in lines {
         if let Some((k, v)) = l.split_once(':') {
-            if k.eq_ignore_ascii_case("transfer-encoding") && v.trim().eq_ignore_ascii_case("chunked") {
+            if k.eq_ignore_ascii_case("transfer-encoding")
+                && v.trim().eq_ignore_ascii_case("chunked")
+            {
                 chunked = true;
             }
         }

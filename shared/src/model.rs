@@ -236,7 +236,11 @@ pub enum LinkState {
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct Owner {
-    #[serde(rename = "containerID", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "containerID",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub container_id: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ifname: Option<String>,
@@ -474,7 +478,9 @@ pub fn check_ifname(name: &str) -> Result<(), ModelError> {
         .bytes()
         .any(|b| b == b'/' || b == b':' || b.is_ascii_whitespace() || b.is_ascii_control())
     {
-        return Err(err("must not contain '/', ':', whitespace or control characters"));
+        return Err(err(
+            "must not contain '/', ':', whitespace or control characters",
+        ));
     }
     Ok(())
 }
@@ -511,8 +517,13 @@ mod tests {
         assert!(serde_json::from_str::<VlanId>("0").is_err());
         assert!(serde_json::from_str::<VlanId>("4095").is_err());
         assert!(serde_json::from_str::<VlanId>("-3").is_err());
-        assert_eq!(serde_json::from_str::<VlanId>("4094").ok(), Some(VlanId(4094)));
-        let e = serde_json::from_str::<VlanId>("5000").unwrap_err().to_string();
+        assert_eq!(
+            serde_json::from_str::<VlanId>("4094").ok(),
+            Some(VlanId(4094))
+        );
+        let e = serde_json::from_str::<VlanId>("5000")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("5000 is outside 1..4094"), "{e}");
     }
 
@@ -564,7 +575,10 @@ mod tests {
 
     #[test]
     fn mode_from_fields() {
-        assert_eq!(VlanMode::from_fields(None, None), VlanMode::Access(VlanId(1)));
+        assert_eq!(
+            VlanMode::from_fields(None, None),
+            VlanMode::Access(VlanId(1))
+        );
         let t = [TrunkRange::Single(VlanId(5))];
         assert_eq!(
             VlanMode::from_fields(Some(VlanId(9)), Some(&t)),

@@ -4,6 +4,10 @@
 //! (AF_XDP poll thread) → `state` (owns switches and ports, persists them,
 //! publishes snapshots) → `pipeline` (pure forwarding) → `snapshot`, `wire`.
 
+pub mod clock;
+pub mod control;
+pub mod datapath;
 pub mod pipeline;
 pub mod snapshot;
+pub mod state;
 pub mod wire;

@@ -1,1 +1,130 @@
-fn main() {}
+//! switchd: runs in the foreground, logs to stderr, serves the control API
+//! on a Unix socket and forwards frames between its ports with AF_XDP.
+
+use anyhow::Context;
+use clap::Parser;
+use podswitch_shared::{DEFAULT_SOCKET, DEFAULT_STATE_DIR};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use switchd::control::{self, Api};
+use switchd::datapath::{Datapath, DatapathConfig};
+use switchd::state::State;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "switchd",
+    version,
+    about = "podswitch node-local switch daemon (AF_XDP)"
+)]
+struct Args {
+    /// Control socket (HTTP/1.1 + JSON, mode 0600).
+    #[arg(long, default_value = DEFAULT_SOCKET)]
+    socket: PathBuf,
+    /// Where switches and ports are persisted.
+    #[arg(long, default_value = DEFAULT_STATE_DIR)]
+    state_dir: PathBuf,
+    /// Default MAC aging time of switches, in seconds.
+    #[arg(long, default_value_t = 300, value_parser = clap::value_parser!(u32).range(1..))]
+    fdb_aging: u32,
+    /// UMEM frames (4 KiB each) shared by all ports.
+    #[arg(long, default_value_t = 16384, value_parser = clap::value_parser!(u32).range(256..=1048576))]
+    umem_frames: u32,
+    /// Log level (error, warn, info, debug, trace); RUST_LOG overrides.
+    #[arg(long, default_value = "info")]
+    log_level: String,
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    env_logger::Builder::new()
+        .parse_filters(&args.log_level)
+        .parse_env("RUST_LOG")
+        .format_timestamp_millis()
+        .init();
+
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    rt.block_on(run(args))
+}
+
+async fn run(args: Args) -> anyhow::Result<()> {
+    std::fs::create_dir_all(&args.state_dir)
+        .with_context(|| format!("creating state directory {}", args.state_dir.display()))?;
+    let listener = control::bind(&args.socket)
+        .with_context(|| format!("binding control socket {}", args.socket.display()))?;
+    let dp = Datapath::start(DatapathConfig {
+        umem_frames: args.umem_frames,
+        ..DatapathConfig::default()
+    })
+    .context("starting the AF_XDP data path")?;
+    let state = Arc::new(Mutex::new(State::new(&args.state_dir, dp, args.fdb_aging)));
+    let ready = Arc::new(AtomicBool::new(false));
+    let api = Arc::new(Api {
+        state: state.clone(),
+        ready: ready.clone(),
+        requests: AtomicU64::new(0),
+    });
+    log::info!("serving the control API on {}", args.socket.display());
+    let server = tokio::spawn(control::serve(listener, api));
+
+    // Re-attach stored ports while the API already answers (readyz: 503).
+    let st = state.clone();
+    let restored = tokio::task::spawn_blocking(move || {
+        let mut s = st.lock().unwrap_or_else(|e| e.into_inner());
+        s.restore()
+    })
+    .await
+    .context("restore task")?;
+    let (ok, dropped) = restored.context("restoring state")?;
+    // Ports whose NIC exists but did not attach yet (e.g. the previous
+    // switchd's sockets are still being torn down): give them a moment.
+    for _ in 0..20 {
+        let st = state.clone();
+        let left = tokio::task::spawn_blocking(move || {
+            let mut s = st.lock().unwrap_or_else(|e| e.into_inner());
+            s.reconcile();
+            s.detached_ports()
+        })
+        .await
+        .context("reconcile task")?;
+        if left == 0 {
+            break;
+        }
+        log::info!("{left} stored port(s) not attached yet; retrying");
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    }
+    ready.store(true, Ordering::Release);
+    log::info!("ready: {ok} port(s) re-attached, {dropped} dropped (NIC gone)");
+
+    // Keep retrying ports that could not be attached (see State::reconcile).
+    let st = state.clone();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+        loop {
+            tick.tick().await;
+            let st = st.clone();
+            let _ = tokio::task::spawn_blocking(move || {
+                let mut s = st.lock().unwrap_or_else(|e| e.into_inner());
+                if s.detached_ports() > 0 {
+                    s.reconcile();
+                }
+            })
+            .await;
+        }
+    });
+
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => log::info!("interrupted; shutting down"),
+        _ = term.recv() => log::info!("terminated; shutting down"),
+    }
+    server.abort();
+    let _ = std::fs::remove_file(&args.socket);
+    // Dropping the state stops the poll thread; ports stay stored for the next start.
+    drop(state);
+    Ok(())
+}

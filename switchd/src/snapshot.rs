@@ -18,6 +18,9 @@ pub struct PortCounters {
     pub tx_packets: AtomicU64,
     pub tx_bytes: AtomicU64,
     drops: [AtomicU64; DropReason::COUNT],
+    /// Frames the kernel could not hand to the port's socket (RX ring full,
+    /// fill ring empty), read from XDP_STATISTICS by the poll thread.
+    kernel_drops: AtomicU64,
 }
 
 impl PortCounters {
@@ -27,11 +30,19 @@ impl PortCounters {
         c.store(c.load(Relaxed).wrapping_add(n), Relaxed);
     }
     #[inline]
-    pub fn drop(&self, why: DropReason) {
+    pub fn count_drop(&self, why: DropReason) {
         Self::add(&self.drops[why as usize], 1);
     }
     pub fn dropped(&self, why: DropReason) -> u64 {
-        self.drops[why as usize].load(Relaxed)
+        let n = self.drops[why as usize].load(Relaxed);
+        if why == DropReason::NoBuffer {
+            n + self.kernel_drops.load(Relaxed)
+        } else {
+            n
+        }
+    }
+    pub fn set_kernel_drops(&self, n: u64) {
+        self.kernel_drops.store(n, Relaxed);
     }
     pub fn to_stats(&self) -> PortStats {
         PortStats {

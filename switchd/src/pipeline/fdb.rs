@@ -36,13 +36,15 @@ impl Hasher for KeyHasher {
 
 fn key(vlan: u16, mac: MacAddr) -> u64 {
     let m = mac.0;
-    ((vlan as u64) << 48)
-        | u64::from_be_bytes([0, 0, m[0], m[1], m[2], m[3], m[4], m[5]])
+    ((vlan as u64) << 48) | u64::from_be_bytes([0, 0, m[0], m[1], m[2], m[3], m[4], m[5]])
 }
 
 fn unkey(k: u64) -> (u16, MacAddr) {
     let b = k.to_be_bytes();
-    ((k >> 48) as u16, MacAddr([b[2], b[3], b[4], b[5], b[6], b[7]]))
+    (
+        (k >> 48) as u16,
+        MacAddr([b[2], b[3], b[4], b[5], b[6], b[7]]),
+    )
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -58,7 +60,9 @@ pub enum Learned {
     New,
     Refreshed,
     /// The MAC was known behind another port and now lives here.
-    Moved { from: Slot },
+    Moved {
+        from: Slot,
+    },
     /// The table is full; the MAC was not learned (its frames still flood).
     LimitReached,
     /// A static entry owns this MAC; nothing changed.
@@ -214,7 +218,11 @@ impl Fdb {
                     mac,
                     slot: e.slot,
                     is_static: e.is_static,
-                    age_ns: if e.is_static { 0 } else { now.saturating_sub(e.last_seen) },
+                    age_ns: if e.is_static {
+                        0
+                    } else {
+                        now.saturating_sub(e.last_seen)
+                    },
                 }
             })
             .collect();
@@ -247,7 +255,11 @@ mod tests {
         let mut f = Fdb::new(300, 10);
         f.learn(1, m(1), 0, 0);
         assert_eq!(f.lookup(1, m(1), 299 * SEC), Some(0));
-        assert_eq!(f.lookup(1, m(1), 300 * SEC), None, "aged out at exactly the aging time");
+        assert_eq!(
+            f.lookup(1, m(1), 300 * SEC),
+            None,
+            "aged out at exactly the aging time"
+        );
         f.learn(1, m(2), 0, 200 * SEC);
         assert_eq!(f.sweep(301 * SEC), 1);
         assert_eq!(f.rows(301 * SEC).len(), 1);

@@ -79,7 +79,9 @@ pub fn forward(
 ) -> Result<Decision, DropReason> {
     out.clear();
     let hdr = ethernet::parse(frame).map_err(|e| match e {
-        ParseError::Runt | ParseError::TruncatedTag | ParseError::BadSource => DropReason::Malformed,
+        ParseError::Runt | ParseError::TruncatedTag | ParseError::BadSource => {
+            DropReason::Malformed
+        }
     })?;
     if !ingress.up {
         return Err(DropReason::LinkDown);
@@ -188,10 +190,23 @@ mod tests {
             }
         }
 
-        fn send(&mut self, ingress: Slot, frame: &[u8], now: u64) -> Result<(Decision, Vec<Egress>), DropReason> {
+        fn send(
+            &mut self,
+            ingress: Slot,
+            frame: &[u8],
+            now: u64,
+        ) -> Result<(Decision, Vec<Egress>), DropReason> {
             let mut out = Vec::new();
             let p = self.snap.port(ingress).unwrap().clone();
-            let d = forward(&self.snap, &self.snap.switches[0], &mut self.fdb, &p, frame, now, &mut out)?;
+            let d = forward(
+                &self.snap,
+                &self.snap.switches[0],
+                &mut self.fdb,
+                &p,
+                frame,
+                now,
+                &mut out,
+            )?;
             Ok((d, out))
         }
 
@@ -209,10 +224,22 @@ mod tests {
 
     #[test]
     fn broadcast_floods_only_within_vlan_and_not_back() {
-        let mut w = World::new(vec![access(0, 10), access(1, 10), access(2, 20), access(3, 10)]);
+        let mut w = World::new(vec![
+            access(0, 10),
+            access(1, 10),
+            access(2, 20),
+            access(3, 10),
+        ]);
         assert_eq!(w.slots(0, &untagged(BCAST, A, b"arp"), 0), vec![1, 3]);
-        assert_eq!(w.slots(2, &untagged(BCAST, C, b"arp"), 0), Vec::<Slot>::new());
-        assert_eq!(w.slots(0, &untagged(MCAST, A, b"m"), 0), vec![1, 3], "multicast floods in VLAN");
+        assert_eq!(
+            w.slots(2, &untagged(BCAST, C, b"arp"), 0),
+            Vec::<Slot>::new()
+        );
+        assert_eq!(
+            w.slots(0, &untagged(MCAST, A, b"m"), 0),
+            vec![1, 3],
+            "multicast floods in VLAN"
+        );
     }
 
     #[test]
@@ -220,7 +247,11 @@ mod tests {
         let mut w = World::new(vec![access(0, 10), access(1, 10), access(2, 10)]);
         let (d, _) = w.send(0, &untagged(B, A, b"1"), 0).unwrap();
         assert!(d.flooded);
-        assert_eq!(w.slots(0, &untagged(B, A, b"1"), 0), vec![1, 2], "unknown unicast floods");
+        assert_eq!(
+            w.slots(0, &untagged(B, A, b"1"), 0),
+            vec![1, 2],
+            "unknown unicast floods"
+        );
         // B answers from port 1: learned; A is known at port 0.
         assert_eq!(w.slots(1, &untagged(A, B, b"2"), 0), vec![0]);
         assert_eq!(w.slots(0, &untagged(B, A, b"3"), 0), vec![1]);
@@ -239,15 +270,21 @@ mod tests {
     fn learned_mac_on_other_vlan_is_not_used() {
         let mut w = World::new(vec![access(0, 10), access(1, 20), access(2, 10)]);
         w.slots(1, &untagged(BCAST, B, b""), 0); // B learned on VLAN 20
-        // A on VLAN 10 sends to B: unknown on VLAN 10, floods to port 2 only.
+                                                 // A on VLAN 10 sends to B: unknown on VLAN 10, floods to port 2 only.
         assert_eq!(w.slots(0, &untagged(B, A, b""), 0), vec![2]);
     }
 
     #[test]
     fn tagged_on_access_dropped() {
         let mut w = World::new(vec![access(0, 10), access(1, 10)]);
-        assert_eq!(w.send(0, &tagged(BCAST, A, 10, b""), 0), Err(DropReason::Vlan));
-        assert_eq!(w.send(0, &tagged(BCAST, A, 20, b""), 0), Err(DropReason::Vlan));
+        assert_eq!(
+            w.send(0, &tagged(BCAST, A, 10, b""), 0),
+            Err(DropReason::Vlan)
+        );
+        assert_eq!(
+            w.send(0, &tagged(BCAST, A, 20, b""), 0),
+            Err(DropReason::Vlan)
+        );
         // Double tagging (S-tag outside, C-tag inside) is dropped too.
         let mut qinq = tagged_with(BCAST, A, TPID_8021AD, 10, b"");
         qinq.splice(16..18, [0x81, 0x00, 0x00, 0x14, 0x08, 0x00]);
@@ -269,7 +306,10 @@ mod tests {
         ]);
         // From access 100: trunk 2 gets it tagged 100, trunk 3 tagged 100.
         let (_, out) = w.send(0, &untagged(BCAST, A, b""), 0).unwrap();
-        assert_eq!(out, vec![eg(2, TagEdit::Tagged(100)), eg(3, TagEdit::Tagged(100))]);
+        assert_eq!(
+            out,
+            vec![eg(2, TagEdit::Tagged(100)), eg(3, TagEdit::Tagged(100))]
+        );
         // From access 200: trunk 2 gets it untagged (native); trunk 3 not at all.
         let (_, out) = w.send(1, &untagged(BCAST, B, b""), 0).unwrap();
         assert_eq!(out, vec![eg(2, TagEdit::Untagged)]);
@@ -280,19 +320,34 @@ mod tests {
         // Trunk 2 tagged 100 in → access 0 untagged, trunk 3 tagged.
         let (d, out) = w.send(2, &tagged(BCAST, C, 100, b""), 0).unwrap();
         assert_eq!((d.vlan, d.tagged), (100, true));
-        assert_eq!(out, vec![eg(0, TagEdit::Untagged), eg(3, TagEdit::Tagged(100))]);
+        assert_eq!(
+            out,
+            vec![eg(0, TagEdit::Untagged), eg(3, TagEdit::Tagged(100))]
+        );
         // Disallowed VID on a trunk.
-        assert_eq!(w.send(2, &tagged(BCAST, C, 300, b""), 0), Err(DropReason::Vlan));
+        assert_eq!(
+            w.send(2, &tagged(BCAST, C, 300, b""), 0),
+            Err(DropReason::Vlan)
+        );
         // Untagged on a trunk without native VLAN.
-        assert_eq!(w.send(3, &untagged(BCAST, C, b""), 0), Err(DropReason::Vlan));
+        assert_eq!(
+            w.send(3, &untagged(BCAST, C, b""), 0),
+            Err(DropReason::Vlan)
+        );
     }
 
     #[test]
     fn malformed_frames() {
         let mut w = World::new(vec![access(0, 1), access(1, 1)]);
         assert_eq!(w.send(0, &[0u8; 10], 0), Err(DropReason::Malformed));
-        assert_eq!(w.send(0, &untagged(B, MCAST, b""), 0), Err(DropReason::Malformed));
-        assert_eq!(w.send(0, &untagged(B, [0; 6], b""), 0), Err(DropReason::Malformed));
+        assert_eq!(
+            w.send(0, &untagged(B, MCAST, b""), 0),
+            Err(DropReason::Malformed)
+        );
+        assert_eq!(
+            w.send(0, &untagged(B, [0; 6], b""), 0),
+            Err(DropReason::Malformed)
+        );
         let mut t = tagged(B, A, 1, b"");
         t.truncate(16);
         assert_eq!(w.send(0, &t, 0), Err(DropReason::Malformed));
@@ -305,7 +360,10 @@ mod tests {
         down.up = false;
         let mut w = World::new(vec![access(0, 10), down, access(2, 10)]);
         assert_eq!(w.slots(0, &untagged(BCAST, A, b""), 0), vec![2]);
-        assert_eq!(w.send(1, &untagged(BCAST, B, b""), 0), Err(DropReason::LinkDown));
+        assert_eq!(
+            w.send(1, &untagged(BCAST, B, b""), 0),
+            Err(DropReason::LinkDown)
+        );
         // Even a static/learned entry pointing at the down port sends nothing there.
         w.fdb.set_static(&[(10, MacAddr(B), 1)]);
         assert_eq!(w.slots(0, &untagged(B, A, b""), 0), Vec::<Slot>::new());
@@ -317,9 +375,16 @@ mod tests {
         p.mac = Some(MacAddr(A));
         p.spoof_check = true;
         let mut w = World::new(vec![p, access(1, 1)]);
-        assert_eq!(w.send(0, &untagged(BCAST, C, b""), 0), Err(DropReason::Spoof));
+        assert_eq!(
+            w.send(0, &untagged(BCAST, C, b""), 0),
+            Err(DropReason::Spoof)
+        );
         assert_eq!(w.slots(0, &untagged(BCAST, A, b""), 0), vec![1]);
-        assert_eq!(w.fdb.lookup(1, MacAddr(C), 0), None, "spoofed MAC not learned");
+        assert_eq!(
+            w.fdb.lookup(1, MacAddr(C), 0),
+            None,
+            "spoofed MAC not learned"
+        );
     }
 
     #[test]
@@ -327,7 +392,11 @@ mod tests {
         let mut w = World::new(vec![access(0, 1), access(1, 1), access(2, 1)]);
         w.slots(1, &untagged(BCAST, B, b""), 0);
         assert_eq!(w.slots(0, &untagged(B, A, b""), SEC), vec![1]);
-        assert_eq!(w.slots(0, &untagged(B, A, b""), 301 * SEC), vec![1, 2], "aged → flood");
+        assert_eq!(
+            w.slots(0, &untagged(B, A, b""), 301 * SEC),
+            vec![1, 2],
+            "aged → flood"
+        );
     }
 
     #[test]

@@ -21,7 +21,9 @@ impl Default for VlanSet {
 
 impl std::fmt::Debug for VlanSet {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_set().entries((0..4096u16).filter(|v| self.contains(*v))).finish()
+        f.debug_set()
+            .entries((0..4096u16).filter(|v| self.contains(*v)))
+            .finish()
     }
 }
 
@@ -45,7 +47,10 @@ impl VlanSet {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum PortVlan {
     Access(u16),
-    Trunk { allowed: VlanSet, native: Option<u16> },
+    Trunk {
+        allowed: VlanSet,
+        native: Option<u16>,
+    },
 }
 
 impl From<&VlanMode> for PortVlan {
@@ -106,7 +111,11 @@ mod tests {
     use crate::wire::ethernet::TPID_8021AD;
 
     fn dot1q(vid: u16) -> Tag {
-        Tag::Dot1q { pcp: 0, dei: false, vid }
+        Tag::Dot1q {
+            pcp: 0,
+            dei: false,
+            vid,
+        }
     }
 
     fn trunk(ranges: &[(u16, u16)], native: Option<u16>) -> PortVlan {
@@ -121,10 +130,22 @@ mod tests {
     fn access_port() {
         let p = PortVlan::Access(100);
         assert_eq!(p.classify(Tag::None), Some(100));
-        assert_eq!(p.classify(dot1q(0)), Some(100), "priority tag counts as untagged");
-        assert_eq!(p.classify(dot1q(100)), None, "tagged on access is dropped, even its own VID");
+        assert_eq!(
+            p.classify(dot1q(0)),
+            Some(100),
+            "priority tag counts as untagged"
+        );
+        assert_eq!(
+            p.classify(dot1q(100)),
+            None,
+            "tagged on access is dropped, even its own VID"
+        );
         assert_eq!(p.classify(dot1q(200)), None);
-        assert_eq!(p.classify(Tag::Other(TPID_8021AD)), None, "no double-tag hopping");
+        assert_eq!(
+            p.classify(Tag::Other(TPID_8021AD)),
+            None,
+            "no double-tag hopping"
+        );
         assert!(p.carries(100) && !p.carries(101));
         assert_eq!(p.egress(100), TagEdit::Untagged);
     }
@@ -135,7 +156,11 @@ mod tests {
         assert_eq!(p.classify(dot1q(250)), Some(250));
         assert_eq!(p.classify(dot1q(400)), Some(400));
         assert_eq!(p.classify(dot1q(300)), None, "disallowed VID");
-        assert_eq!(p.classify(dot1q(10)), None, "native VID tagged is not in the allowed set");
+        assert_eq!(
+            p.classify(dot1q(10)),
+            None,
+            "native VID tagged is not in the allowed set"
+        );
         assert_eq!(p.classify(Tag::None), Some(10), "untagged → native");
         assert_eq!(p.classify(dot1q(0)), Some(10), "priority-tagged → native");
         assert_eq!(p.classify(Tag::Other(TPID_8021AD)), None);

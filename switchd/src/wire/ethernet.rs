@@ -213,10 +213,24 @@ pub(crate) mod tests {
     fn parse_tagged_and_priority() {
         let f = tagged_with(B, A, TPID_8021Q, (5 << 13) | 0x1000 | 200, b"x");
         let h = parse(&f).unwrap();
-        assert_eq!(h.tag, Tag::Dot1q { pcp: 5, dei: true, vid: 200 });
+        assert_eq!(
+            h.tag,
+            Tag::Dot1q {
+                pcp: 5,
+                dei: true,
+                vid: 200
+            }
+        );
         assert_eq!(h.ethertype, 0x0800);
         let f = tagged_with(B, A, TPID_8021Q, 3 << 13, b"x");
-        assert_eq!(parse(&f).unwrap().tag, Tag::Dot1q { pcp: 3, dei: false, vid: 0 });
+        assert_eq!(
+            parse(&f).unwrap().tag,
+            Tag::Dot1q {
+                pcp: 3,
+                dei: false,
+                vid: 0
+            }
+        );
         let f = tagged_with(B, A, TPID_8021AD, 100, b"x");
         assert_eq!(parse(&f).unwrap().tag, Tag::Other(TPID_8021AD));
     }
@@ -248,9 +262,13 @@ pub(crate) mod tests {
     fn push_pop_rewrite() {
         let plain = untagged(B, A, b"payload");
         let mut buf = in_buffer(&plain, 8);
-        let (off, len) = apply_tag_edit(&mut buf, 8, plain.len(), false, TagEdit::Tagged(300)).unwrap();
+        let (off, len) =
+            apply_tag_edit(&mut buf, 8, plain.len(), false, TagEdit::Tagged(300)).unwrap();
         assert_eq!((off, len), (4, plain.len() + 4));
-        assert_eq!(&buf[off..off + len], tagged(B, A, 300, b"payload").as_slice());
+        assert_eq!(
+            &buf[off..off + len],
+            tagged(B, A, 300, b"payload").as_slice()
+        );
 
         let (off, len) = apply_tag_edit(&mut buf, off, len, true, TagEdit::Tagged(7)).unwrap();
         assert_eq!(&buf[off..off + len], tagged(B, A, 7, b"payload").as_slice());
@@ -269,7 +287,14 @@ pub(crate) mod tests {
         let mut buf = in_buffer(&f, 0);
         let n = f.len();
         apply_tag_edit(&mut buf, 0, n, true, TagEdit::Tagged(42)).unwrap();
-        assert_eq!(parse(&buf).unwrap().tag, Tag::Dot1q { pcp: 6, dei: false, vid: 42 });
+        assert_eq!(
+            parse(&buf).unwrap().tag,
+            Tag::Dot1q {
+                pcp: 6,
+                dei: false,
+                vid: 42
+            }
+        );
     }
 
     #[test]

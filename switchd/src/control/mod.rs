@@ -1,0 +1,282 @@
+//! The control API: HTTP/1.1 + JSON over a root-only Unix socket.
+//!
+//! Each request is decoded into a typed call on `State` (strictly: unknown
+//! fields and bad values are a 400 with a JSON error saying what is wrong)
+//! and run on a blocking thread, since it may touch netdevs and wait for
+//! the poll thread. A 2xx answer means the change is applied.
+
+use crate::state::{State, StateError};
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper::{Method, Request, Response, StatusCode};
+use podswitch_shared::model::{ApiError, PortConfig, PortUpdate, SwitchConfig};
+use serde::Serialize;
+use std::convert::Infallible;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+const MAX_BODY: usize = 1 << 20;
+
+/// Shared by every connection.
+pub struct Api {
+    pub state: Arc<Mutex<State>>,
+    /// Set once the stored ports are re-attached.
+    pub ready: Arc<AtomicBool>,
+    pub requests: AtomicU64,
+}
+
+type Answer = Response<Full<Bytes>>;
+
+fn json<T: Serialize>(status: StatusCode, v: &T) -> Answer {
+    let body = serde_json::to_vec_pretty(v).unwrap_or_else(|_| b"{}".to_vec());
+    let mut r = Response::new(Full::new(Bytes::from(body)));
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        hyper::header::CONTENT_TYPE,
+        hyper::header::HeaderValue::from_static("application/json"),
+    );
+    r
+}
+
+fn error(status: u16, code: &str, message: impl Into<String>) -> Answer {
+    let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    json(
+        status,
+        &ApiError {
+            code: code.into(),
+            message: message.into(),
+        },
+    )
+}
+
+fn state_error(e: StateError) -> Answer {
+    let (status, code) = e.status_code();
+    error(status, code, e.to_string())
+}
+
+/// Reads a JSON body into `T`, or answers why not.
+async fn body<T: serde::de::DeserializeOwned>(req: Request<Incoming>) -> Result<T, Answer> {
+    let bytes = match Limited::new(req.into_body(), MAX_BODY).collect().await {
+        Ok(b) => b.to_bytes(),
+        Err(e) => {
+            return Err(if e.is::<http_body_util::LengthLimitError>() {
+                error(
+                    413,
+                    "too-large",
+                    format!("request body exceeds {MAX_BODY} bytes"),
+                )
+            } else {
+                error(400, "invalid", format!("reading request body: {e}"))
+            })
+        }
+    };
+    if bytes.is_empty() {
+        return Err(error(
+            400,
+            "invalid",
+            "request body is empty; expected a JSON object",
+        ));
+    }
+    serde_json::from_slice(&bytes).map_err(|e| error(400, "invalid", format!("request body: {e}")))
+}
+
+impl Api {
+    /// Runs `f` on the state from a blocking thread.
+    async fn with_state<R: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut State) -> R + Send + 'static,
+    ) -> Result<R, Answer> {
+        let state = self.state.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut s = state.lock().unwrap_or_else(|e| e.into_inner());
+            f(&mut s)
+        })
+        .await
+        .map_err(|e| error(500, "internal", format!("request handler failed: {e}")))
+    }
+
+    pub async fn handle(self: Arc<Self>, req: Request<Incoming>) -> Result<Answer, Infallible> {
+        self.requests.fetch_add(1, Ordering::Relaxed);
+        let method = req.method().clone();
+        let path = req.uri().path().to_string();
+        let r = self.route(req).await;
+        let answer = r.unwrap_or_else(|a| a);
+        log::debug!("{method} {path} -> {}", answer.status());
+        Ok(answer)
+    }
+
+    async fn route(&self, req: Request<Incoming>) -> Result<Answer, Answer> {
+        let path = req.uri().path().trim_end_matches('/').to_string();
+        let segs: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
+        let m = req.method().clone();
+        let allow = |methods: &str| {
+            error(
+                405,
+                "method-not-allowed",
+                format!("{m} is not allowed on {path}; use {methods}"),
+            )
+        };
+        let ok = |v: serde_json::Value| json(StatusCode::OK, &v);
+        match segs.as_slice() {
+            ["healthz"] => Ok(ok(serde_json::json!({"status": "ok"}))),
+            ["readyz"] => {
+                if self.ready.load(Ordering::Acquire) {
+                    Ok(ok(serde_json::json!({"status": "ready"})))
+                } else {
+                    Err(error(
+                        503,
+                        "not-ready",
+                        "switchd is re-attaching stored ports",
+                    ))
+                }
+            }
+            ["v1", "switches"] => match m {
+                Method::GET => Ok(json(
+                    StatusCode::OK,
+                    &self.with_state(|s| s.switches()).await?,
+                )),
+                Method::POST => {
+                    let cfg: SwitchConfig = body(req).await?;
+                    let sw = self
+                        .with_state(move |s| s.create_switch(cfg))
+                        .await?
+                        .map_err(state_error)?;
+                    Ok(json(StatusCode::CREATED, &sw))
+                }
+                _ => Err(allow("GET, POST")),
+            },
+            ["v1", "switches", name] => match m {
+                Method::GET => {
+                    let name = name.to_string();
+                    let sw = self
+                        .with_state(move |s| s.switches().into_iter().find(|w| w.name == name))
+                        .await?;
+                    sw.map(|w| json(StatusCode::OK, &w)).ok_or_else(|| {
+                        error(404, "not-found", format!("no switch named {:?}", segs[2]))
+                    })
+                }
+                Method::DELETE => {
+                    let name = name.to_string();
+                    self.with_state(move |s| s.delete_switch(&name))
+                        .await?
+                        .map_err(state_error)?;
+                    Ok(json(
+                        StatusCode::OK,
+                        &serde_json::json!({"deleted": segs[2]}),
+                    ))
+                }
+                _ => Err(allow("GET, DELETE")),
+            },
+            ["v1", "switches", name, "fdb"] => match m {
+                Method::GET => {
+                    let name = name.to_string();
+                    let rows = self
+                        .with_state(move |s| s.fdb(&name))
+                        .await?
+                        .map_err(state_error)?;
+                    Ok(json(StatusCode::OK, &rows))
+                }
+                _ => Err(allow("GET")),
+            },
+            ["v1", "ports"] => match m {
+                Method::GET => Ok(json(StatusCode::OK, &self.with_state(|s| s.ports()).await?)),
+                Method::POST => {
+                    let cfg: PortConfig = body(req).await?;
+                    let (port, created) = self
+                        .with_state(move |s| s.create_port(cfg))
+                        .await?
+                        .map_err(state_error)?;
+                    let status = if created {
+                        StatusCode::CREATED
+                    } else {
+                        StatusCode::OK
+                    };
+                    Ok(json(status, &port))
+                }
+                _ => Err(allow("GET, POST")),
+            },
+            ["v1", "ports", id] => {
+                let id = id.to_string();
+                match m {
+                    Method::GET => {
+                        let p = self
+                            .with_state(move |s| s.port(&id))
+                            .await?
+                            .map_err(state_error)?;
+                        Ok(json(StatusCode::OK, &p))
+                    }
+                    Method::PATCH => {
+                        let u: PortUpdate = body(req).await?;
+                        let p = self
+                            .with_state(move |s| s.update_port(&id, u))
+                            .await?
+                            .map_err(state_error)?;
+                        Ok(json(StatusCode::OK, &p))
+                    }
+                    Method::DELETE => {
+                        let i = id.clone();
+                        self.with_state(move |s| s.delete_port(&i))
+                            .await?
+                            .map_err(state_error)?;
+                        Ok(json(StatusCode::OK, &serde_json::json!({"deleted": id})))
+                    }
+                    _ => Err(allow("GET, PATCH, DELETE")),
+                }
+            }
+            _ => Err(error(404, "not-found", format!("no such endpoint: {path}"))),
+        }
+    }
+}
+
+/// Binds the control socket (mode 0600), refusing to steal it from a live
+/// switchd and removing a stale one left by a crash.
+pub fn bind(path: &Path) -> std::io::Result<tokio::net::UnixListener> {
+    use std::os::unix::fs::PermissionsExt;
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    if path.exists() {
+        if std::os::unix::net::UnixStream::connect(path).is_ok() {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::AddrInUse,
+                format!("another switchd is serving {}", path.display()),
+            ));
+        }
+        std::fs::remove_file(path)?;
+    }
+    // SAFETY: umask(2) only changes this process's file-creation mask; we
+    // restore it right after bind so the socket is never group/world-open.
+    let old = unsafe { libc::umask(0o077) };
+    let l = tokio::net::UnixListener::bind(path);
+    // SAFETY: as above.
+    unsafe { libc::umask(old) };
+    let l = l?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+    Ok(l)
+}
+
+/// Serves connections until the listener fails.
+pub async fn serve(listener: tokio::net::UnixListener, api: Arc<Api>) {
+    loop {
+        let (stream, _) = match listener.accept().await {
+            Ok(c) => c,
+            Err(e) => {
+                log::warn!("accept on control socket: {e}");
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let api = api.clone();
+        tokio::spawn(async move {
+            let svc = hyper::service::service_fn(move |req| api.clone().handle(req));
+            if let Err(e) = hyper::server::conn::http1::Builder::new()
+                .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
+                .await
+            {
+                log::debug!("control connection: {e}");
+            }
+        });
+    }
+}

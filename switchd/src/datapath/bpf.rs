@@ -1,0 +1,140 @@
+//! Loads switchd's own XDP program (bpf/xdp_redirect.c, compiled by
+//! build.rs) with aya and manages its two maps: PORTS (ifindex → slot) and
+//! XSKS (slot → AF_XDP socket). The program is loaded once and attached to
+//! every port's netdev through a bpf_link, which the kernel removes when
+//! switchd exits, however it exits.
+
+use aya::maps::{HashMap as BpfHashMap, MapData, XskMap};
+use aya::programs::{xdp::XdpLinkId, Xdp, XdpMode};
+use aya::Ebpf;
+use std::collections::HashMap;
+use std::os::fd::RawFd;
+
+static PROGRAM: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/xdp_redirect.o"));
+
+/// Most ports (XSKMAP and PORTS size in the BPF object).
+pub const MAX_PORTS: u32 = 4096;
+
+#[derive(Debug, thiserror::Error)]
+pub enum BpfError {
+    #[error("loading the XDP program: {0}")]
+    Load(String),
+    #[error("attaching XDP to ifindex {ifindex}: {message}")]
+    Attach { ifindex: u32, message: String },
+    #[error("updating BPF map {map}: {message}")]
+    Map { map: &'static str, message: String },
+}
+
+/// How the program runs on one netdev.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// In the driver (veth, tun, most NICs).
+    Native,
+    /// In the generic skb path, for drivers without XDP support.
+    Generic,
+}
+
+impl Mode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::Native => "native",
+            Mode::Generic => "generic",
+        }
+    }
+}
+
+pub struct XdpProgram {
+    ebpf: Ebpf,
+    ports: BpfHashMap<MapData, u32, u32>,
+    xsks: XskMap<MapData>,
+    links: HashMap<u32, XdpLinkId>,
+}
+
+fn map_err(map: &'static str) -> impl Fn(aya::maps::MapError) -> BpfError {
+    move |e| BpfError::Map {
+        map,
+        message: e.to_string(),
+    }
+}
+
+impl XdpProgram {
+    pub fn load() -> Result<Self, BpfError> {
+        let load = |e: &dyn std::fmt::Display| BpfError::Load(e.to_string());
+        let mut ebpf = Ebpf::load(PROGRAM).map_err(|e| load(&e))?;
+        let prog: &mut Xdp = ebpf
+            .program_mut("podswitch_xdp")
+            .ok_or_else(|| load(&"program podswitch_xdp missing from object"))?
+            .try_into()
+            .map_err(|e| load(&e))?;
+        prog.load().map_err(|e| load(&e))?;
+        let ports = ebpf
+            .take_map("PORTS")
+            .ok_or_else(|| load(&"map PORTS missing"))?;
+        let ports = BpfHashMap::try_from(ports).map_err(|e| load(&e))?;
+        let xsks = ebpf
+            .take_map("XSKS")
+            .ok_or_else(|| load(&"map XSKS missing"))?;
+        let xsks = XskMap::try_from(xsks).map_err(|e| load(&e))?;
+        Ok(XdpProgram {
+            ebpf,
+            ports,
+            xsks,
+            links: HashMap::new(),
+        })
+    }
+
+    fn prog(&mut self) -> &mut Xdp {
+        // The program was found and converted in `load`; the object is ours.
+        #[allow(clippy::expect_used)]
+        self.ebpf
+            .program_mut("podswitch_xdp")
+            .and_then(|p| <&mut Xdp>::try_from(p).ok())
+            .expect("program checked at load")
+    }
+
+    /// Attaches the program to `ifindex`, native if the driver can.
+    pub fn attach(&mut self, ifindex: u32) -> Result<Mode, BpfError> {
+        if self.links.contains_key(&ifindex) {
+            return Ok(Mode::Native);
+        }
+        let native = self.prog().attach_to_if_index(ifindex, XdpMode::Driver);
+        let (link, mode) = match native {
+            Ok(l) => (l, Mode::Native),
+            Err(e) => {
+                log::warn!("native XDP on ifindex {ifindex} failed ({e}); using generic XDP");
+                let l = self
+                    .prog()
+                    .attach_to_if_index(ifindex, XdpMode::Skb)
+                    .map_err(|e| BpfError::Attach {
+                        ifindex,
+                        message: e.to_string(),
+                    })?;
+                (l, Mode::Generic)
+            }
+        };
+        self.links.insert(ifindex, link);
+        Ok(mode)
+    }
+
+    pub fn detach(&mut self, ifindex: u32) {
+        if let Some(link) = self.links.remove(&ifindex) {
+            if let Err(e) = self.prog().detach(link) {
+                // The netdev is gone already: the kernel dropped the link.
+                log::debug!("detaching XDP from ifindex {ifindex}: {e}");
+            }
+        }
+    }
+
+    /// Routes frames entering `ifindex` to the socket at `slot`.
+    pub fn bind(&mut self, ifindex: u32, slot: u32, xsk_fd: RawFd) -> Result<(), BpfError> {
+        self.xsks.set(slot, xsk_fd, 0).map_err(map_err("XSKS"))?;
+        self.ports
+            .insert(ifindex, slot, 0)
+            .map_err(map_err("PORTS"))
+    }
+
+    pub fn unbind(&mut self, ifindex: u32, slot: u32) {
+        let _ = self.ports.remove(&ifindex);
+        let _ = self.xsks.unset(slot);
+    }
+}

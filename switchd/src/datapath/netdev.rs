@@ -1,0 +1,191 @@
+//! Netdev settings a port needs, by ioctl in switchd's own network
+//! namespace: index lookup, admin up/down (a down host end takes the
+//! carrier from the pod's end, like a pulled cable), one queue, MTU, and
+//! no IPv6 on the host end (so the host stack never talks into a port).
+
+use std::ffi::CString;
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+
+const SIOCETHTOOL: libc::c_ulong = 0x8946;
+const ETHTOOL_GCHANNELS: u32 = 0x3c;
+const ETHTOOL_SCHANNELS: u32 = 0x3d;
+
+#[derive(Debug, thiserror::Error)]
+pub enum NetdevError {
+    #[error("interface {ifname:?} does not exist")]
+    NotFound { ifname: String },
+    #[error("interface {ifname:?}: {what}: {source}")]
+    Io {
+        ifname: String,
+        what: &'static str,
+        source: io::Error,
+    },
+}
+
+#[repr(C)]
+struct IfReq {
+    name: [libc::c_char; libc::IFNAMSIZ],
+    data: IfReqData,
+}
+
+#[repr(C)]
+union IfReqData {
+    flags: libc::c_short,
+    mtu: libc::c_int,
+    ptr: *mut libc::c_void,
+    _pad: [u8; 24],
+}
+
+#[repr(C)]
+#[derive(Default)]
+struct EthtoolChannels {
+    cmd: u32,
+    max_rx: u32,
+    max_tx: u32,
+    max_other: u32,
+    max_combined: u32,
+    rx_count: u32,
+    tx_count: u32,
+    other_count: u32,
+    combined_count: u32,
+}
+
+fn ifreq(ifname: &str) -> IfReq {
+    let mut r = IfReq {
+        name: [0; libc::IFNAMSIZ],
+        data: IfReqData { _pad: [0; 24] },
+    };
+    for (d, s) in r
+        .name
+        .iter_mut()
+        .zip(ifname.bytes().take(libc::IFNAMSIZ - 1))
+    {
+        *d = s as libc::c_char;
+    }
+    r
+}
+
+fn ctl_socket() -> io::Result<OwnedFd> {
+    // SAFETY: plain socket(2); the fd is owned immediately.
+    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: fresh fd we own.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+fn ioctl(
+    ifname: &str,
+    what: &'static str,
+    req: libc::c_ulong,
+    r: &mut IfReq,
+) -> Result<(), NetdevError> {
+    let err = |source| NetdevError::Io {
+        ifname: ifname.to_string(),
+        what,
+        source,
+    };
+    let s = ctl_socket().map_err(err)?;
+    // SAFETY: `r` is a properly initialised ifreq for this request; for
+    // SIOCETHTOOL its data pointer refers to a live ethtool struct.
+    let rc = unsafe { libc::ioctl(s.as_raw_fd(), req as _, r as *mut IfReq) };
+    if rc < 0 {
+        let e = io::Error::last_os_error();
+        if e.raw_os_error() == Some(libc::ENODEV) {
+            return Err(NetdevError::NotFound {
+                ifname: ifname.to_string(),
+            });
+        }
+        return Err(err(e));
+    }
+    Ok(())
+}
+
+/// The interface index, or NotFound.
+pub fn ifindex(ifname: &str) -> Result<u32, NetdevError> {
+    let nf = || NetdevError::NotFound {
+        ifname: ifname.to_string(),
+    };
+    let c = CString::new(ifname).map_err(|_| nf())?;
+    // SAFETY: `c` is a valid NUL-terminated string.
+    let i = unsafe { libc::if_nametoindex(c.as_ptr()) };
+    if i == 0 {
+        Err(nf())
+    } else {
+        Ok(i)
+    }
+}
+
+fn flags(ifname: &str) -> Result<libc::c_short, NetdevError> {
+    let mut r = ifreq(ifname);
+    ioctl(ifname, "read flags", libc::SIOCGIFFLAGS, &mut r)?;
+    // SAFETY: SIOCGIFFLAGS filled the flags member.
+    Ok(unsafe { r.data.flags })
+}
+
+pub fn is_up(ifname: &str) -> Result<bool, NetdevError> {
+    Ok(flags(ifname)? & libc::IFF_UP as libc::c_short != 0)
+}
+
+/// Sets the interface administratively up or down.
+pub fn set_up(ifname: &str, up: bool) -> Result<(), NetdevError> {
+    let f = flags(ifname)?;
+    let want = if up {
+        f | libc::IFF_UP as libc::c_short
+    } else {
+        f & !(libc::IFF_UP as libc::c_short)
+    };
+    if want == f {
+        return Ok(());
+    }
+    let mut r = ifreq(ifname);
+    r.data.flags = want;
+    ioctl(ifname, "set flags", libc::SIOCSIFFLAGS, &mut r)
+}
+
+pub fn mtu(ifname: &str) -> Result<u32, NetdevError> {
+    let mut r = ifreq(ifname);
+    ioctl(ifname, "read MTU", libc::SIOCGIFMTU, &mut r)?;
+    // SAFETY: SIOCGIFMTU filled the mtu member.
+    Ok(unsafe { r.data.mtu } as u32)
+}
+
+/// Takes the netdev to one RX and one TX queue where the driver lets us
+/// (AF_XDP binds queue 0 only; frames on other queues would be lost).
+/// Drivers without channel control (tap) already have one queue.
+pub fn ensure_single_queue(ifname: &str) -> Result<(), NetdevError> {
+    let mut ch = EthtoolChannels {
+        cmd: ETHTOOL_GCHANNELS,
+        ..Default::default()
+    };
+    let mut r = ifreq(ifname);
+    r.data.ptr = &mut ch as *mut EthtoolChannels as *mut libc::c_void;
+    match ioctl(ifname, "read channels", SIOCETHTOOL, &mut r) {
+        Ok(()) => {}
+        Err(NetdevError::Io { source, .. }) if source.raw_os_error() == Some(libc::EOPNOTSUPP) => {
+            return Ok(())
+        }
+        Err(e) => return Err(e),
+    }
+    if ch.rx_count <= 1 && ch.tx_count <= 1 && ch.combined_count <= 1 {
+        return Ok(());
+    }
+    ch.cmd = ETHTOOL_SCHANNELS;
+    ch.rx_count = ch.rx_count.min(1);
+    ch.tx_count = ch.tx_count.min(1);
+    ch.combined_count = ch.combined_count.min(1);
+    let mut r = ifreq(ifname);
+    r.data.ptr = &mut ch as *mut EthtoolChannels as *mut libc::c_void;
+    ioctl(ifname, "set one queue", SIOCETHTOOL, &mut r)
+}
+
+/// Keeps the host stack off a port's netdev (no link-local address, no
+/// router solicitations or MLD leaking into the pod's segment).
+pub fn disable_ipv6(ifname: &str) {
+    let p = format!("/proc/sys/net/ipv6/conf/{ifname}/disable_ipv6");
+    if let Err(e) = std::fs::write(&p, "1") {
+        log::debug!("{p}: {e} (IPv6 not available?)");
+    }
+}

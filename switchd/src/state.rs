@@ -1,0 +1,678 @@
+//! The switch state: owns the VSwitches and VPorts, validates every change,
+//! applies it to netdevs and the data path, persists it in the state
+//! directory (write, fsync, rename) and publishes the snapshot the poll
+//! thread reads. Only the control plane calls into it, under one lock.
+
+use crate::datapath::{netdev, Datapath};
+use crate::pipeline::fdb::{Fdb, Slot};
+use crate::pipeline::vlan::PortVlan;
+use crate::snapshot::{PortCounters, PortView, Snapshot, SwitchView};
+use podswitch_shared::model::{
+    check_ifname, check_object_name, FdbEntry, LinkState, MacAddr, NicKind, PortConfig, PortStatus,
+    PortUpdate, SwitchConfig, VPort, VSwitch, VlanId, VlanMode,
+};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+/// Largest MTU whose frames (plus a pushed VLAN tag) fit a UMEM frame.
+pub const MAX_MTU: u32 = 3818;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    #[error("{0}")]
+    Invalid(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("{0}")]
+    NicMissing(String),
+    #[error("{0}")]
+    Datapath(String),
+    #[error("saving state in {path}: {source}")]
+    Persist {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+impl StateError {
+    /// HTTP status and error code for the API.
+    pub fn status_code(&self) -> (u16, &'static str) {
+        match self {
+            StateError::Invalid(_) => (400, "invalid"),
+            StateError::NotFound(_) => (404, "not-found"),
+            StateError::Conflict(_) => (409, "conflict"),
+            StateError::NicMissing(_) => (422, "nic-not-found"),
+            StateError::Datapath(_) => (500, "datapath"),
+            StateError::Persist { .. } => (500, "persist"),
+        }
+    }
+}
+
+impl From<podswitch_shared::model::ModelError> for StateError {
+    fn from(e: podswitch_shared::model::ModelError) -> Self {
+        StateError::Invalid(e.to_string())
+    }
+}
+
+/// What the state directory holds.
+#[derive(Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Stored {
+    version: u32,
+    switches: Vec<VSwitch>,
+    ports: Vec<VPort>,
+}
+
+const STATE_FILE: &str = "state.json";
+
+struct SwitchEntry {
+    sw: VSwitch,
+    fdb: Arc<Mutex<Fdb>>,
+}
+
+struct PortEntry {
+    port: VPort,
+    slot: Slot,
+    counters: Arc<PortCounters>,
+}
+
+pub struct State {
+    dir: PathBuf,
+    switches: BTreeMap<String, SwitchEntry>,
+    ports: BTreeMap<String, PortEntry>,
+    slots: Vec<Option<String>>,
+    datapath: Datapath,
+    default_aging: u32,
+    generation: u64,
+}
+
+fn lock(f: &Mutex<Fdb>) -> std::sync::MutexGuard<'_, Fdb> {
+    f.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl State {
+    /// An empty state (with the `default` switch) over `dir`. Call
+    /// `restore` to load and re-attach what `dir` holds.
+    pub fn new(dir: &Path, datapath: Datapath, default_aging: u32) -> Self {
+        let mut s = State {
+            dir: dir.to_path_buf(),
+            switches: BTreeMap::new(),
+            ports: BTreeMap::new(),
+            slots: Vec::new(),
+            datapath,
+            default_aging,
+            generation: 0,
+        };
+        s.insert_switch(VSwitch {
+            name: VSwitch::DEFAULT_NAME.into(),
+            aging_seconds: default_aging,
+            max_fdb_entries: VSwitch::DEFAULT_MAX_FDB_ENTRIES,
+            ports: None,
+            fdb_entries: None,
+        });
+        s
+    }
+
+    fn insert_switch(&mut self, sw: VSwitch) {
+        let fdb = Arc::new(Mutex::new(Fdb::new(sw.aging_seconds, sw.max_fdb_entries)));
+        self.switches
+            .insert(sw.name.clone(), SwitchEntry { sw, fdb });
+    }
+
+    /// Loads the state directory and re-attaches every stored port whose
+    /// NIC still exists; ports whose NIC is gone are dropped (their pod is
+    /// gone). Returns (re-attached, dropped).
+    pub fn restore(&mut self) -> Result<(usize, usize), StateError> {
+        let path = self.dir.join(STATE_FILE);
+        let stored: Stored = match std::fs::read(&path) {
+            Ok(b) => serde_json::from_slice(&b).map_err(|e| {
+                StateError::Invalid(format!(
+                    "{} is not a valid podswitch state file: {e}",
+                    path.display()
+                ))
+            })?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Stored::default(),
+            Err(source) => return Err(StateError::Persist { path, source }),
+        };
+        for sw in stored.switches {
+            self.insert_switch(VSwitch {
+                ports: None,
+                fdb_entries: None,
+                ..sw
+            });
+        }
+        let (mut ok, mut dropped) = (0, 0);
+        for p in stored.ports {
+            let cfg = PortConfig {
+                id: Some(p.id.clone()),
+                switch: Some(p.switch.clone()),
+                nic: p.nic.clone(),
+                mac: p.mac,
+                vlan: p.vlan,
+                trunk: p.trunk.clone(),
+                mac_spoof_check: Some(p.mac_spoof_check),
+                link_state: Some(p.link_state),
+                owner: p.owner.clone(),
+            };
+            match self.add_port(cfg, true) {
+                Ok(_) => ok += 1,
+                Err(e) => {
+                    log::warn!("dropping stored port {} ({}): {e}", p.id, p.nic.ifname);
+                    dropped += 1;
+                }
+            }
+        }
+        self.persist()?;
+        Ok((ok, dropped))
+    }
+
+    fn persist(&self) -> Result<(), StateError> {
+        let stored = Stored {
+            version: 1,
+            switches: self.switches.values().map(|e| e.sw.clone()).collect(),
+            ports: self.ports.values().map(|e| e.port.clone()).collect(),
+        };
+        let path = self.dir.join(STATE_FILE);
+        let err = |source| StateError::Persist {
+            path: path.clone(),
+            source,
+        };
+        std::fs::create_dir_all(&self.dir).map_err(err)?;
+        let tmp = self.dir.join(format!("{STATE_FILE}.tmp"));
+        let body = serde_json::to_vec_pretty(&stored).map_err(|e| err(e.into()))?;
+        let mut f = std::fs::File::create(&tmp).map_err(err)?;
+        f.write_all(&body).map_err(err)?;
+        f.sync_all().map_err(err)?;
+        drop(f);
+        std::fs::rename(&tmp, &path).map_err(err)?;
+        std::fs::File::open(&self.dir)
+            .and_then(|d| d.sync_all())
+            .map_err(err)?;
+        Ok(())
+    }
+
+    /// Builds and publishes the snapshot the poll thread reads.
+    fn publish(&mut self) {
+        self.generation += 1;
+        let index: BTreeMap<&str, usize> = self
+            .switches
+            .keys()
+            .enumerate()
+            .map(|(i, n)| (n.as_str(), i))
+            .collect();
+        let mut ports: Vec<Option<PortView>> = vec![None; self.slots.len()];
+        let mut switches: Vec<SwitchView> = self
+            .switches
+            .values()
+            .map(|e| SwitchView {
+                name: e.sw.name.clone(),
+                ports: Vec::new(),
+                fdb: e.fdb.clone(),
+            })
+            .collect();
+        let mut statics: Vec<Vec<(u16, MacAddr, Slot)>> = vec![Vec::new(); switches.len()];
+        for e in self.ports.values() {
+            let Some(&si) = index.get(e.port.switch.as_str()) else {
+                continue;
+            };
+            let mode = e.port.mode();
+            switches[si].ports.push(e.slot);
+            if let Some(mac) = e.port.mac {
+                let home = match &mode {
+                    VlanMode::Access(v) => Some(*v),
+                    VlanMode::Trunk { native, .. } => *native,
+                };
+                if let Some(v) = home {
+                    statics[si].push((v.get(), mac, e.slot));
+                }
+            }
+            ports[e.slot as usize] = Some(PortView {
+                id: e.port.id.clone(),
+                slot: e.slot,
+                switch: si,
+                vlan: PortVlan::from(&mode),
+                up: e.port.link_state == LinkState::Up,
+                mac: e.port.mac,
+                spoof_check: e.port.mac_spoof_check,
+                counters: e.counters.clone(),
+            });
+        }
+        for (sw, st) in switches.iter().zip(&statics) {
+            lock(&sw.fdb).set_static(st);
+        }
+        self.datapath.publish(Snapshot {
+            generation: self.generation,
+            ports,
+            switches,
+        });
+    }
+
+    // ---- switches ----
+
+    fn switch_view(&self, e: &SwitchEntry) -> VSwitch {
+        VSwitch {
+            ports: Some(
+                self.ports
+                    .values()
+                    .filter(|p| p.port.switch == e.sw.name)
+                    .count(),
+            ),
+            fdb_entries: Some(lock(&e.fdb).len()),
+            ..e.sw.clone()
+        }
+    }
+
+    pub fn switches(&self) -> Vec<VSwitch> {
+        self.switches
+            .values()
+            .map(|e| self.switch_view(e))
+            .collect()
+    }
+
+    pub fn create_switch(&mut self, cfg: SwitchConfig) -> Result<VSwitch, StateError> {
+        check_object_name("switch name", &cfg.name)?;
+        if self.switches.contains_key(&cfg.name) {
+            return Err(StateError::Conflict(format!(
+                "switch {:?} already exists",
+                cfg.name
+            )));
+        }
+        let aging = cfg.aging_seconds.unwrap_or(self.default_aging);
+        if aging == 0 {
+            return Err(StateError::Invalid(
+                "agingSeconds must be at least 1".into(),
+            ));
+        }
+        let max = cfg
+            .max_fdb_entries
+            .unwrap_or(VSwitch::DEFAULT_MAX_FDB_ENTRIES);
+        if max == 0 {
+            return Err(StateError::Invalid(
+                "maxFdbEntries must be at least 1".into(),
+            ));
+        }
+        self.insert_switch(VSwitch {
+            name: cfg.name.clone(),
+            aging_seconds: aging,
+            max_fdb_entries: max,
+            ports: None,
+            fdb_entries: None,
+        });
+        if let Err(e) = self.persist() {
+            self.switches.remove(&cfg.name);
+            return Err(e);
+        }
+        self.publish();
+        let e = &self.switches[&cfg.name];
+        Ok(self.switch_view(e))
+    }
+
+    pub fn delete_switch(&mut self, name: &str) -> Result<(), StateError> {
+        if name == VSwitch::DEFAULT_NAME {
+            return Err(StateError::Conflict(
+                "the default switch always exists".into(),
+            ));
+        }
+        if !self.switches.contains_key(name) {
+            return Err(StateError::NotFound(format!("no switch named {name:?}")));
+        }
+        let n = self
+            .ports
+            .values()
+            .filter(|p| p.port.switch == name)
+            .count();
+        if n > 0 {
+            return Err(StateError::Conflict(format!(
+                "switch {name:?} still has {n} port(s); delete them first"
+            )));
+        }
+        let e = self.switches.remove(name);
+        if let Err(err) = self.persist() {
+            if let Some(e) = e {
+                self.switches.insert(name.to_string(), e);
+            }
+            return Err(err);
+        }
+        self.publish();
+        Ok(())
+    }
+
+    pub fn fdb(&self, name: &str) -> Result<Vec<FdbEntry>, StateError> {
+        let e = self
+            .switches
+            .get(name)
+            .ok_or_else(|| StateError::NotFound(format!("no switch named {name:?}")))?;
+        let rows = lock(&e.fdb).rows(crate::clock::now_ns());
+        Ok(rows
+            .into_iter()
+            .filter_map(|r| {
+                let port = self.slots.get(r.slot as usize).cloned().flatten()?;
+                Some(FdbEntry {
+                    vlan: VlanId::new(r.vlan).ok()?,
+                    mac: r.mac,
+                    port,
+                    kind: if r.is_static { "static" } else { "learned" }.into(),
+                    age_seconds: r.age_ns / 1_000_000_000,
+                })
+            })
+            .collect())
+    }
+
+    // ---- ports ----
+
+    fn view(&self, e: &PortEntry) -> VPort {
+        let status = self.datapath.attachment(e.slot).map(|a| PortStatus {
+            attached: true,
+            ifindex: a.ifindex,
+            xdp_mode: a.mode.as_str().into(),
+        });
+        VPort {
+            status: Some(status.unwrap_or(PortStatus {
+                attached: false,
+                ifindex: 0,
+                xdp_mode: "none".into(),
+            })),
+            stats: Some(e.counters.to_stats()),
+            ..e.port.clone()
+        }
+    }
+
+    pub fn ports(&self) -> Vec<VPort> {
+        self.ports.values().map(|e| self.view(e)).collect()
+    }
+
+    pub fn port(&self, id: &str) -> Result<VPort, StateError> {
+        self.ports
+            .get(id)
+            .map(|e| self.view(e))
+            .ok_or_else(|| StateError::NotFound(format!("no port with ID {id:?}")))
+    }
+
+    fn alloc_slot(&mut self, id: &str) -> Result<Slot, StateError> {
+        let slot = match self.slots.iter().position(|s| s.is_none()) {
+            Some(i) => i,
+            None => {
+                self.slots.push(None);
+                self.slots.len() - 1
+            }
+        };
+        if slot >= crate::datapath::bpf::MAX_PORTS as usize {
+            self.slots
+                .truncate(crate::datapath::bpf::MAX_PORTS as usize);
+            return Err(StateError::Conflict(format!(
+                "switchd serves at most {} ports",
+                crate::datapath::bpf::MAX_PORTS
+            )));
+        }
+        self.slots[slot] = Some(id.to_string());
+        Ok(slot as Slot)
+    }
+
+    fn new_port_id(&self) -> String {
+        let mut b = [0u8; 6];
+        if let Ok(mut f) = std::fs::File::open("/dev/urandom") {
+            let _ = std::io::Read::read_exact(&mut f, &mut b);
+        }
+        let mut id: String = b.iter().map(|x| format!("{x:02x}")).collect();
+        while self.ports.contains_key(&id) {
+            id.push('0');
+        }
+        id
+    }
+
+    fn check_vlan_fields(
+        vlan: Option<VlanId>,
+        trunk: Option<&[podswitch_shared::model::TrunkRange]>,
+    ) -> Result<(), StateError> {
+        if let Some(t) = trunk {
+            if t.is_empty() && vlan.is_none() {
+                return Err(StateError::Invalid(
+                    "trunk is empty and no native vlan is set: the port would carry nothing".into(),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Creates a port and attaches its NIC. Returns the port and whether
+    /// it was created (false: the same container ID + ifname already had it).
+    pub fn create_port(&mut self, cfg: PortConfig) -> Result<(VPort, bool), StateError> {
+        if let Some(o) = cfg.owner.as_ref().filter(|o| o.container_id.is_some()) {
+            if let Some(e) = self.ports.values().find(|e| {
+                e.port
+                    .owner
+                    .as_ref()
+                    .is_some_and(|p| p.container_id == o.container_id && p.ifname == o.ifname)
+            }) {
+                if e.port.nic == cfg.nic
+                    && e.port.switch
+                        == cfg
+                            .switch
+                            .clone()
+                            .unwrap_or_else(|| VSwitch::DEFAULT_NAME.into())
+                {
+                    return Ok((self.view(e), false));
+                }
+                return Err(StateError::Conflict(format!(
+                    "container {:?} ifname {:?} already has port {} on NIC {}",
+                    o.container_id.as_deref().unwrap_or(""),
+                    o.ifname.as_deref().unwrap_or(""),
+                    e.port.id,
+                    e.port.nic.ifname
+                )));
+            }
+        }
+        let id = self.add_port(cfg, false)?;
+        Ok((self.port(&id)?, true))
+    }
+
+    /// Validates, prepares the NIC, records the port and attaches it. When
+    /// `restoring`, an attach failure other than a missing NIC keeps the
+    /// port (detached) for `reconcile` to retry: a restart loses no port.
+    fn add_port(&mut self, cfg: PortConfig, restoring: bool) -> Result<String, StateError> {
+        let id = match cfg.id {
+            Some(id) => {
+                check_object_name("port ID", &id)?;
+                id
+            }
+            None => self.new_port_id(),
+        };
+        if self.ports.contains_key(&id) {
+            return Err(StateError::Conflict(format!("port {id:?} already exists")));
+        }
+        let switch = cfg.switch.unwrap_or_else(|| VSwitch::DEFAULT_NAME.into());
+        if !self.switches.contains_key(&switch) {
+            return Err(StateError::NotFound(format!("no switch named {switch:?}")));
+        }
+        check_ifname(&cfg.nic.ifname)?;
+        if let Some(e) = self
+            .ports
+            .values()
+            .find(|e| e.port.nic.ifname == cfg.nic.ifname)
+        {
+            return Err(StateError::Conflict(format!(
+                "NIC {} is already attached as port {}",
+                cfg.nic.ifname, e.port.id
+            )));
+        }
+        Self::check_vlan_fields(cfg.vlan, cfg.trunk.as_deref())?;
+        if cfg.nic.kind == NicKind::Uplink && cfg.trunk.is_none() && cfg.vlan.is_none() {
+            log::info!(
+                "uplink {} has neither trunk nor vlan: it carries VLAN 1 untagged",
+                cfg.nic.ifname
+            );
+        }
+        let ifname = cfg.nic.ifname.clone();
+        let missing = |e: netdev::NetdevError| match e {
+            netdev::NetdevError::NotFound { ifname } => StateError::NicMissing(format!(
+                "NIC {ifname:?} does not exist in switchd's network namespace"
+            )),
+            e => StateError::Datapath(e.to_string()),
+        };
+        netdev::ifindex(&ifname).map_err(missing)?;
+        let mtu = netdev::mtu(&ifname).map_err(missing)?;
+        if mtu > MAX_MTU {
+            return Err(StateError::Invalid(format!(
+                "NIC {ifname} has MTU {mtu}; the AF_XDP data path carries at most {MAX_MTU}"
+            )));
+        }
+        netdev::ensure_single_queue(&ifname).map_err(missing)?;
+        if cfg.nic.kind != NicKind::Uplink {
+            netdev::disable_ipv6(&ifname);
+        }
+        let link_state = cfg.link_state.unwrap_or_default();
+        netdev::set_up(&ifname, link_state == LinkState::Up).map_err(missing)?;
+
+        let slot = self.alloc_slot(&id)?;
+        let port = VPort {
+            id: id.clone(),
+            switch,
+            nic: cfg.nic,
+            mac: cfg.mac,
+            vlan: cfg.vlan,
+            trunk: cfg.trunk,
+            mac_spoof_check: cfg.mac_spoof_check.unwrap_or(false),
+            link_state,
+            owner: cfg.owner,
+            status: None,
+            stats: None,
+        };
+        if port.mac_spoof_check && port.mac.is_none() {
+            self.slots[slot as usize] = None;
+            return Err(StateError::Invalid(
+                "macSpoofCheck needs the port's mac".into(),
+            ));
+        }
+        self.ports.insert(
+            id.clone(),
+            PortEntry {
+                port,
+                slot,
+                counters: Arc::new(PortCounters::default()),
+            },
+        );
+        self.publish();
+        let attached = self
+            .datapath
+            .attach(slot, &ifname)
+            .map_err(|e| StateError::Datapath(format!("attaching {ifname}: {e}")));
+        if restoring {
+            if let Err(e) = attached {
+                log::warn!("port {id}: {e}; will retry");
+            }
+            return Ok(id);
+        }
+        if let Err(e) = attached.and_then(|_| self.persist()) {
+            self.remove_port(&id);
+            return Err(e);
+        }
+        Ok(id)
+    }
+
+    /// Retries attaching ports that are not attached but whose NIC exists
+    /// (a restart racing the old process, a NIC that came back). Ports whose
+    /// NIC is gone stay recorded until deleted (the CNI's DEL or GC).
+    pub fn reconcile(&mut self) {
+        let todo: Vec<(String, Slot, String)> = self
+            .ports
+            .values()
+            .filter(|e| self.datapath.attachment(e.slot).is_none())
+            .map(|e| (e.port.id.clone(), e.slot, e.port.nic.ifname.clone()))
+            .collect();
+        for (id, slot, ifname) in todo {
+            if netdev::ifindex(&ifname).is_err() {
+                continue;
+            }
+            match self.datapath.attach(slot, &ifname) {
+                Ok(_) => log::info!("port {id}: re-attached {ifname}"),
+                Err(e) => log::debug!("port {id}: attach {ifname} still failing: {e}"),
+            }
+        }
+    }
+
+    /// Ports not attached to the data path right now.
+    pub fn detached_ports(&self) -> usize {
+        self.ports
+            .values()
+            .filter(|e| self.datapath.attachment(e.slot).is_none())
+            .count()
+    }
+
+    fn remove_port(&mut self, id: &str) -> Option<PortEntry> {
+        let e = self.ports.remove(id)?;
+        self.slots[e.slot as usize] = None;
+        self.publish();
+        if let Err(err) = self.datapath.detach(e.slot) {
+            log::warn!("detaching port {id}: {err}");
+        }
+        if let Some(sw) = self.switches.get(&e.port.switch) {
+            lock(&sw.fdb).flush_port(e.slot);
+        }
+        Some(e)
+    }
+
+    pub fn delete_port(&mut self, id: &str) -> Result<(), StateError> {
+        let e = self
+            .remove_port(id)
+            .ok_or_else(|| StateError::NotFound(format!("no port with ID {id:?}")))?;
+        log::info!("deleted port {id} ({})", e.port.nic.ifname);
+        self.persist()
+    }
+
+    /// Applies a PATCH live: VLAN role, MAC, spoof check and admin state
+    /// change without re-attaching the NIC.
+    pub fn update_port(&mut self, id: &str, u: PortUpdate) -> Result<VPort, StateError> {
+        let e = self
+            .ports
+            .get(id)
+            .ok_or_else(|| StateError::NotFound(format!("no port with ID {id:?}")))?;
+        let mut p = e.port.clone();
+        let slot = e.slot;
+        if let Some(v) = u.vlan {
+            p.vlan = v;
+        }
+        if let Some(t) = u.trunk {
+            p.trunk = t;
+        }
+        if let Some(m) = u.mac {
+            p.mac = m;
+        }
+        if let Some(s) = u.mac_spoof_check {
+            p.mac_spoof_check = s;
+        }
+        if let Some(l) = u.link_state {
+            p.link_state = l;
+        }
+        Self::check_vlan_fields(p.vlan, p.trunk.as_deref())?;
+        if p.mac_spoof_check && p.mac.is_none() {
+            return Err(StateError::Invalid(
+                "macSpoofCheck needs the port's mac".into(),
+            ));
+        }
+        let old = e.port.clone();
+        if p.link_state != old.link_state {
+            netdev::set_up(&p.nic.ifname, p.link_state == LinkState::Up)
+                .map_err(|e| StateError::Datapath(e.to_string()))?;
+        }
+        let flush = p.mode() != old.mode() || p.link_state == LinkState::Down || p.mac != old.mac;
+        if let Some(e) = self.ports.get_mut(id) {
+            e.port = p;
+        }
+        self.publish();
+        if flush {
+            if let Some(sw) = self.switches.get(&old.switch) {
+                lock(&sw.fdb).flush_port(slot);
+            }
+        }
+        if let Err(err) = self.persist() {
+            log::error!("port {id} changed live but not saved: {err}");
+            return Err(err);
+        }
+        self.port(id)
+    }
+}
