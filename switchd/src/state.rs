@@ -425,16 +425,14 @@ impl State {
         id
     }
 
-    fn check_vlan_fields(
-        vlan: Option<VlanId>,
+    fn check_trunk(
         trunk: Option<&[podswitch_shared::model::TrunkRange]>,
     ) -> Result<(), StateError> {
-        if let Some(t) = trunk {
-            if t.is_empty() && vlan.is_none() {
-                return Err(StateError::Invalid(
-                    "trunk is empty and no native vlan is set: the port would carry nothing".into(),
-                ));
-            }
+        if trunk.is_some_and(|t| t.is_empty()) {
+            return Err(StateError::Invalid(
+                "trunk lists no VLAN, so the port would carry nothing tagged; use null (or omit it) for an access port"
+                    .into(),
+            ));
         }
         Ok(())
     }
@@ -500,7 +498,7 @@ impl State {
                 cfg.nic.ifname, e.port.id
             )));
         }
-        Self::check_vlan_fields(cfg.vlan, cfg.trunk.as_deref())?;
+        Self::check_trunk(cfg.trunk.as_deref())?;
         if cfg.nic.kind == NicKind::Uplink && cfg.trunk.is_none() && cfg.vlan.is_none() {
             log::info!(
                 "uplink {} has neither trunk nor vlan: it carries VLAN 1 untagged",
@@ -648,7 +646,7 @@ impl State {
         if let Some(l) = u.link_state {
             p.link_state = l;
         }
-        Self::check_vlan_fields(p.vlan, p.trunk.as_deref())?;
+        Self::check_trunk(p.trunk.as_deref())?;
         if p.mac_spoof_check && p.mac.is_none() {
             return Err(StateError::Invalid(
                 "macSpoofCheck needs the port's mac".into(),

@@ -1,1 +1,443 @@
-fn main() {}
+//! switchctl: the command line for switchd's control socket. Lists
+//! switches, ports (with counters) and forwarding tables; adds, changes and
+//! deletes ports live. Human tables by default, `-o json` for scripts.
+
+use anyhow::{bail, Context};
+use clap::{Parser, Subcommand, ValueEnum};
+use podswitch_shared::client::Client;
+use podswitch_shared::model::{
+    FdbEntry, LinkState, MacAddr, Nic, NicKind, PortConfig, PortUpdate, SwitchConfig, TrunkRange,
+    VPort, VSwitch, VlanId, VlanMode,
+};
+use podswitch_shared::DEFAULT_SOCKET;
+use serde::Serialize;
+use std::path::PathBuf;
+
+#[derive(Parser)]
+#[command(
+    name = "switchctl",
+    version,
+    about = "Inspect and control podswitch's switchd"
+)]
+struct Cli {
+    /// switchd's control socket.
+    #[arg(long, global = true, default_value = DEFAULT_SOCKET)]
+    socket: PathBuf,
+    /// Output format.
+    #[arg(short = 'o', long, global = true, value_enum, default_value_t = Output::Table)]
+    output: Output,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Clone, Copy, ValueEnum, PartialEq, Eq)]
+enum Output {
+    Table,
+    Json,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// List switches.
+    Switches,
+    /// Create or delete a switch.
+    #[command(subcommand)]
+    Switch(SwitchCmd),
+    /// List ports with their counters.
+    Ports,
+    /// Show, add, change or delete one port.
+    #[command(subcommand)]
+    Port(PortCmd),
+    /// Show a switch's forwarding table.
+    Fdb {
+        #[arg(default_value = "default")]
+        switch: String,
+    },
+    /// Check that switchd is alive and ready.
+    Status,
+}
+
+#[derive(Subcommand)]
+enum SwitchCmd {
+    Create {
+        name: String,
+        /// MAC aging time in seconds.
+        #[arg(long)]
+        aging: Option<u32>,
+        /// Most learned MACs.
+        #[arg(long)]
+        max_fdb: Option<u32>,
+    },
+    Delete {
+        name: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum PortCmd {
+    Show {
+        id: String,
+    },
+    /// Attach a NIC as a new port.
+    Add {
+        /// Netdev in switchd's network namespace.
+        #[arg(long)]
+        ifname: String,
+        #[arg(long, value_enum, default_value_t = Kind::Veth)]
+        kind: Kind,
+        #[arg(long)]
+        id: Option<String>,
+        #[arg(long)]
+        switch: Option<String>,
+        /// Access VLAN, or the native VLAN of a trunk.
+        #[arg(long)]
+        vlan: Option<u16>,
+        /// Allowed VLANs of a trunk, e.g. 200-299,400.
+        #[arg(long)]
+        trunk: Option<String>,
+        #[arg(long)]
+        mac: Option<String>,
+        #[arg(long)]
+        spoof_check: bool,
+        #[arg(long, value_enum)]
+        link: Option<Link>,
+    },
+    /// Change a port live.
+    Set {
+        id: String,
+        /// Access VLAN (or a trunk's native VLAN); "none" clears it.
+        #[arg(long)]
+        vlan: Option<String>,
+        /// Allowed VLANs, e.g. 200-299,400; "none" makes an access port.
+        #[arg(long)]
+        trunk: Option<String>,
+        #[arg(long, value_enum)]
+        link: Option<Link>,
+        /// Port MAC; "none" clears it.
+        #[arg(long)]
+        mac: Option<String>,
+        #[arg(long)]
+        spoof_check: Option<bool>,
+    },
+    Delete {
+        id: String,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Kind {
+    Veth,
+    Tap,
+    Vfio,
+    Uplink,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Link {
+    Up,
+    Down,
+}
+
+impl From<Link> for LinkState {
+    fn from(l: Link) -> Self {
+        match l {
+            Link::Up => LinkState::Up,
+            Link::Down => LinkState::Down,
+        }
+    }
+}
+
+fn parse_vlan(s: &str) -> anyhow::Result<VlanId> {
+    let n: u16 = s
+        .trim()
+        .parse()
+        .with_context(|| format!("{s:?} is not a VLAN ID"))?;
+    Ok(VlanId::new(n)?)
+}
+
+fn parse_trunk(s: &str) -> anyhow::Result<Vec<TrunkRange>> {
+    let mut out = Vec::new();
+    for part in s.split(',').filter(|p| !p.trim().is_empty()) {
+        match part.split_once('-') {
+            Some((a, b)) => {
+                let (a, b) = (parse_vlan(a)?, parse_vlan(b)?);
+                if a > b {
+                    bail!("trunk range {part:?} runs backwards");
+                }
+                out.push(TrunkRange::Range(a, b));
+            }
+            None => out.push(TrunkRange::Single(parse_vlan(part)?)),
+        }
+    }
+    if out.is_empty() {
+        bail!("--trunk needs at least one VLAN, e.g. 200-299,400");
+    }
+    Ok(out)
+}
+
+fn none_or<T>(s: &str, f: impl Fn(&str) -> anyhow::Result<T>) -> anyhow::Result<Option<T>> {
+    if s == "none" {
+        Ok(None)
+    } else {
+        f(s).map(Some)
+    }
+}
+
+fn vlan_desc(p: &VPort) -> String {
+    let ranges = |t: &[TrunkRange]| {
+        t.iter()
+            .map(|r| match r.bounds() {
+                (a, b) if a == b => a.to_string(),
+                (a, b) => format!("{a}-{b}"),
+            })
+            .collect::<Vec<_>>()
+            .join(",")
+    };
+    match p.mode() {
+        VlanMode::Access(v) => format!("access {v}"),
+        VlanMode::Trunk { allowed, native } => match native {
+            Some(n) => format!("trunk {} native {n}", ranges(&allowed)),
+            None => format!("trunk {}", ranges(&allowed)),
+        },
+    }
+}
+
+fn table(headers: &[&str], rows: Vec<Vec<String>>) {
+    let mut w: Vec<usize> = headers.iter().map(|h| h.len()).collect();
+    for r in &rows {
+        for (i, c) in r.iter().enumerate() {
+            w[i] = w[i].max(c.len());
+        }
+    }
+    let line = |cells: Vec<String>| {
+        let s: Vec<String> = cells
+            .iter()
+            .enumerate()
+            .map(|(i, c)| format!("{c:<width$}", width = w[i]))
+            .collect();
+        println!("{}", s.join("  ").trim_end());
+    };
+    line(headers.iter().map(|h| h.to_string()).collect());
+    for r in rows {
+        line(r);
+    }
+}
+
+fn print_ports(ports: &[VPort]) {
+    let rows = ports
+        .iter()
+        .map(|p| {
+            let st = p.stats.clone().unwrap_or_default();
+            let drops: u64 = st.drops.values().sum();
+            let drops = if drops == 0 {
+                "0".to_string()
+            } else {
+                let detail: Vec<String> =
+                    st.drops.iter().map(|(k, v)| format!("{k}={v}")).collect();
+                format!("{drops} ({})", detail.join(","))
+            };
+            let attached = p.status.as_ref().map(|s| s.attached).unwrap_or(false);
+            vec![
+                p.id.clone(),
+                p.switch.clone(),
+                format!("{}/{}", p.nic.kind, p.nic.ifname),
+                vlan_desc(p),
+                format!("{:?}", p.link_state).to_lowercase(),
+                if attached { "yes" } else { "no" }.into(),
+                p.mac.map(|m| m.to_string()).unwrap_or_else(|| "-".into()),
+                st.rx_packets.to_string(),
+                st.tx_packets.to_string(),
+                drops,
+            ]
+        })
+        .collect();
+    table(
+        &[
+            "ID", "SWITCH", "NIC", "VLAN", "LINK", "ATTACHED", "MAC", "RX-PKTS", "TX-PKTS", "DROPS",
+        ],
+        rows,
+    );
+}
+
+fn emit<T: Serialize>(out: Output, v: &T, human: impl FnOnce(&T)) -> anyhow::Result<()> {
+    match out {
+        Output::Json => println!("{}", serde_json::to_string_pretty(v)?),
+        Output::Table => human(v),
+    }
+    Ok(())
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    let c = Client::new(&cli.socket);
+    let out = cli.output;
+    match cli.cmd {
+        Cmd::Switches => {
+            let s: Vec<VSwitch> = c.get("/v1/switches")?;
+            emit(out, &s, |s| {
+                table(
+                    &["NAME", "PORTS", "FDB-ENTRIES", "MAX-FDB", "AGING-S"],
+                    s.iter()
+                        .map(|w| {
+                            vec![
+                                w.name.clone(),
+                                w.ports.unwrap_or(0).to_string(),
+                                w.fdb_entries.unwrap_or(0).to_string(),
+                                w.max_fdb_entries.to_string(),
+                                w.aging_seconds.to_string(),
+                            ]
+                        })
+                        .collect(),
+                )
+            })
+        }
+        Cmd::Switch(SwitchCmd::Create {
+            name,
+            aging,
+            max_fdb,
+        }) => {
+            let cfg = SwitchConfig {
+                name,
+                aging_seconds: aging,
+                max_fdb_entries: max_fdb,
+            };
+            let s: VSwitch = c.call("POST", "/v1/switches", Some(&cfg))?;
+            emit(out, &s, |s| println!("created switch {}", s.name))
+        }
+        Cmd::Switch(SwitchCmd::Delete { name }) => {
+            let v: serde_json::Value =
+                c.call("DELETE", &format!("/v1/switches/{name}"), None::<&()>)?;
+            emit(out, &v, |_| println!("deleted switch {name}"))
+        }
+        Cmd::Ports => {
+            let p: Vec<VPort> = c.get("/v1/ports")?;
+            emit(out, &p, |p| print_ports(p))
+        }
+        Cmd::Port(PortCmd::Show { id }) => {
+            let p: VPort = c.get(&format!("/v1/ports/{id}"))?;
+            emit(out, &p, |p| {
+                print_ports(std::slice::from_ref(p));
+                if let Some(st) = &p.stats {
+                    println!(
+                        "\nrx {} packets {} bytes, tx {} packets {} bytes",
+                        st.rx_packets, st.rx_bytes, st.tx_packets, st.tx_bytes
+                    );
+                    for (k, v) in &st.drops {
+                        println!("dropped ({k}): {v}");
+                    }
+                }
+            })
+        }
+        Cmd::Port(PortCmd::Add {
+            ifname,
+            kind,
+            id,
+            switch,
+            vlan,
+            trunk,
+            mac,
+            spoof_check,
+            link,
+        }) => {
+            let cfg = PortConfig {
+                id,
+                switch,
+                nic: Nic {
+                    kind: match kind {
+                        Kind::Veth => NicKind::Veth,
+                        Kind::Tap => NicKind::Tap,
+                        Kind::Vfio => NicKind::Vfio,
+                        Kind::Uplink => NicKind::Uplink,
+                    },
+                    ifname,
+                },
+                mac: mac.map(|m| m.parse::<MacAddr>()).transpose()?,
+                vlan: vlan.map(VlanId::new).transpose()?,
+                trunk: trunk.as_deref().map(parse_trunk).transpose()?,
+                mac_spoof_check: spoof_check.then_some(true),
+                link_state: link.map(Into::into),
+                owner: None,
+            };
+            let p: VPort = c.call("POST", "/v1/ports", Some(&cfg))?;
+            emit(out, &p, |p| {
+                println!("added port {} ({})", p.id, p.nic.ifname)
+            })
+        }
+        Cmd::Port(PortCmd::Set {
+            id,
+            vlan,
+            trunk,
+            link,
+            mac,
+            spoof_check,
+        }) => {
+            let u = PortUpdate {
+                vlan: vlan
+                    .as_deref()
+                    .map(|v| none_or(v, parse_vlan))
+                    .transpose()?,
+                trunk: trunk
+                    .as_deref()
+                    .map(|t| none_or(t, parse_trunk))
+                    .transpose()?,
+                mac: mac
+                    .as_deref()
+                    .map(|m| none_or(m, |m| Ok(m.parse::<MacAddr>()?)))
+                    .transpose()?,
+                mac_spoof_check: spoof_check,
+                link_state: link.map(Into::into),
+            };
+            if u == PortUpdate::default() {
+                bail!("nothing to change: give --vlan, --trunk, --link, --mac or --spoof-check");
+            }
+            let p: VPort = c.call("PATCH", &format!("/v1/ports/{id}"), Some(&u))?;
+            emit(out, &p, |p| print_ports(std::slice::from_ref(p)))
+        }
+        Cmd::Port(PortCmd::Delete { id }) => {
+            let v: serde_json::Value = c.call("DELETE", &format!("/v1/ports/{id}"), None::<&()>)?;
+            emit(out, &v, |_| println!("deleted port {id}"))
+        }
+        Cmd::Fdb { switch } => {
+            let rows: Vec<FdbEntry> = c.get(&format!("/v1/switches/{switch}/fdb"))?;
+            emit(out, &rows, |rows| {
+                table(
+                    &["VLAN", "MAC", "PORT", "TYPE", "AGE-S"],
+                    rows.iter()
+                        .map(|r| {
+                            vec![
+                                r.vlan.to_string(),
+                                r.mac.to_string(),
+                                r.port.clone(),
+                                r.kind.clone(),
+                                r.age_seconds.to_string(),
+                            ]
+                        })
+                        .collect(),
+                )
+            })
+        }
+        Cmd::Status => {
+            let h: serde_json::Value = c.get("/healthz")?;
+            let r = c.raw("GET", "/readyz", None)?;
+            let ready = r.status == 200;
+            let v = serde_json::json!({"healthy": h["status"] == "ok", "ready": ready});
+            emit(out, &v, |_| {
+                println!(
+                    "switchd is alive, {}",
+                    if ready { "ready" } else { "not ready yet" }
+                )
+            })?;
+            if !ready {
+                std::process::exit(3);
+            }
+            Ok(())
+        }
+    }
+}
+
+fn main() {
+    let cli = Cli::parse();
+    if let Err(e) = run(cli) {
+        eprintln!("switchctl: {e:#}");
+        std::process::exit(1);
+    }
+}

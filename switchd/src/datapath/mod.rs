@@ -64,11 +64,20 @@ pub enum DatapathError {
     Start(String),
 }
 
+/// Why the poll thread could not attach a port.
+#[derive(Debug)]
+pub(crate) enum AttachFailure {
+    /// The netdev queue is still held by a socket being torn down (the
+    /// kernel releases it asynchronously); worth retrying shortly.
+    Busy(String),
+    Other(String),
+}
+
 pub(crate) enum Command {
     Attach {
         slot: Slot,
         ifname: String,
-        reply: mpsc::SyncSender<Result<Attachment, String>>,
+        reply: mpsc::SyncSender<Result<Attachment, AttachFailure>>,
     },
     Detach {
         slot: Slot,
@@ -88,6 +97,7 @@ pub struct Datapath {
 }
 
 const ANSWER_TIMEOUT: Duration = Duration::from_secs(10);
+const BUSY_RETRY: Duration = Duration::from_secs(3);
 
 impl Datapath {
     /// Loads the XDP program, maps the UMEM and starts the poll thread.
@@ -152,17 +162,31 @@ impl Datapath {
     }
 
     /// Attaches the netdev `ifname` as port `slot`; returns once frames flow.
+    /// A queue still held by a just-closed socket is retried for a while
+    /// here, on the caller's thread, so the poll thread never sleeps.
     pub fn attach(&self, slot: Slot, ifname: &str) -> Result<Attachment, DatapathError> {
-        let (reply, answer) = mpsc::sync_channel(1);
-        self.send(Command::Attach {
-            slot,
-            ifname: ifname.to_string(),
-            reply,
-        })?;
-        match answer.recv_timeout(ANSWER_TIMEOUT) {
-            Ok(r) => r.map_err(DatapathError::Attach),
-            Err(mpsc::RecvTimeoutError::Timeout) => Err(DatapathError::Timeout(ANSWER_TIMEOUT)),
-            Err(_) => Err(DatapathError::Gone),
+        let deadline = std::time::Instant::now() + BUSY_RETRY;
+        loop {
+            let (reply, answer) = mpsc::sync_channel(1);
+            self.send(Command::Attach {
+                slot,
+                ifname: ifname.to_string(),
+                reply,
+            })?;
+            match answer.recv_timeout(ANSWER_TIMEOUT) {
+                Ok(Ok(a)) => return Ok(a),
+                Ok(Err(AttachFailure::Busy(m))) => {
+                    if std::time::Instant::now() >= deadline {
+                        return Err(DatapathError::Attach(m));
+                    }
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                Ok(Err(AttachFailure::Other(m))) => return Err(DatapathError::Attach(m)),
+                Err(mpsc::RecvTimeoutError::Timeout) => {
+                    return Err(DatapathError::Timeout(ANSWER_TIMEOUT))
+                }
+                Err(_) => return Err(DatapathError::Gone),
+            }
         }
     }
 

@@ -9,7 +9,7 @@
 
 use super::bpf::XdpProgram;
 use super::xsk::{Desc, RingSizes, Umem, XskSocket, FRAME_SIZE};
-use super::{netdev, Attachment, Command, DatapathConfig};
+use super::{netdev, AttachFailure, Attachment, Command, DatapathConfig};
 use crate::pipeline::fdb::Slot;
 use crate::pipeline::{forward, DropReason, Egress};
 use crate::snapshot::{PortCounters, Snapshot};
@@ -141,8 +141,14 @@ impl Worker {
                     reply,
                 } => {
                     let r = self.attach(slot, &ifname);
-                    if let Err(e) = &r {
-                        log::warn!("attach {ifname} as slot {slot}: {e}");
+                    match &r {
+                        Err(AttachFailure::Other(e)) => {
+                            log::warn!("attach {ifname} as slot {slot}: {e}")
+                        }
+                        Err(AttachFailure::Busy(e)) => {
+                            log::debug!("attach {ifname} as slot {slot}: {e}")
+                        }
+                        Ok(_) => {}
                     }
                     let _ = reply.send(r);
                 }
@@ -155,7 +161,7 @@ impl Worker {
         }
     }
 
-    fn attach(&mut self, slot: Slot, ifname: &str) -> Result<Attachment, String> {
+    fn attach(&mut self, slot: Slot, ifname: &str) -> Result<Attachment, AttachFailure> {
         if let Some(p) = self.ports.get(&slot) {
             if p.ifname == ifname {
                 if let Some(a) = self.attachment(slot) {
@@ -164,10 +170,17 @@ impl Worker {
             }
             self.detach(slot);
         }
-        let ifindex = netdev::ifindex(ifname).map_err(|e| e.to_string())?;
+        let ifindex = netdev::ifindex(ifname).map_err(|e| AttachFailure::Other(e.to_string()))?;
         let share = self.ports.values().next().map(|p| p.sock.fd());
-        let sock = XskSocket::new(&self.umem, ifindex, share, RingSizes::default())
-            .map_err(|e| format!("AF_XDP socket on {ifname}: {e}"))?;
+        let sock =
+            XskSocket::new(&self.umem, ifindex, share, RingSizes::default()).map_err(|e| {
+                let m = format!("AF_XDP socket on {ifname}: {e}");
+                if e.kind() == std::io::ErrorKind::ResourceBusy {
+                    AttachFailure::Busy(m)
+                } else {
+                    AttachFailure::Other(m)
+                }
+            })?;
         let fd = sock.fd();
         self.ports.insert(
             slot,
@@ -203,7 +216,7 @@ impl Worker {
             }
             Err(e) => {
                 self.detach(slot);
-                Err(e)
+                Err(AttachFailure::Other(e))
             }
         }
     }
