@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Installs what building and testing podswitch needs on a Debian 12 machine
+# (root): Debian packages, and a Python venv with pytest in .venv.
+#   scripts/setup.sh           build + test dependencies
+#   scripts/setup.sh --bench   also the benchmark peers (trafgen, iperf3, sockperf, Open vSwitch)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+pkgs=(clang libbpf-dev linux-libc-dev pkg-config iproute2 ethtool iputils-ping procps python3-venv curl jq)
+if [[ "${1:-}" == "--bench" ]]; then
+  pkgs+=(netsniff-ng iperf3 sockperf openvswitch-switch)
+fi
+missing=()
+for p in "${pkgs[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  echo "setup: installing ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get -o DPkg::Lock::Timeout=600 update -q
+  apt-get -o DPkg::Lock::Timeout=600 install -y -q --no-install-recommends "${missing[@]}"
+fi
+if ! command -v cargo >/dev/null; then
+  echo "setup: cargo is missing; install Rust (https://rustup.rs) first" >&2
+  exit 1
+fi
+if [[ ! -x .venv/bin/pytest ]]; then
+  echo "setup: creating .venv with pytest"
+  python3 -m venv .venv
+  .venv/bin/pip install -q --disable-pip-version-check -r tests/requirements.txt
+fi
