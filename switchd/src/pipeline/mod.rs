@@ -9,6 +9,9 @@
 pub mod fdb;
 pub mod vlan;
 
+#[cfg(test)]
+mod proptests;
+
 use crate::snapshot::{PortView, Snapshot, SwitchView};
 use crate::wire::ethernet::{self, ParseError, TagEdit};
 use fdb::{Fdb, Slot};
