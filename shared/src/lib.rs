@@ -3,6 +3,7 @@
 
 pub mod client;
 pub mod model;
+pub mod netdev;
 
 /// Default path of switchd's control socket.
 pub const DEFAULT_SOCKET: &str = "/run/podswitch/switchd.sock";

@@ -521,7 +521,9 @@ impl State {
         }
         netdev::ensure_single_queue(&ifname).map_err(missing)?;
         if cfg.nic.kind != NicKind::Uplink {
-            netdev::disable_ipv6(&ifname);
+            if let Err(e) = netdev::disable_ipv6(&ifname) {
+                log::debug!("disabling IPv6 on {ifname}: {e}");
+            }
         }
         let link_state = cfg.link_state.unwrap_or_default();
         netdev::set_up(&ifname, link_state == LinkState::Up).map_err(missing)?;

@@ -8,7 +8,7 @@
 //! an idle switch costs nothing.
 
 pub mod bpf;
-pub mod netdev;
+pub use podswitch_shared::netdev;
 mod worker;
 pub mod xsk;
 

@@ -1,7 +1,7 @@
-//! Netdev settings a port needs, by ioctl in switchd's own network
-//! namespace: index lookup, admin up/down (a down host end takes the
-//! carrier from the pod's end, like a pulled cable), one queue, MTU, and
-//! no IPv6 on the host end (so the host stack never talks into a port).
+//! Netdev settings by ioctl, in the network namespace of the calling
+//! thread: index and MAC lookup, admin up/down (a down veth end takes the
+//! carrier from its peer, like a pulled cable), one queue, MTU, TX checksum
+//! offload, and no IPv6 on a switch port's host end.
 
 use std::ffi::CString;
 use std::io;
@@ -10,6 +10,7 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 const SIOCETHTOOL: libc::c_ulong = 0x8946;
 const ETHTOOL_GCHANNELS: u32 = 0x3c;
 const ETHTOOL_SCHANNELS: u32 = 0x3d;
+const ETHTOOL_STXCSUM: u32 = 0x17;
 
 #[derive(Debug, thiserror::Error)]
 pub enum NetdevError {
@@ -34,6 +35,7 @@ union IfReqData {
     flags: libc::c_short,
     mtu: libc::c_int,
     ptr: *mut libc::c_void,
+    hwaddr: libc::sockaddr,
     _pad: [u8; 24],
 }
 
@@ -182,10 +184,39 @@ pub fn ensure_single_queue(ifname: &str) -> Result<(), NetdevError> {
 }
 
 /// Keeps the host stack off a port's netdev (no link-local address, no
-/// router solicitations or MLD leaking into the pod's segment).
-pub fn disable_ipv6(ifname: &str) {
-    let p = format!("/proc/sys/net/ipv6/conf/{ifname}/disable_ipv6");
-    if let Err(e) = std::fs::write(&p, "1") {
-        log::debug!("{p}: {e} (IPv6 not available?)");
+/// router solicitations or MLD leaking into the pod's segment). Fails
+/// harmlessly where IPv6 is disabled or absent.
+pub fn disable_ipv6(ifname: &str) -> io::Result<()> {
+    std::fs::write(format!("/proc/sys/net/ipv6/conf/{ifname}/disable_ipv6"), "1")
+}
+
+/// The interface's MAC address.
+pub fn mac(ifname: &str) -> Result<[u8; 6], NetdevError> {
+    let mut r = ifreq(ifname);
+    ioctl(ifname, "read MAC", libc::SIOCGIFHWADDR, &mut r)?;
+    // SAFETY: SIOCGIFHWADDR filled the hwaddr member; sa_data starts with the MAC.
+    let sa = unsafe { r.data.hwaddr };
+    let mut m = [0u8; 6];
+    for (d, s) in m.iter_mut().zip(sa.sa_data.iter()) {
+        *d = *s as u8;
     }
+    Ok(m)
+}
+
+/// Turns TX checksum offload off (and with it TSO/GSO, which need it).
+/// Frames then leave with complete checksums, which the AF_XDP copy-mode
+/// path requires: it forwards bytes and never finishes a partial checksum.
+pub fn tx_checksum_off(ifname: &str) -> Result<(), NetdevError> {
+    #[repr(C)]
+    struct EthtoolValue {
+        cmd: u32,
+        data: u32,
+    }
+    let mut v = EthtoolValue {
+        cmd: ETHTOOL_STXCSUM,
+        data: 0,
+    };
+    let mut r = ifreq(ifname);
+    r.data.ptr = &mut v as *mut EthtoolValue as *mut libc::c_void;
+    ioctl(ifname, "turn TX checksum offload off", SIOCETHTOOL, &mut r)
 }
