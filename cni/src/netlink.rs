@@ -58,7 +58,10 @@ impl Msg {
         let mut buf = vec![0u8; 16];
         buf[4..6].copy_from_slice(&ty.to_ne_bytes());
         buf[6..8].copy_from_slice(&(flags | NLM_F_REQUEST | NLM_F_ACK).to_ne_bytes());
-        Msg { buf, nests: Vec::new() }
+        Msg {
+            buf,
+            nests: Vec::new(),
+        }
     }
 
     fn raw(&mut self, b: &[u8]) -> &mut Self {
@@ -95,7 +98,8 @@ impl Msg {
     fn begin(&mut self, ty: u16) -> &mut Self {
         self.nests.push(self.buf.len());
         self.buf.extend_from_slice(&[0, 0]);
-        self.buf.extend_from_slice(&(ty | NLA_F_NESTED).to_ne_bytes());
+        self.buf
+            .extend_from_slice(&(ty | NLA_F_NESTED).to_ne_bytes());
         self
     }
 
@@ -148,13 +152,22 @@ pub struct Netlink {
 impl Netlink {
     pub fn open() -> io::Result<Netlink> {
         // SAFETY: plain socket(2); the fd is owned right below.
-        let fd = unsafe { libc::socket(libc::AF_NETLINK, libc::SOCK_RAW | libc::SOCK_CLOEXEC, libc::NETLINK_ROUTE) };
+        let fd = unsafe {
+            libc::socket(
+                libc::AF_NETLINK,
+                libc::SOCK_RAW | libc::SOCK_CLOEXEC,
+                libc::NETLINK_ROUTE,
+            )
+        };
         if fd < 0 {
             return Err(io::Error::last_os_error());
         }
         // SAFETY: fresh fd we own.
         let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-        let tv = libc::timeval { tv_sec: 5, tv_usec: 0 };
+        let tv = libc::timeval {
+            tv_sec: 5,
+            tv_usec: 0,
+        };
         // SAFETY: setting SO_RCVTIMEO from a live timeval of the right size.
         unsafe {
             libc::setsockopt(
@@ -174,28 +187,52 @@ impl Netlink {
         let seq = self.seq;
         let b = msg.finish(seq);
         // SAFETY: sending our own buffer on our own socket (kernel is the peer).
-        let n = unsafe { libc::send(self.fd.as_raw_fd(), b.as_ptr() as *const libc::c_void, b.len(), 0) };
+        let n = unsafe {
+            libc::send(
+                self.fd.as_raw_fd(),
+                b.as_ptr() as *const libc::c_void,
+                b.len(),
+                0,
+            )
+        };
         if n < 0 {
             return Err(io::Error::last_os_error());
         }
         let mut buf = vec![0u8; 8192];
         loop {
             // SAFETY: receiving into a live buffer of the given length.
-            let n = unsafe { libc::recv(self.fd.as_raw_fd(), buf.as_mut_ptr() as *mut libc::c_void, buf.len(), 0) };
+            let n = unsafe {
+                libc::recv(
+                    self.fd.as_raw_fd(),
+                    buf.as_mut_ptr() as *mut libc::c_void,
+                    buf.len(),
+                    0,
+                )
+            };
             if n < 0 {
                 return Err(io::Error::last_os_error());
             }
             let mut off = 0usize;
             let n = n as usize;
             while off + 16 <= n {
-                let len = u32::from_ne_bytes([buf[off], buf[off + 1], buf[off + 2], buf[off + 3]]) as usize;
+                let len = u32::from_ne_bytes([buf[off], buf[off + 1], buf[off + 2], buf[off + 3]])
+                    as usize;
                 let ty = u16::from_ne_bytes([buf[off + 4], buf[off + 5]]);
-                let mseq = u32::from_ne_bytes([buf[off + 8], buf[off + 9], buf[off + 10], buf[off + 11]]);
+                let mseq =
+                    u32::from_ne_bytes([buf[off + 8], buf[off + 9], buf[off + 10], buf[off + 11]]);
                 if len < 16 || off + len > n {
-                    return Err(io::Error::new(io::ErrorKind::InvalidData, "truncated netlink answer"));
+                    return Err(io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        "truncated netlink answer",
+                    ));
                 }
                 if ty == NLMSG_ERROR && mseq == seq && len >= 20 {
-                    let code = i32::from_ne_bytes([buf[off + 16], buf[off + 17], buf[off + 18], buf[off + 19]]);
+                    let code = i32::from_ne_bytes([
+                        buf[off + 16],
+                        buf[off + 17],
+                        buf[off + 18],
+                        buf[off + 19],
+                    ]);
                     return if code == 0 {
                         Ok(())
                     } else {
@@ -220,15 +257,19 @@ impl Netlink {
         let mut m = Msg::new(RTM_NEWLINK, NLM_F_CREATE | NLM_F_EXCL);
         m.raw(&ifinfomsg(0, 0, 0));
         m.attr_str(IFLA_IFNAME, host);
-        m.attr_u32(IFLA_NUM_TX_QUEUES, 1).attr_u32(IFLA_NUM_RX_QUEUES, 1);
+        m.attr_u32(IFLA_NUM_TX_QUEUES, 1)
+            .attr_u32(IFLA_NUM_RX_QUEUES, 1);
         if let Some(mtu) = mtu {
             m.attr_u32(IFLA_MTU, mtu);
         }
-        m.begin(IFLA_LINKINFO).attr_str(IFLA_INFO_KIND, "veth").begin(IFLA_INFO_DATA);
+        m.begin(IFLA_LINKINFO)
+            .attr_str(IFLA_INFO_KIND, "veth")
+            .begin(IFLA_INFO_DATA);
         m.begin(VETH_INFO_PEER).raw(&ifinfomsg(0, 0, 0));
         m.attr_str(IFLA_IFNAME, peer);
         m.attr_u32(IFLA_NET_NS_FD, peer_ns as u32);
-        m.attr_u32(IFLA_NUM_TX_QUEUES, 1).attr_u32(IFLA_NUM_RX_QUEUES, 1);
+        m.attr_u32(IFLA_NUM_TX_QUEUES, 1)
+            .attr_u32(IFLA_NUM_RX_QUEUES, 1);
         if let Some(mtu) = mtu {
             m.attr_u32(IFLA_MTU, mtu);
         }
@@ -272,7 +313,13 @@ impl Netlink {
     }
 
     /// Adds a route to `dst/prefix` via `gw` (or on-link when `gw` is None).
-    pub fn add_route(&mut self, ifindex: u32, dst: IpAddr, prefix: u8, gw: Option<IpAddr>) -> io::Result<()> {
+    pub fn add_route(
+        &mut self,
+        ifindex: u32,
+        dst: IpAddr,
+        prefix: u8,
+        gw: Option<IpAddr>,
+    ) -> io::Result<()> {
         let mut m = Msg::new(RTM_NEWROUTE, NLM_F_CREATE | NLM_F_EXCL);
         let hdr = [
             family(&dst),
@@ -281,7 +328,11 @@ impl Netlink {
             0,
             RT_TABLE_MAIN,
             RTPROT_BOOT,
-            if gw.is_some() { RT_SCOPE_UNIVERSE } else { RT_SCOPE_LINK },
+            if gw.is_some() {
+                RT_SCOPE_UNIVERSE
+            } else {
+                RT_SCOPE_LINK
+            },
             RTN_UNICAST,
             0,
             0,
@@ -308,13 +359,21 @@ mod tests {
     fn nested_attributes_have_lengths_and_padding() {
         let mut m = Msg::new(RTM_NEWLINK, 0);
         m.raw(&ifinfomsg(0, 0, 0));
-        m.begin(IFLA_LINKINFO).attr_str(IFLA_INFO_KIND, "veth").end();
+        m.begin(IFLA_LINKINFO)
+            .attr_str(IFLA_INFO_KIND, "veth")
+            .end();
         let b = m.finish(7).to_vec();
-        assert_eq!(u32::from_ne_bytes([b[0], b[1], b[2], b[3]]) as usize, b.len());
+        assert_eq!(
+            u32::from_ne_bytes([b[0], b[1], b[2], b[3]]) as usize,
+            b.len()
+        );
         assert_eq!(b.len() % 4, 0);
         // nest header at 32: len 4 + ("veth\0" attr: 4 + 5 -> padded 12) = 16
         assert_eq!(u16::from_ne_bytes([b[32], b[33]]), 16);
-        assert_eq!(u16::from_ne_bytes([b[34], b[35]]), IFLA_LINKINFO | NLA_F_NESTED);
+        assert_eq!(
+            u16::from_ne_bytes([b[34], b[35]]),
+            IFLA_LINKINFO | NLA_F_NESTED
+        );
         assert_eq!(&b[40..44], b"veth");
     }
 }

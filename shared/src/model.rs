@@ -250,6 +250,9 @@ pub struct Owner {
     pub pod_name: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pod_namespace: Option<String>,
+    /// The CNI network (conflist `name`) that created the port; GC scope.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network: Option<String>,
 }
 
 /// `POST /v1/ports` body.

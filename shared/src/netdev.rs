@@ -187,7 +187,10 @@ pub fn ensure_single_queue(ifname: &str) -> Result<(), NetdevError> {
 /// router solicitations or MLD leaking into the pod's segment). Fails
 /// harmlessly where IPv6 is disabled or absent.
 pub fn disable_ipv6(ifname: &str) -> io::Result<()> {
-    std::fs::write(format!("/proc/sys/net/ipv6/conf/{ifname}/disable_ipv6"), "1")
+    std::fs::write(
+        format!("/proc/sys/net/ipv6/conf/{ifname}/disable_ipv6"),
+        "1",
+    )
 }
 
 /// The interface's MAC address.

@@ -1,0 +1,379 @@
+//! The CNI verbs. ADD builds the endpoint step by step and rolls every
+//! step back if a later one fails; DEL undoes what ADD did and succeeds
+//! when any of it is already gone; CHECK compares what exists with
+//! prevResult; GC removes this network's attachments that are no longer
+//! valid; STATUS asks switchd whether it is ready.
+
+use crate::config::{Env, NetConf};
+use crate::endpoint::{self, host_ifname};
+use crate::ipam;
+use crate::netns::NetNs;
+use crate::reply::{code, CniError, CniOutput, CniResult};
+use podswitch_shared::client::{Client, ClientError};
+use podswitch_shared::model::{MacAddr, Nic, NicKind, Owner, PortConfig, VPort};
+use serde_json::Value;
+use std::path::Path;
+use std::time::Duration;
+
+const DEFAULT_MTU: u32 = 1500;
+
+fn client(conf: &NetConf) -> Client {
+    Client::new(conf.socket()).with_timeout(Duration::from_secs(15))
+}
+
+/// Maps a switchd failure to a CNI error: unreachable → try again later;
+/// a refusal of our config → invalid config; anything else → plugin error.
+fn switchd_err(conf: &NetConf, what: &str, e: ClientError) -> CniError {
+    let c = match &e {
+        ClientError::Connect { .. } => code::TRY_AGAIN_LATER,
+        ClientError::Api { status, .. } if (400..500).contains(status) && *status != 404 => {
+            code::INVALID_CONFIG
+        }
+        _ => code::PLUGIN,
+    };
+    let hint = if e.is_unreachable() {
+        format!(" (socket {}; is switchd running?)", conf.socket().display())
+    } else {
+        String::new()
+    };
+    CniError::new(c, format!("{what}{hint}")).with_details(e.to_string())
+}
+
+fn ensure_ready(conf: &NetConf, c: &Client) -> CniResult<()> {
+    match c.raw("GET", "/readyz", None) {
+        Ok(r) if r.status == 200 => Ok(()),
+        Ok(r) => Err(CniError::new(
+            code::TRY_AGAIN_LATER,
+            format!(
+                "switchd at {} is not ready yet (HTTP {})",
+                conf.socket().display(),
+                r.status
+            ),
+        )),
+        Err(e) => Err(switchd_err(conf, "switchd is not reachable", e)),
+    }
+}
+
+/// What ADD has created so far, undone in reverse on failure.
+struct Rollback<'a> {
+    conf: &'a NetConf,
+    env: &'a Env,
+    veth: Option<String>,
+    ipam: bool,
+    port: Option<String>,
+}
+
+impl Rollback<'_> {
+    fn undo(&mut self) {
+        if let Some(id) = self.port.take() {
+            let _ =
+                client(self.conf).call::<Value>("DELETE", &format!("/v1/ports/{id}"), None::<&()>);
+        }
+        if std::mem::take(&mut self.ipam) {
+            if let Err(e) = ipam::exec(self.conf, self.env, "DEL", ipam::version_for(self.conf)) {
+                eprintln!("podswitch: rollback: releasing the address failed: {e}");
+            }
+        }
+        if let Some(v) = self.veth.take() {
+            let _ = endpoint::delete(&v);
+        }
+    }
+}
+
+fn parse_mac(s: &str, what: &str) -> CniResult<[u8; 6]> {
+    let m: MacAddr = s
+        .parse()
+        .map_err(|e| CniError::new(code::INVALID_CONFIG, format!("{what}: {e}")))?;
+    if !m.is_unicast() {
+        return Err(CniError::new(
+            code::INVALID_CONFIG,
+            format!("{what}: {m} is not a unicast MAC"),
+        ));
+    }
+    Ok(m.0)
+}
+
+fn open_netns(env: &Env) -> CniResult<NetNs> {
+    NetNs::open(Path::new(&env.netns)).map_err(|e| {
+        CniError::new(
+            code::INVALID_ENV,
+            format!("CNI_NETNS {:?} cannot be opened", env.netns),
+        )
+        .with_details(e.to_string())
+    })
+}
+
+pub fn add(conf: &NetConf, env: &Env) -> CniResult<Value> {
+    env.require(true)?;
+    let args = env.parse_args()?;
+    let c = client(conf);
+    ensure_ready(conf, &c)?;
+    let ns = open_netns(env)?;
+    let mac = match (&conf.runtime_config.mac, &args.mac) {
+        (Some(m), _) => Some(parse_mac(m, "runtimeConfig.mac")?),
+        (None, Some(m)) => Some(m.0),
+        (None, None) => None,
+    };
+    let mtu = conf.mtu.unwrap_or(DEFAULT_MTU);
+    let host_if = host_ifname(&env.container_id, &env.ifname);
+    let mut rb = Rollback {
+        conf,
+        env,
+        veth: None,
+        ipam: false,
+        port: None,
+    };
+    let r = (|| -> CniResult<Value> {
+        let ep = endpoint::create(&ns, &host_if, &env.ifname, mtu, mac)?;
+        rb.veth = Some(host_if.clone());
+        let ipam_out = match ipam::exec(conf, env, "ADD", ipam::version_for(conf))? {
+            Some(v) => {
+                rb.ipam = true;
+                CniOutput::parse(&v)?
+            }
+            None => CniOutput::default(),
+        };
+        endpoint::configure_ips(&ns, ep.pod_ifindex, &ipam_out.ips, &ipam_out.routes)?;
+        let port = PortConfig {
+            id: Some(host_if.clone()),
+            switch: Some(conf.switch()),
+            nic: Nic {
+                kind: NicKind::Veth,
+                ifname: host_if.clone(),
+            },
+            mac: Some(MacAddr(ep.pod_mac)),
+            vlan: conf.vlan,
+            trunk: conf.trunk.clone(),
+            mac_spoof_check: conf.mac_spoof_check,
+            link_state: conf.link_state,
+            owner: Some(Owner {
+                container_id: Some(env.container_id.clone()),
+                ifname: Some(env.ifname.clone()),
+                netns: Some(env.netns.clone()),
+                pod_name: args.pod_name.clone(),
+                pod_namespace: args.pod_namespace.clone(),
+                network: Some(conf.name.clone()),
+            }),
+        };
+        let created: VPort = c
+            .call("POST", "/v1/ports", Some(&port))
+            .map_err(|e| switchd_err(conf, "switchd refused the port", e))?;
+        rb.port = Some(created.id);
+        Ok(endpoint::result(&ep, &env.netns, mtu, &ipam_out).to_version(&conf.cni_version))
+    })();
+    match r {
+        Ok(v) => Ok(v),
+        Err(e) => {
+            rb.undo();
+            Err(e)
+        }
+    }
+}
+
+pub fn del(conf: &NetConf, env: &Env) -> CniResult<()> {
+    env.require(false)?;
+    let host_if = host_ifname(&env.container_id, &env.ifname);
+    match client(conf).call::<Value>("DELETE", &format!("/v1/ports/{host_if}"), None::<&()>) {
+        Ok(_) => {}
+        Err(e) if e.status() == Some(404) => {}
+        // switchd down: free the veth and the address anyway; switchd drops
+        // the port, whose NIC is then gone, when it next starts.
+        Err(e) => eprintln!("podswitch: DEL: switchd did not remove port {host_if}: {e}"),
+    }
+    endpoint::delete(&host_if)?;
+    ipam::exec(conf, env, "DEL", ipam::version_for(conf))?;
+    Ok(())
+}
+
+pub fn check(conf: &NetConf, env: &Env) -> CniResult<()> {
+    env.require(true)?;
+    let prev = conf.prev_result.as_ref().ok_or_else(|| {
+        CniError::new(
+            code::INVALID_CONFIG,
+            "CHECK needs prevResult in the configuration",
+        )
+    })?;
+    let prev = CniOutput::parse(prev)?;
+    let host_if = host_ifname(&env.container_id, &env.ifname);
+    let fail = |m: String| Err(CniError::new(code::PLUGIN, m));
+    let (pod_idx, pod) = match prev
+        .interfaces
+        .iter()
+        .enumerate()
+        .find(|(_, i)| i.name == env.ifname && !i.sandbox.is_empty())
+    {
+        Some(x) => x,
+        None => {
+            return fail(format!(
+                "prevResult has no interface {} in a sandbox",
+                env.ifname
+            ))
+        }
+    };
+    if !prev.interfaces.iter().any(|i| i.name == host_if) {
+        return fail(format!(
+            "prevResult does not list the host interface {host_if}"
+        ));
+    }
+    let ns = open_netns(env)?;
+    let want_ips: Vec<(std::net::IpAddr, u8)> = prev
+        .ips
+        .iter()
+        .filter(|ip| ip.interface.is_none_or(|i| i == pod_idx))
+        .filter_map(|ip| endpoint::parse_cidr(&ip.address))
+        .collect();
+    let ifname = env.ifname.clone();
+    let live = ns
+        .run(move || crate::inspect::interface(&ifname))
+        .and_then(|r| r)
+        .map_err(|e| {
+            CniError::new(code::PLUGIN, "inspecting the container's network namespace")
+                .with_details(e.to_string())
+        })?;
+    let live = match live {
+        Some(l) => l,
+        None => {
+            return fail(format!(
+                "interface {} is missing from the container's network namespace",
+                env.ifname
+            ))
+        }
+    };
+    if !pod.mac.is_empty() && !pod.mac.eq_ignore_ascii_case(&live.mac) {
+        return fail(format!(
+            "interface {} has MAC {}, prevResult says {}",
+            env.ifname, live.mac, pod.mac
+        ));
+    }
+    for (ip, p) in &want_ips {
+        if !live.addrs.contains(&(*ip, *p)) {
+            return fail(format!(
+                "interface {} lacks address {ip}/{p} (has {})",
+                env.ifname,
+                live.addrs
+                    .iter()
+                    .map(|(a, p)| format!("{a}/{p}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ));
+        }
+    }
+    for r in &prev.routes {
+        let Some((dst, p)) = endpoint::parse_cidr(&r.dst) else {
+            continue;
+        };
+        let gw = r.gw.as_deref().and_then(|g| g.parse().ok());
+        if !live
+            .routes
+            .iter()
+            .any(|(d, lp, lg)| *d == dst && *lp == p && (gw.is_none() || *lg == gw))
+        {
+            return fail(format!("route to {} is missing in the container", r.dst));
+        }
+    }
+    if podswitch_shared::netdev::ifindex(&host_if).is_err() {
+        return fail(format!("host interface {host_if} is missing"));
+    }
+    let port: VPort = client(conf)
+        .get(&format!("/v1/ports/{host_if}"))
+        .map_err(|e| switchd_err(conf, &format!("switchd has no port {host_if}"), e))?;
+    if !port.status.as_ref().is_some_and(|s| s.attached) {
+        return fail(format!(
+            "port {host_if} is not attached to switchd's data path"
+        ));
+    }
+    if port.vlan != conf.vlan || port.trunk != conf.trunk {
+        return fail(format!(
+            "port {host_if} has a different VLAN setting than the configuration"
+        ));
+    }
+    if port.owner.as_ref().and_then(|o| o.container_id.as_deref())
+        != Some(env.container_id.as_str())
+    {
+        return fail(format!("port {host_if} belongs to another container"));
+    }
+    ipam::exec(conf, env, "CHECK", ipam::version_for(conf))?;
+    Ok(())
+}
+
+pub fn gc(conf: &NetConf, env: &Env) -> CniResult<()> {
+    let valid = conf.valid_attachments.clone().unwrap_or_default();
+    let c = client(conf);
+    let ports: Vec<VPort> = c
+        .get("/v1/ports")
+        .map_err(|e| switchd_err(conf, "cannot list switchd's ports", e))?;
+    let mut first_err = None;
+    for p in ports {
+        let Some(o) = &p.owner else { continue };
+        if o.network.as_deref() != Some(conf.name.as_str()) || p.nic.kind != NicKind::Veth {
+            continue;
+        }
+        let (Some(cid), Some(ifname)) = (&o.container_id, &o.ifname) else {
+            continue;
+        };
+        if valid
+            .iter()
+            .any(|a| &a.container_id == cid && &a.ifname == ifname)
+        {
+            continue;
+        }
+        eprintln!(
+            "podswitch: GC: removing stale attachment {cid}/{ifname} (port {})",
+            p.id
+        );
+        if let Err(e) = c.call::<Value>("DELETE", &format!("/v1/ports/{}", p.id), None::<&()>) {
+            if e.status() != Some(404) {
+                first_err.get_or_insert(switchd_err(conf, "removing a stale port", e));
+            }
+        }
+        if let Err(e) = endpoint::delete(&p.nic.ifname) {
+            first_err.get_or_insert(e);
+        }
+        let stale = Env {
+            command: "DEL".into(),
+            container_id: cid.clone(),
+            ifname: ifname.clone(),
+            netns: String::new(),
+            args: String::new(),
+            path: env.path.clone(),
+        };
+        if let Err(e) = ipam::exec(conf, &stale, "DEL", ipam::version_for(conf)) {
+            first_err.get_or_insert(e);
+        }
+    }
+    if conf.ipam.is_some() && ipam::supports(conf, env, "1.1.0") {
+        ipam::exec(conf, env, "GC", "1.1.0")?;
+    }
+    first_err.map_or(Ok(()), Err)
+}
+
+pub fn status(conf: &NetConf, env: &Env) -> CniResult<()> {
+    let c = client(conf).with_timeout(Duration::from_secs(3));
+    match c.raw("GET", "/readyz", None) {
+        Ok(r) if r.status == 200 => {}
+        Ok(r) => {
+            return Err(CniError::new(
+                code::NOT_AVAILABLE,
+                format!(
+                    "switchd at {} is not ready (HTTP {})",
+                    conf.socket().display(),
+                    r.status
+                ),
+            ))
+        }
+        Err(e) => {
+            return Err(CniError::new(
+                code::NOT_AVAILABLE,
+                format!(
+                    "switchd is not reachable at {}; is the podswitch DaemonSet running?",
+                    conf.socket().display()
+                ),
+            )
+            .with_details(e.to_string()))
+        }
+    }
+    if conf.ipam.is_some() && ipam::supports(conf, env, "1.1.0") {
+        ipam::exec(conf, env, "STATUS", "1.1.0")?;
+    }
+    Ok(())
+}

@@ -1,0 +1,415 @@
+//! The plugin's input: the network configuration on stdin and the CNI_*
+//! environment. Strict on podswitch's own fields (a typo in `vlan` must not
+//! put a pod on the wrong network), accepting every standard CNI key.
+
+use crate::reply::{code, CniError, CniResult, SUPPORTED};
+use podswitch_shared::model::{LinkState, MacAddr, TrunkRange, VlanId};
+use podswitch_shared::DEFAULT_SOCKET;
+use serde::Deserialize;
+use serde_json::Value;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+/// podswitch's own keys.
+const OWN_KEYS: &[&str] = &[
+    "switch",
+    "socket",
+    "mtu",
+    "vlan",
+    "trunk",
+    "macSpoofCheck",
+    "linkState",
+];
+
+/// Keys the CNI spec or libcni may put in a plugin's configuration.
+const STANDARD_KEYS: &[&str] = &[
+    "cniVersion",
+    "cniVersions",
+    "name",
+    "type",
+    "ipam",
+    "dns",
+    "args",
+    "capabilities",
+    "runtimeConfig",
+    "prevResult",
+    "disableCheck",
+    "disableGC",
+    "cni.dev/valid-attachments",
+];
+
+/// Largest MTU switchd's data path carries.
+pub const MAX_MTU: u32 = 3818;
+
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+pub struct Attachment {
+    #[serde(rename = "containerID")]
+    pub container_id: String,
+    pub ifname: String,
+}
+
+/// `runtimeConfig`: what the runtime fills in for declared capabilities.
+/// Unknown keys here are ignored: they belong to other plugins' capabilities.
+/// (`ips` is read by the IPAM plugin itself from the configuration we pass on.)
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct RuntimeConfig {
+    #[serde(default)]
+    pub mac: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NetConf {
+    pub cni_version: String,
+    pub name: String,
+    #[serde(rename = "type")]
+    pub plugin_type: String,
+    #[serde(default)]
+    pub switch: Option<String>,
+    #[serde(default)]
+    pub socket: Option<PathBuf>,
+    #[serde(default)]
+    pub mtu: Option<u32>,
+    #[serde(default)]
+    pub vlan: Option<VlanId>,
+    #[serde(default)]
+    pub trunk: Option<Vec<TrunkRange>>,
+    #[serde(default)]
+    pub mac_spoof_check: Option<bool>,
+    #[serde(default)]
+    pub link_state: Option<LinkState>,
+    #[serde(default)]
+    pub ipam: Option<Value>,
+    #[serde(default)]
+    pub runtime_config: RuntimeConfig,
+    #[serde(default)]
+    pub prev_result: Option<Value>,
+    #[serde(default, rename = "cni.dev/valid-attachments")]
+    pub valid_attachments: Option<Vec<Attachment>>,
+    /// The exact bytes we were given, for delegating to IPAM.
+    #[serde(skip)]
+    pub raw: Value,
+}
+
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut cur = vec![i + 1];
+        for (j, cb) in b.iter().enumerate() {
+            let sub = prev[j] + usize::from(ca.to_ascii_lowercase() != cb.to_ascii_lowercase());
+            cur.push(sub.min(prev[j + 1] + 1).min(cur[j] + 1));
+        }
+        prev = cur;
+    }
+    prev[b.len()]
+}
+
+fn suggestion(key: &str) -> String {
+    OWN_KEYS
+        .iter()
+        .chain(STANDARD_KEYS)
+        .map(|k| (edit_distance(key, k), *k))
+        .filter(|(d, _)| *d <= 2)
+        .min()
+        .map(|(_, k)| format!(" (did you mean {k:?}?)"))
+        .unwrap_or_default()
+}
+
+impl NetConf {
+    /// Parses stdin. Undecodable JSON is code 6; a valid document that is
+    /// not a valid podswitch config is code 7; an unsupported version is 1.
+    pub fn parse(stdin: &[u8]) -> CniResult<NetConf> {
+        let raw: Value = serde_json::from_slice(stdin).map_err(|e| {
+            CniError::new(
+                code::DECODE,
+                "cannot decode the network configuration on stdin",
+            )
+            .with_details(e.to_string())
+        })?;
+        let obj = raw.as_object().ok_or_else(|| {
+            CniError::new(
+                code::DECODE,
+                "the network configuration on stdin is not a JSON object",
+            )
+        })?;
+        for key in obj.keys() {
+            if !OWN_KEYS.contains(&key.as_str()) && !STANDARD_KEYS.contains(&key.as_str()) {
+                return Err(CniError::new(
+                    code::INVALID_CONFIG,
+                    format!(
+                        "unknown field {key:?} in the podswitch network configuration{}",
+                        suggestion(key)
+                    ),
+                ));
+            }
+        }
+        let mut conf: NetConf = serde_json::from_value(raw.clone()).map_err(|e| {
+            CniError::new(
+                code::INVALID_CONFIG,
+                "invalid podswitch network configuration",
+            )
+            .with_details(e.to_string())
+        })?;
+        conf.raw = raw;
+        conf.validate()?;
+        Ok(conf)
+    }
+
+    fn validate(&self) -> CniResult<()> {
+        let invalid = |m: String| Err(CniError::new(code::INVALID_CONFIG, m));
+        if !SUPPORTED.contains(&self.cni_version.as_str()) {
+            return Err(CniError::new(
+                code::INCOMPATIBLE_VERSION,
+                format!(
+                    "cniVersion {:?} is not supported; podswitch speaks {}",
+                    self.cni_version,
+                    SUPPORTED.join(", ")
+                ),
+            ));
+        }
+        if self.plugin_type.is_empty() {
+            return invalid("the network configuration needs a \"type\"".into());
+        }
+        if self.name.is_empty() {
+            return invalid("the network configuration needs a \"name\"".into());
+        }
+        if let Some(m) = self.mtu {
+            if !(68..=MAX_MTU).contains(&m) {
+                return invalid(format!(
+                    "mtu {m} is outside 68..{MAX_MTU} (the AF_XDP data path's limit)"
+                ));
+            }
+        }
+        if self.trunk.as_ref().is_some_and(|t| t.is_empty()) {
+            return invalid("trunk lists no VLAN; omit it for an access port".into());
+        }
+        if let Some(s) = &self.switch {
+            podswitch_shared::model::check_object_name("switch name", s)
+                .map_err(|e| CniError::new(code::INVALID_CONFIG, e.to_string()))?;
+        }
+        if let Some(ipam) = &self.ipam {
+            if ipam
+                .get("type")
+                .and_then(Value::as_str)
+                .is_none_or(str::is_empty)
+            {
+                return invalid("ipam needs a \"type\" (e.g. \"host-local\")".into());
+            }
+        }
+        Ok(())
+    }
+
+    pub fn socket(&self) -> PathBuf {
+        self.socket
+            .clone()
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_SOCKET))
+    }
+
+    pub fn switch(&self) -> String {
+        self.switch.clone().unwrap_or_else(|| "default".into())
+    }
+
+    pub fn ipam_type(&self) -> Option<&str> {
+        self.ipam
+            .as_ref()
+            .and_then(|i| i.get("type"))
+            .and_then(Value::as_str)
+    }
+
+    /// The configuration as handed to the IPAM plugin: the same document,
+    /// at a version the reference IPAM plugins accept for this command.
+    pub fn for_ipam(&self, version: &str) -> Vec<u8> {
+        let mut v = self.raw.clone();
+        v["cniVersion"] = Value::String(version.into());
+        serde_json::to_vec(&v).unwrap_or_default()
+    }
+}
+
+/// The CNI_* environment.
+#[derive(Debug, Clone, Default)]
+pub struct Env {
+    pub command: String,
+    pub container_id: String,
+    pub netns: String,
+    pub ifname: String,
+    pub args: String,
+    pub path: String,
+}
+
+/// CNI_ARGS that podswitch reads.
+#[derive(Debug, Clone, Default)]
+pub struct Args {
+    pub mac: Option<MacAddr>,
+    pub pod_name: Option<String>,
+    pub pod_namespace: Option<String>,
+}
+
+impl Env {
+    pub fn from_env() -> Env {
+        let get = |k: &str| std::env::var(k).unwrap_or_default();
+        Env {
+            command: get("CNI_COMMAND"),
+            container_id: get("CNI_CONTAINERID"),
+            netns: get("CNI_NETNS"),
+            ifname: get("CNI_IFNAME"),
+            args: get("CNI_ARGS"),
+            path: get("CNI_PATH"),
+        }
+    }
+
+    /// Checks the variables `command` needs (code 4 when one is missing).
+    pub fn require(&self, need_netns: bool) -> CniResult<()> {
+        let missing = |v: &str| {
+            Err(CniError::new(
+                code::INVALID_ENV,
+                format!(
+                    "{v} is not set; the runtime must set it for {}",
+                    self.command
+                ),
+            ))
+        };
+        if self.container_id.is_empty() {
+            return missing("CNI_CONTAINERID");
+        }
+        if self.ifname.is_empty() {
+            return missing("CNI_IFNAME");
+        }
+        if need_netns && self.netns.is_empty() {
+            return missing("CNI_NETNS");
+        }
+        if self.container_id.len() > 512 || self.container_id.contains(['/', '\0', '\n']) {
+            return Err(CniError::new(
+                code::INVALID_ENV,
+                "CNI_CONTAINERID has characters a container ID cannot have",
+            ));
+        }
+        podswitch_shared::model::check_ifname(&self.ifname)
+            .map_err(|e| CniError::new(code::INVALID_ENV, format!("CNI_IFNAME: {e}")))?;
+        Ok(())
+    }
+
+    /// Parses CNI_ARGS (`K=V;K=V`). Unknown keys are an error unless
+    /// `IgnoreUnknown` is set, as in the reference plugins.
+    pub fn parse_args(&self) -> CniResult<Args> {
+        let mut kv = BTreeMap::new();
+        for part in self.args.split(';').filter(|p| !p.is_empty()) {
+            let (k, v) = part.split_once('=').ok_or_else(|| {
+                CniError::new(
+                    code::INVALID_ENV,
+                    format!("CNI_ARGS entry {part:?} is not KEY=VALUE"),
+                )
+            })?;
+            kv.insert(k.to_string(), v.to_string());
+        }
+        let ignore_unknown = kv
+            .get("IgnoreUnknown")
+            .is_some_and(|v| matches!(v.to_ascii_lowercase().as_str(), "1" | "true"));
+        let known = [
+            "IgnoreUnknown",
+            "K8S_POD_NAME",
+            "K8S_POD_NAMESPACE",
+            "K8S_POD_INFRA_CONTAINER_ID",
+            "K8S_POD_UID",
+            "MAC",
+            "IP",
+        ];
+        if !ignore_unknown {
+            if let Some(k) = kv.keys().find(|k| !known.contains(&k.as_str())) {
+                return Err(CniError::new(
+                    code::INVALID_ENV,
+                    format!("unknown CNI_ARGS key {k:?} (set IgnoreUnknown=1 to ignore it)"),
+                ));
+            }
+        }
+        let mac = kv
+            .get("MAC")
+            .map(|m| {
+                m.parse::<MacAddr>()
+                    .map_err(|e| CniError::new(code::INVALID_ENV, format!("CNI_ARGS MAC: {e}")))
+            })
+            .transpose()?;
+        Ok(Args {
+            mac,
+            pod_name: kv.get("K8S_POD_NAME").cloned(),
+            pod_namespace: kv.get("K8S_POD_NAMESPACE").cloned(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(s: &str) -> CniResult<NetConf> {
+        NetConf::parse(s.as_bytes())
+    }
+
+    #[test]
+    fn full_config() {
+        let c = parse(
+            r#"{"cniVersion":"1.0.0","name":"n","type":"podswitch","switch":"default","socket":"/x.sock",
+                "mtu":1500,"vlan":100,"trunk":[{"minID":200,"maxID":299},{"id":400}],
+                "macSpoofCheck":true,"linkState":"up",
+                "ipam":{"type":"host-local","ranges":[[{"subnet":"10.10.0.0/24"}]]},
+                "capabilities":{"mac":true},"runtimeConfig":{"mac":"02:00:00:00:00:01","portMappings":[]}}"#,
+        )
+        .unwrap();
+        assert_eq!(c.vlan.map(|v| v.get()), Some(100));
+        assert_eq!(c.trunk.as_ref().map(|t| t.len()), Some(2));
+        assert_eq!(c.runtime_config.mac.as_deref(), Some("02:00:00:00:00:01"));
+        assert_eq!(c.ipam_type(), Some("host-local"));
+    }
+
+    #[test]
+    fn typo_is_an_error_with_a_suggestion() {
+        let e = parse(r#"{"cniVersion":"1.0.0","name":"n","type":"podswitch","vlam":100}"#)
+            .unwrap_err();
+        assert_eq!(e.code, code::INVALID_CONFIG);
+        assert!(
+            e.msg.contains("\"vlam\"") && e.msg.contains("did you mean \"vlan\""),
+            "{}",
+            e.msg
+        );
+    }
+
+    #[test]
+    fn codes() {
+        assert_eq!(parse("{not json").unwrap_err().code, code::DECODE);
+        assert_eq!(parse("[1]").unwrap_err().code, code::DECODE);
+        assert_eq!(
+            parse(r#"{"cniVersion":"0.2.0","name":"n","type":"podswitch"}"#)
+                .unwrap_err()
+                .code,
+            code::INCOMPATIBLE_VERSION
+        );
+        let e = parse(r#"{"cniVersion":"1.0.0","name":"n","type":"podswitch","vlan":5000}"#)
+            .unwrap_err();
+        assert_eq!(e.code, code::INVALID_CONFIG);
+        assert!(e.details.contains("5000"), "{e:?}");
+        let e = parse(r#"{"cniVersion":"1.0.0","name":"n","type":"podswitch","mtu":9000}"#)
+            .unwrap_err();
+        assert_eq!(e.code, code::INVALID_CONFIG);
+        let e =
+            parse(r#"{"cniVersion":"1.0.0","name":"n","type":"podswitch","ipam":{}}"#).unwrap_err();
+        assert_eq!(e.code, code::INVALID_CONFIG);
+    }
+
+    #[test]
+    fn cni_args() {
+        let mut env = Env {
+            args: "IgnoreUnknown=1;K8S_POD_NAME=web;K8S_POD_NAMESPACE=prod;MAC=02:00:00:00:00:09;FOO=1".into(),
+            ..Default::default()
+        };
+        let a = env.parse_args().unwrap();
+        assert_eq!(a.pod_name.as_deref(), Some("web"));
+        assert_eq!(
+            a.mac.map(|m| m.to_string()).as_deref(),
+            Some("02:00:00:00:00:09")
+        );
+        env.args = "FOO=1".into();
+        assert_eq!(env.parse_args().unwrap_err().code, code::INVALID_ENV);
+        env.args = "MAC=zz".into();
+        assert_eq!(env.parse_args().unwrap_err().code, code::INVALID_ENV);
+    }
+}
