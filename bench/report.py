@@ -9,7 +9,7 @@ import statistics
 import sys
 from collections import defaultdict
 
-TOPOS = ["wire", "bridge", "ovs-afxdp", "switchd", "wire+offload", "bridge+offload"]
+TOPOS = ["wire", "bridge", "ovs-afxdp", "switchd", "switchd-norps", "wire+offload", "bridge+offload"]
 # metric, column title, format, ratio reference ("wire" or None)
 COLUMNS = [
     ("udp_rx_pps", "UDP 60 B received, kpps", lambda v: f"{v / 1000:.0f}", True),
@@ -110,6 +110,8 @@ def main(path):
         return f"{label} = {a / b:.2f}{per}"
 
     out.append("- " + headline("switchd UDP pps / ovs-afxdp", "switchd", "ovs-afxdp", "udp_rx_pps"))
+    out.append("- " + headline("switchd-norps UDP pps / ovs-afxdp", "switchd-norps", "ovs-afxdp", "udp_rx_pps"))
+    out.append("- " + headline("switchd-norps TCP / bridge (offloads off)", "switchd-norps", "bridge", "tcp_gbps"))
     out.append("- " + headline("switchd TCP / bridge (offloads off)", "switchd", "bridge", "tcp_gbps"))
     out.append("- " + headline("switchd TCP / ovs-afxdp", "switchd", "ovs-afxdp", "tcp_gbps"))
     out.append("- " + headline("switchd RTT p50 / ovs-afxdp", "switchd", "ovs-afxdp", "rtt_p50_us"))
@@ -119,6 +121,15 @@ def main(path):
             rng = f" (min {min(v):.1f}, max {max(v):.1f})" if len(v) > 1 else ""
             name = "idle switchd CPU" if t == "switchd" else "idle ovs-vswitchd CPU (pmd busy-polls by design)"
             out.append(f"- {name} = {statistics.median(v):.1f} %{rng} of one core, 2 ports, no traffic")
+    for t in present:
+        for c in COLUMNS:
+            if not c[3]:
+                continue
+            d = data.get((t, c[0]), {})
+            v = [d[r] for r in sorted(d) if isinstance(d[r], float)]
+            if len(v) > 1 and min(v) > 0 and max(v) / min(v) > 1.5:
+                out.append(f"- spread: `{t}` {c[1]} per rep {', '.join(c[2](x) for x in v)} "
+                           f"(max/min {max(v) / min(v):.1f}): the median hides a bimodal or noisy result")
     for t in present:
         for rep, reason in failed[t]:
             out.append(f"- **{t} failed** in rep {rep}: {reason}")

@@ -25,7 +25,7 @@ ROOT=$PWD
 
 # ---------------------------------------------------------------- settings
 REPS=${REPS:-3}
-TOPOS=${TOPOS:-"wire bridge ovs-afxdp switchd"}
+TOPOS=${TOPOS:-"wire bridge ovs-afxdp switchd switchd-norps"}
 UDP_SECS=${UDP_SECS:-5}        # trafgen run time
 UDP_WARM=${UDP_WARM:-1}        # ... of which the first UDP_WARM s are not counted
 UDP_WIN=${UDP_WIN:-3}          # counting window
@@ -33,7 +33,11 @@ TCP_SECS=${TCP_SECS:-4}
 RTT_SECS=${RTT_SECS:-3}
 IDLE_SECS=${IDLE_SECS:-5}
 TRAFGEN_CPU=${TRAFGEN_CPU:-0}
+RTT_CPU=${RTT_CPU:-0}          # sockperf client AND server on this CPU (see measure_rtt)
 PMD_CPU=${PMD_CPU:-1}
+SWITCHD_CPU=${SWITCHD_CPU:-}   # empty: switchd's default (--poll-cpu auto: the last CPU); N: --poll-cpu N
+SWITCHD_ARGS=${SWITCHD_ARGS:-} # extra switchd flags, e.g. "--xdp-mode generic"
+OVS_XDP_MODE=${OVS_XDP_MODE:-best-effort}   # OVS options:xdp-mode (native-with-zerocopy, native, generic)
 SWITCHD=${SWITCHD:-$ROOT/target/release/switchd}
 SWITCHCTL=${SWITCHCTL:-$ROOT/target/release/switchctl}
 VLAN=100
@@ -42,7 +46,7 @@ MAC1=02:00:00:c9:00:01 MAC2=02:00:00:c9:00:02
 HZ=$(getconf CLK_TCK)
 
 for t in $TOPOS; do
-  case $t in wire|bridge|ovs-afxdp|switchd) ;; *) echo "bench: unknown topology '$t'" >&2; exit 2;; esac
+  case $t in wire|bridge|ovs-afxdp|switchd|switchd-norps) ;; *) echo "bench: unknown topology '$t'" >&2; exit 2;; esac
 done
 [[ $REPS =~ ^[1-9][0-9]*$ ]] || { echo "bench: REPS must be a positive integer" >&2; exit 2; }
 (( UDP_WARM + UDP_WIN < UDP_SECS )) || { echo "bench: need UDP_WARM + UDP_WIN < UDP_SECS" >&2; exit 2; }
@@ -75,7 +79,7 @@ FAIL_REASON=""
 
 log()  { printf '%s  %s\n' "$(date +%T)" "$*" >&2; }
 rec()  { printf '%s\t%s\t%s\t%s\t%s\n' "$1" "$2" "$3" "$4" "${5:-}" >>"$TSV"; }   # rep topo metric value note
-fail() { FAIL_REASON=$*; log "FAILED: $*"; return 1; }
+fail() { FAIL_REASON=$*; return 1; }   # run_topo reports it
 
 alive()   { [[ -n ${1:-} ]] && kill -0 "$1" 2>/dev/null; }
 stop_pid() {   # stop_pid PID [seconds]: TERM, wait, then KILL
@@ -108,6 +112,7 @@ ovs_stop() {
     local n=30; while alive "$dp" && (( n-- > 0 )); do sleep 0.1; done
     alive "$dp" && kill -9 "$dp" 2>/dev/null
   fi
+  rm -rf "$R"   # no stale pidfiles for the next teardown
   return 0
 }
 teardown() {
@@ -199,25 +204,29 @@ setup_ovs_afxdp() {
   SW_PID=$(cat "$R/ovs-vswitchd.pid")
   "${V[@]}" add-br br0 -- set bridge br0 datapath_type=netdev || { fail "add-br br0 (netdev datapath)"; return 1; }
   for i in $H1 $H2; do
-    "${V[@]}" add-port br0 $i tag=$VLAN -- set interface $i type=afxdp options:n_rxq=1 \
+    "${V[@]}" add-port br0 $i tag=$VLAN -- set interface $i type=afxdp options:n_rxq=1 options:xdp-mode=$OVS_XDP_MODE \
       || { fail "add-port $i: ovs-vsctl failed or timed out"; }
     err=$("${V[@]}" get interface $i error 2>/dev/null)
     ofp=$("${V[@]}" get interface $i ofport 2>/dev/null)
     if [[ -n $FAIL_REASON || ( -n $err && $err != '[]' ) || $ofp == -1 || -z $ofp ]]; then
       FAIL_REASON="AF_XDP port $i did not come up (ofport=$ofp error=$err)"
-      log "FAILED: $FAIL_REASON"
       grep -E 'netdev_afxdp|\|(ERR|WARN)\|' "$R/ovs-vswitchd.log" | tail -8 | sed 's/^/    ovs: /' >&2
       return 1
     fi
   done
   grep -q 'native XDP mode will be in use' "$R/ovs-vswitchd.log" || log "note: OVS AF_XDP not in native mode: $(grep -o '[^|]*XDP mode will be in use' "$R/ovs-vswitchd.log" | tail -1)"
 }
+setup_switchd_norps() { RPS_STEERING=0 setup_switchd; }
+
 setup_switchd() {
   local ctl=("$SWITCHCTL" --socket "$WORK/s.sock") i n
   pod_ns $NS_NODE && node_veths && pod_addr || return 1
   rm -rf "$WORK/state" "$WORK/s.sock"
-  # ip netns exec execs switchd: $! is the daemon's PID
-  ip netns exec $NS_NODE "$SWITCHD" --socket "$WORK/s.sock" --state-dir "$WORK/state" >"$WORK/switchd.log" 2>&1 &
+  # ip netns exec (and taskset) exec switchd: $! is the daemon's PID
+  # switchd pins its poll thread itself (--poll-cpu, default: the last CPU)
+  local pin=(); [[ -n $SWITCHD_CPU ]] && pin=(--poll-cpu "$SWITCHD_CPU")
+  # shellcheck disable=SC2086
+  ip netns exec $NS_NODE "$SWITCHD" --socket "$WORK/s.sock" --state-dir "$WORK/state" "${pin[@]}" $SWITCHD_ARGS >"$WORK/switchd.log" 2>&1 &
   SWITCHD_PID=$! SW_PID=$!
   for ((n = 0; n < 100; n++)); do
     timeout 2 "${ctl[@]}" status >/dev/null 2>&1 && break
@@ -230,6 +239,16 @@ setup_switchd() {
     timeout 10 "${ctl[@]}" port add --ifname $i --vlan $VLAN >/dev/null 2>"$WORK/ctl.err" \
       || { fail "port add $i: $(cat "$WORK/ctl.err") $(tail -2 "$WORK/switchd.log")"; return 1; }
   done
+  # What the podswitch CNI does for a pod: steer its receive processing
+  # (RPS) off switchd's poll CPU (`switchd-norps` leaves it inline).
+  local poll mask ns
+  poll=$(curl -s --unix-socket "$WORK/s.sock" http://x/v1/datapath | jq -r '.pollCpu // empty')
+  if [[ -n $poll && ${RPS_STEERING:-1} == 1 ]]; then
+    mask=$(printf '%x' $(( (1 << $(nproc)) - 1 - (1 << poll) )))
+    for ns in $NS_A $NS_B; do
+      [[ $mask != 0 ]] && ip netns exec "$ns" sh -c "echo $mask > /sys/class/net/eth0/queues/rx-0/rps_cpus"
+    done
+  fi
 }
 
 connectivity() {  # pod1 -> pod2 ping (also lets the switch learn both MACs)
@@ -313,13 +332,15 @@ measure_tcp() {  # rep topo (topo may be wire+offload ...)
 
 measure_rtt() {
   local rep=$1 topo=$2 srv n p50
-  ip netns exec $NS_B timeout 15 sockperf sr -i $IP2 -p 11111 >/dev/null 2>&1 &
+  # Both ends pinned to one CPU: unpinned, RTT is bimodal on 2 vCPUs (same CPU
+  # ~11 us, cross-CPU wakeup ~50 us on wire), i.e. placement noise, not the switch.
+  ip netns exec $NS_B timeout 15 taskset -c $RTT_CPU sockperf sr -i $IP2 -p 11111 >/dev/null 2>&1 &
   srv=$!; BG_PIDS+=($srv)
   for ((n = 0; n < 50; n++)); do
     ip netns exec $NS_B ss -Hlun 'sport = :11111' 2>/dev/null | grep -q . && break
     sleep 0.05
   done
-  timeout 10 ip netns exec $NS_A sockperf ping-pong -i $IP2 -p 11111 -t $RTT_SECS --full-rtt >"$WORK/sockperf.log" 2>&1
+  timeout 10 ip netns exec $NS_A taskset -c $RTT_CPU sockperf ping-pong -i $IP2 -p 11111 -t $RTT_SECS --full-rtt >"$WORK/sockperf.log" 2>&1
   stop_pid $srv 1
   p50=$(awk '/percentile 50.000/ { print $NF }' "$WORK/sockperf.log")
   if [[ -z $p50 ]]; then
@@ -342,6 +363,17 @@ measure_idle() {  # CPU % of one core used by the switch process with no traffic
   log "  idle: $pct % of one core"
 }
 
+keep_logs() {  # copy the switch's log next to the results when a topology fails
+  local f=${TSV%.tsv}-$2-rep$1.log
+  case $2 in
+    ovs-afxdp) [[ -f $R/ovs-vswitchd.log ]] && cp "$R/ovs-vswitchd.log" "$f" ;;
+    switchd*)  [[ -f $WORK/switchd.log ]] && cp "$WORK/switchd.log" "$f" ;;
+    *) return 0 ;;
+  esac
+  [[ -f $f ]] && log "log kept: $f"
+  return 0
+}
+
 run_topo() {  # rep topo
   local rep=$1 topo=$2
   FAIL_REASON=""
@@ -350,10 +382,13 @@ run_topo() {  # rep topo
     [[ -n $FAIL_REASON ]] || FAIL_REASON="setup failed"
     log "FAILED: $topo: $FAIL_REASON"
     rec "$rep" "$topo" status failed "$FAIL_REASON"
+    keep_logs "$rep" "$topo"
     teardown; return 1
   fi
   if ! connectivity; then
+    log "FAILED: $topo: $FAIL_REASON"
     rec "$rep" "$topo" status failed "$FAIL_REASON"
+    keep_logs "$rep" "$topo"
     teardown; return 1
   fi
   case $topo in switchd|ovs-afxdp) measure_idle "$rep" "$topo" ;; esac
@@ -384,7 +419,7 @@ EOF
   echo "# host: nproc=$(nproc), kernel $(uname -r), $(awk -F': ' '/model name/ { print $2; exit }' /proc/cpuinfo)"
   echo "# podswitch: $(git -C "$ROOT" describe --always --dirty 2>/dev/null), switchd $(stat -c %y "$SWITCHD" | cut -d. -f1)"
   echo "# peers: $(ovs-vswitchd --version 2>/dev/null | head -1); $(iperf3 --version | head -1); sockperf $(sockperf --version 2>&1 | awk '/version/ { print $3; exit }' | tr -d ,)"
-  echo "# settings: reps=$REPS topologies=\"$TOPOS\" udp=${UDP_SECS}s (window ${UDP_WIN}s after ${UDP_WARM}s) tcp=${TCP_SECS}s rtt=${RTT_SECS}s idle=${IDLE_SECS}s trafgen_cpu=$TRAFGEN_CPU ovs_pmd_cpu=$PMD_CPU pod_offloads=off"
+  echo "# settings: reps=$REPS topologies=\"$TOPOS\" udp=${UDP_SECS}s (window ${UDP_WIN}s after ${UDP_WARM}s) tcp=${TCP_SECS}s rtt=${RTT_SECS}s idle=${IDLE_SECS}s trafgen_cpu=$TRAFGEN_CPU sockperf_cpu=$RTT_CPU (client+server) iperf3=unpinned ovs_pmd_cpu=$PMD_CPU switchd_cpu=${SWITCHD_CPU:-unpinned} pod_offloads=off"
   printf 'rep\ttopology\tmetric\tvalue\tnote\n'
 } >"$TSV"
 grep '^#' "$TSV" | sed 's/^# //' >&2

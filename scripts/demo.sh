@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 [[ $EUID -eq 0 ]] || { echo "demo: run as root (it creates network namespaces)" >&2; exit 1; }
-scripts/setup.sh >/dev/null
+scripts/setup.sh --minimal >/dev/null
 cargo build --release --locked -q
 BIN=$PWD/target/release
 P=psdemo$$

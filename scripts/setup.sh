@@ -2,11 +2,13 @@
 # Installs what building and testing podswitch needs on a Debian 12 machine
 # (root): Debian packages, and a Python venv with pytest in .venv.
 #   scripts/setup.sh           build + test dependencies
+#   scripts/setup.sh --minimal build + demo dependencies only
 #   scripts/setup.sh --bench   also the benchmark peers (trafgen, iperf3, sockperf, Open vSwitch)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-pkgs=(clang libbpf-dev linux-libc-dev pkg-config iproute2 ethtool iputils-ping procps python3-venv curl jq)
+pkgs=(clang libbpf-dev linux-libc-dev pkg-config iproute2 ethtool iputils-ping procps python3-venv curl jq
+      containernetworking-plugins podman runc busybox-static iptables util-linux)
 if [[ "${1:-}" == "--bench" ]]; then
   pkgs+=(netsniff-ng iperf3 sockperf openvswitch-switch)
 fi
@@ -28,4 +30,9 @@ if [[ ! -x .venv/bin/pytest ]]; then
   echo "setup: creating .venv with pytest"
   python3 -m venv .venv
   .venv/bin/pip install -q --disable-pip-version-check -r tests/requirements.txt
+fi
+if [[ "${1:-}" != "--minimal" ]]; then
+  # Real runtimes the CNI tests drive: podman (CNI backend) from bookworm,
+  # containerd 2.x and the CRI API from sid (unpacked under /opt/podswitch-test).
+  scripts/setup-containerd.sh
 fi

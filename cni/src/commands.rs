@@ -10,7 +10,8 @@ use crate::ipam;
 use crate::netns::NetNs;
 use crate::reply::{code, CniError, CniOutput, CniResult};
 use podswitch_shared::client::{Client, ClientError};
-use podswitch_shared::model::{MacAddr, Nic, NicKind, Owner, PortConfig, VPort};
+use podswitch_shared::model::{DatapathInfo, MacAddr, Nic, NicKind, Owner, PortConfig, VPort};
+use podswitch_shared::netdev;
 use serde_json::Value;
 use std::path::Path;
 use std::time::Duration;
@@ -31,12 +32,19 @@ fn switchd_err(conf: &NetConf, what: &str, e: ClientError) -> CniError {
         }
         _ => code::PLUGIN,
     };
-    let hint = if e.is_unreachable() {
-        format!(" (socket {}; is switchd running?)", conf.socket().display())
+    let what = if e.is_unreachable() {
+        unreachable_msg(conf)
     } else {
-        String::new()
+        what.to_string()
     };
-    CniError::new(c, format!("{what}{hint}")).with_details(e.to_string())
+    CniError::new(c, what).with_details(e.to_string())
+}
+
+fn unreachable_msg(conf: &NetConf) -> String {
+    format!(
+        "switchd is not reachable at {}; is switchd (the podswitch DaemonSet) running?",
+        conf.socket().display()
+    )
 }
 
 fn ensure_ready(conf: &NetConf, c: &Client) -> CniResult<()> {
@@ -126,6 +134,17 @@ pub fn add(conf: &NetConf, env: &Env) -> CniResult<Value> {
     let r = (|| -> CniResult<Value> {
         let ep = endpoint::create(&ns, &host_if, &env.ifname, mtu, mac)?;
         rb.veth = Some(host_if.clone());
+        if let Ok(info) = c.get::<DatapathInfo>("/v1/datapath") {
+            if let Some(poll) = info.poll_cpu {
+                let others: Vec<usize> = netdev::online_cpus()
+                    .into_iter()
+                    .filter(|c| *c != poll)
+                    .collect();
+                if !others.is_empty() {
+                    endpoint::steer_rps(&ns, &env.ifname, &others)?;
+                }
+            }
+        }
         let ipam_out = match ipam::exec(conf, env, "ADD", ipam::version_for(conf))? {
             Some(v) => {
                 rb.ipam = true;
@@ -362,14 +381,8 @@ pub fn status(conf: &NetConf, env: &Env) -> CniResult<()> {
             ))
         }
         Err(e) => {
-            return Err(CniError::new(
-                code::NOT_AVAILABLE,
-                format!(
-                    "switchd is not reachable at {}; is the podswitch DaemonSet running?",
-                    conf.socket().display()
-                ),
-            )
-            .with_details(e.to_string()))
+            return Err(CniError::new(code::NOT_AVAILABLE, unreachable_msg(conf))
+                .with_details(e.to_string()))
         }
     }
     if conf.ipam.is_some() && ipam::supports(conf, env, "1.1.0") {

@@ -128,6 +128,55 @@ pub fn create(
     }
 }
 
+/// Steers the pod interface's receive processing (RPS) to `cpus`: keeps
+/// it off switchd's poll CPU, where frames switchd transmits would
+/// otherwise be processed inside its sendto() and halve its throughput.
+/// sysfs shows the netns of whoever mounted it, so the thread mounts a
+/// fresh sysfs in a private mount namespace of its own.
+pub fn steer_rps(ns: &NetNs, pod_if: &str, cpus: &[usize]) -> CniResult<()> {
+    let mask = netdev::cpu_mask(cpus);
+    ns.run(|| -> io::Result<()> {
+        // SAFETY: unshare/mount on this thread only (it exits after this
+        // closure); arguments are valid NUL-terminated strings.
+        unsafe {
+            if libc::unshare(libc::CLONE_NEWNS | libc::CLONE_FS) != 0 {
+                return Err(io::Error::last_os_error());
+            }
+            if libc::mount(
+                std::ptr::null(),
+                c"/".as_ptr(),
+                std::ptr::null(),
+                libc::MS_REC | libc::MS_PRIVATE,
+                std::ptr::null(),
+            ) != 0
+            {
+                return Err(io::Error::last_os_error());
+            }
+            if libc::mount(
+                c"sysfs".as_ptr(),
+                c"/sys".as_ptr(),
+                c"sysfs".as_ptr(),
+                0,
+                std::ptr::null(),
+            ) != 0
+            {
+                return Err(io::Error::last_os_error());
+            }
+        }
+        std::fs::write(
+            format!("/sys/class/net/{pod_if}/queues/rx-0/rps_cpus"),
+            &mask,
+        )
+    })
+    .and_then(|r| r)
+    .map_err(|e| {
+        plugin_err(
+            format!("steering {pod_if}'s receive processing to CPUs {mask}"),
+            e,
+        )
+    })
+}
+
 /// Removes the veth pair by its host end. Ok if it is already gone.
 pub fn delete(host_if: &str) -> CniResult<()> {
     let mut nl = Netlink::open().map_err(|e| plugin_err("opening netlink".into(), e))?;

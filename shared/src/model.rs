@@ -443,6 +443,20 @@ pub struct FdbEntry {
     pub age_seconds: u64,
 }
 
+/// How the data path runs (`GET /v1/datapath`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DatapathInfo {
+    /// CPU the poll thread is pinned to; pods' receive processing is
+    /// steered to the other CPUs (RPS) so it does not compete with it.
+    pub poll_cpu: Option<usize>,
+    /// Preferred XDP mode: "native" or "generic".
+    pub xdp_mode: String,
+    pub umem_frames: u32,
+    pub ports: usize,
+    pub attached_ports: usize,
+}
+
 /// An error body: `{"code": "...", "message": "..."}`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ApiError {

@@ -223,3 +223,52 @@ pub fn tx_checksum_off(ifname: &str) -> Result<(), NetdevError> {
     r.data.ptr = &mut v as *mut EthtoolValue as *mut libc::c_void;
     ioctl(ifname, "turn TX checksum offload off", SIOCETHTOOL, &mut r)
 }
+
+/// The online CPUs, from /sys (e.g. "0-3,6").
+pub fn online_cpus() -> Vec<usize> {
+    let s = std::fs::read_to_string("/sys/devices/system/cpu/online").unwrap_or_default();
+    parse_cpu_list(&s)
+}
+
+fn parse_cpu_list(s: &str) -> Vec<usize> {
+    let mut v = Vec::new();
+    for part in s.trim().split(',').filter(|p| !p.is_empty()) {
+        match part.split_once('-') {
+            Some((a, b)) => {
+                if let (Ok(a), Ok(b)) = (a.parse::<usize>(), b.parse::<usize>()) {
+                    v.extend(a..=b);
+                }
+            }
+            None => v.extend(part.parse::<usize>().ok()),
+        }
+    }
+    v
+}
+
+/// A CPU mask in sysfs' format (hex, 32-bit groups separated by commas).
+pub fn cpu_mask(cpus: &[usize]) -> String {
+    let max = cpus.iter().copied().max().unwrap_or(0);
+    let mut groups = vec![0u32; max / 32 + 1];
+    for &c in cpus {
+        groups[c / 32] |= 1 << (c % 32);
+    }
+    groups
+        .iter()
+        .rev()
+        .map(|g| format!("{g:08x}"))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cpu_lists_and_masks() {
+        assert_eq!(parse_cpu_list("0-3,6\n"), vec![0, 1, 2, 3, 6]);
+        assert_eq!(parse_cpu_list("0"), vec![0]);
+        assert_eq!(cpu_mask(&[0]), "00000001");
+        assert_eq!(cpu_mask(&[0, 2, 33]), "00000002,00000005");
+    }
+}

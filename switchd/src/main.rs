@@ -30,9 +30,24 @@ struct Args {
     /// UMEM frames (4 KiB each) shared by all ports.
     #[arg(long, default_value_t = 16384, value_parser = clap::value_parser!(u32).range(256..=1048576))]
     umem_frames: u32,
+    /// XDP attach mode: native (in the driver, falling back to generic
+    /// where the driver lacks it) or generic (the skb path, any netdev).
+    #[arg(long, value_enum, default_value_t = XdpModeArg::Native)]
+    xdp_mode: XdpModeArg,
+    /// CPU to pin the poll thread to: "auto" (the last online CPU when
+    /// there are several; the CNI steers pod receive processing off it),
+    /// "none", or a CPU number.
+    #[arg(long, default_value = "auto")]
+    poll_cpu: String,
     /// Log level (error, warn, info, debug, trace); RUST_LOG overrides.
     #[arg(long, default_value = "info")]
     log_level: String,
+}
+
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+enum XdpModeArg {
+    Native,
+    Generic,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -56,8 +71,21 @@ async fn run(args: Args) -> anyhow::Result<()> {
         .with_context(|| format!("creating state directory {}", args.state_dir.display()))?;
     let listener = control::bind(&args.socket)
         .with_context(|| format!("binding control socket {}", args.socket.display()))?;
+    let cpus = podswitch_shared::netdev::online_cpus();
+    let poll_cpu = match args.poll_cpu.as_str() {
+        "none" => None,
+        "auto" => (cpus.len() > 1).then(|| cpus.last().copied()).flatten(),
+        n => Some(
+            n.parse::<usize>()
+                .ok()
+                .filter(|c| cpus.contains(c))
+                .with_context(|| format!("--poll-cpu {n}: not an online CPU (online: {cpus:?})"))?,
+        ),
+    };
     let dp = Datapath::start(DatapathConfig {
+        poll_cpu,
         umem_frames: args.umem_frames,
+        native_xdp: matches!(args.xdp_mode, XdpModeArg::Native),
         ..DatapathConfig::default()
     })
     .context("starting the AF_XDP data path")?;

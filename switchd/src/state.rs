@@ -252,6 +252,18 @@ impl State {
         });
     }
 
+    /// What the data path runs with (GET /v1/datapath).
+    pub fn datapath_info(&self) -> podswitch_shared::model::DatapathInfo {
+        let c = self.datapath.config();
+        podswitch_shared::model::DatapathInfo {
+            poll_cpu: c.poll_cpu,
+            xdp_mode: if c.native_xdp { "native" } else { "generic" }.into(),
+            umem_frames: c.umem_frames,
+            ports: self.ports.len(),
+            attached_ports: self.ports.len() - self.detached_ports(),
+        }
+    }
+
     // ---- switches ----
 
     fn switch_view(&self, e: &SwitchEntry) -> VSwitch {

@@ -132,6 +132,13 @@ impl Api {
                     ))
                 }
             }
+            ["v1", "datapath"] => match m {
+                Method::GET => Ok(json(
+                    StatusCode::OK,
+                    &self.with_state(|s| s.datapath_info()).await?,
+                )),
+                _ => Err(allow("GET")),
+            },
             ["v1", "switches"] => match m {
                 Method::GET => Ok(json(
                     StatusCode::OK,

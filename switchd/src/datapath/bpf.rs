@@ -92,14 +92,35 @@ impl XdpProgram {
             .expect("program checked at load")
     }
 
-    /// Attaches the program to `ifindex`, native if the driver can.
-    pub fn attach(&mut self, ifindex: u32) -> Result<Mode, BpfError> {
+    /// Attaches the program to `ifindex`: native if `prefer_native` and
+    /// the driver can, else generic.
+    pub fn attach(&mut self, ifindex: u32, prefer_native: bool) -> Result<Mode, BpfError> {
         if self.links.contains_key(&ifindex) {
-            return Ok(Mode::Native);
+            return Err(BpfError::Attach {
+                ifindex,
+                message: "already attached".into(),
+            });
         }
-        let native = self.prog().attach_to_if_index(ifindex, XdpMode::Driver);
+        let native = if prefer_native {
+            self.prog()
+                .attach_to_if_index(ifindex, XdpMode::Driver)
+                .map_err(|e| e.to_string())
+        } else {
+            Err("generic XDP requested".to_string())
+        };
         let (link, mode) = match native {
             Ok(l) => (l, Mode::Native),
+            Err(e) if !prefer_native => {
+                log::debug!("ifindex {ifindex}: {e}");
+                let l = self
+                    .prog()
+                    .attach_to_if_index(ifindex, XdpMode::Skb)
+                    .map_err(|e| BpfError::Attach {
+                        ifindex,
+                        message: e.to_string(),
+                    })?;
+                (l, Mode::Generic)
+            }
             Err(e) => {
                 log::warn!("native XDP on ifindex {ifindex} failed ({e}); using generic XDP");
                 let l = self

@@ -33,6 +33,10 @@ pub struct DatapathConfig {
     pub fill_per_port: u32,
     /// Frames taken from one RX ring per round.
     pub batch: usize,
+    /// Attach XDP in the driver where possible (else the generic skb path).
+    pub native_xdp: bool,
+    /// CPU the poll thread is pinned to, if any.
+    pub poll_cpu: Option<usize>,
 }
 
 impl Default for DatapathConfig {
@@ -41,6 +45,8 @@ impl Default for DatapathConfig {
             umem_frames: 16384,
             fill_per_port: 2048,
             batch: 128,
+            native_xdp: true,
+            poll_cpu: None,
         }
     }
 }
@@ -88,12 +94,31 @@ pub(crate) enum Command {
 
 /// The control plane's handle on the poll thread.
 pub struct Datapath {
+    cfg: DatapathConfig,
     cmds: mpsc::Sender<Command>,
     wake: Arc<OwnedFd>,
     snapshot: Arc<ArcSwap<Snapshot>>,
     /// Slots the poll thread is serving; it removes a slot whose netdev vanished.
     attached: Arc<Mutex<HashMap<Slot, Attachment>>>,
     thread: Option<std::thread::JoinHandle<()>>,
+}
+
+/// Pins the calling thread to `cpu`.
+fn pin(cpu: Option<usize>) -> Result<(), String> {
+    let Some(cpu) = cpu else { return Ok(()) };
+    // SAFETY: cpu_set_t is plain data; CPU_SET writes inside it; the call
+    // applies to this thread (pid 0).
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(cpu, &mut set);
+        if libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) != 0 {
+            return Err(format!(
+                "pinning the poll thread to CPU {cpu}: {}",
+                io::Error::last_os_error()
+            ));
+        }
+    }
+    Ok(())
 }
 
 const ANSWER_TIMEOUT: Duration = Duration::from_secs(10);
@@ -119,13 +144,15 @@ impl Datapath {
         let (w, s, a) = (wake.clone(), snapshot.clone(), attached.clone());
         let thread = std::thread::Builder::new()
             .name("switchd-poll".into())
-            .spawn(move || match worker::Worker::new(cfg, rx, w, s, a) {
-                Ok(mut worker) => {
-                    let _ = ready_tx.send(Ok(()));
-                    worker.run();
-                }
-                Err(e) => {
-                    let _ = ready_tx.send(Err(e));
+            .spawn(move || {
+                match pin(cfg.poll_cpu).and_then(|()| worker::Worker::new(cfg, rx, w, s, a)) {
+                    Ok(mut worker) => {
+                        let _ = ready_tx.send(Ok(()));
+                        worker.run();
+                    }
+                    Err(e) => {
+                        let _ = ready_tx.send(Err(e));
+                    }
                 }
             })
             .map_err(|e| DatapathError::Start(e.to_string()))?;
@@ -135,6 +162,7 @@ impl Datapath {
             Err(_) => return Err(DatapathError::Gone),
         }
         Ok(Datapath {
+            cfg,
             cmds: tx,
             wake,
             snapshot,
@@ -202,6 +230,10 @@ impl Datapath {
     /// Publishes a new configuration; the poll thread uses it from its next round.
     pub fn publish(&self, snap: Snapshot) {
         self.snapshot.store(Arc::new(snap));
+    }
+
+    pub fn config(&self) -> DatapathConfig {
+        self.cfg
     }
 
     pub fn attachment(&self, slot: Slot) -> Option<Attachment> {

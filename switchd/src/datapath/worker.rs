@@ -199,7 +199,11 @@ impl Worker {
             .prog
             .bind(ifindex, slot, fd)
             .map_err(|e| e.to_string())
-            .and_then(|()| self.prog.attach(ifindex).map_err(|e| e.to_string()));
+            .and_then(|()| {
+                self.prog
+                    .attach(ifindex, self.cfg.native_xdp)
+                    .map_err(|e| e.to_string())
+            });
         match bound {
             Ok(mode) => {
                 let a = Attachment { ifindex, mode };

@@ -1,0 +1,115 @@
+#!/usr/bin/env python3
+"""CNI ADD/DEL latency: podswitch (+ switchd) against the reference `bridge`
+plugin, both with the reference `host-local` IPAM, in one run, interleaved
+(pod i on podswitch, then pod i on bridge). Not a test: it prints numbers.
+
+    sudo bench/cni_latency.py [PODS]     (default 30 pods per plugin)
+
+Everything lives in namespaces named pcl<pid>-*, removed at the end.
+"""
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+TARGET = ROOT / "target" / "release"
+REF = Path("/usr/lib/cni")
+PODS = int(sys.argv[1]) if len(sys.argv) > 1 else 30
+P = f"pcl{os.getpid()}"
+TMP = Path(tempfile.mkdtemp(prefix=f"{P}-"))
+NODE = f"{P}-node"
+namespaces = []
+
+
+def sh(*a, **kw):
+    return subprocess.run(a, check=True, capture_output=True, text=True, **kw)
+
+
+def netns(name):
+    sh("ip", "netns", "add", name)
+    namespaces.append(name)
+    return f"/var/run/netns/{name}"
+
+
+def plugin_conf(kind):
+    ipam = {"type": "host-local", "dataDir": str(TMP / "ipam"),
+            "ranges": [[{"subnet": "10.123.0.0/16" if kind == "podswitch" else "10.124.0.0/16"}]]}
+    if kind == "podswitch":
+        return {"cniVersion": "1.0.0", "name": f"{P}-ps", "type": "podswitch",
+                "socket": str(TMP / "s.sock"), "vlan": 100, "ipam": ipam}
+    return {"cniVersion": "1.0.0", "name": f"{P}-br", "type": "bridge", "bridge": f"{P[:8]}br",
+            "isGateway": False, "ipam": ipam}
+
+
+def cni(kind, cmd, cid, ns):
+    binary = TARGET / "podswitch" if kind == "podswitch" else REF / "bridge"
+    env = {"CNI_COMMAND": cmd, "CNI_CONTAINERID": cid, "CNI_NETNS": ns, "CNI_IFNAME": "eth0",
+           "CNI_PATH": f"{REF}:{TARGET}", "PATH": os.environ["PATH"]}
+    data = json.dumps(plugin_conf(kind)).encode()
+    # Both run inside the node namespace, entered once by this process.
+    t0 = time.perf_counter()
+    r = subprocess.run([str(binary)], input=data, env=env, capture_output=True)
+    dt = time.perf_counter() - t0
+    if r.returncode != 0:
+        raise RuntimeError(f"{kind} {cmd} failed: {r.stdout} {r.stderr}")
+    return dt * 1000
+
+
+def pct(xs, p):
+    xs = sorted(xs)
+    return xs[min(len(xs) - 1, int(round(p / 100 * (len(xs) - 1))))]
+
+
+def main():
+    if os.geteuid() != 0:
+        sys.exit("run as root")
+    netns(NODE)
+    fd = os.open(f"/var/run/netns/{NODE}", os.O_RDONLY)
+    os.setns(fd, os.CLONE_NEWNET)  # this process (single-threaded) now lives in the node netns
+    sh("ip", "link", "set", "lo", "up")
+    switchd = subprocess.Popen([str(TARGET / "switchd"), "--socket", str(TMP / "s.sock"),
+                                "--state-dir", str(TMP / "state")], stderr=subprocess.DEVNULL)
+    try:
+        for _ in range(100):
+            if subprocess.run([str(TARGET / "switchctl"), "--socket", str(TMP / "s.sock"), "status"],
+                              capture_output=True).returncode == 0:
+                break
+            time.sleep(0.05)
+        pods = [netns(f"{P}-p{i}") for i in range(PODS)]
+        lat = {(k, c): [] for k in ("podswitch", "bridge") for c in ("ADD", "DEL")}
+        # Warm-up: one of each (page cache, first bridge creation).
+        for kind in ("podswitch", "bridge"):
+            cni(kind, "ADD", f"warm-{kind}", pods[0])
+            cni(kind, "DEL", f"warm-{kind}", pods[0])
+        for i, ns in enumerate(pods):
+            for kind in ("podswitch", "bridge"):
+                lat[(kind, "ADD")].append(cni(kind, "ADD", f"{kind}-{i}", ns))
+        for i, ns in enumerate(pods):
+            for kind in ("podswitch", "bridge"):
+                lat[(kind, "DEL")].append(cni(kind, "DEL", f"{kind}-{i}", ns))
+        print(f"CNI latency, {PODS} pods per plugin, interleaved, host-local IPAM for both (ms)\n")
+        print("| plugin | ADD p50 | ADD p99 | DEL p50 | DEL p99 |")
+        print("|---|---|---|---|---|")
+        for kind in ("podswitch", "bridge"):
+            a, d = lat[(kind, "ADD")], lat[(kind, "DEL")]
+            print(f"| `{kind}` | {statistics.median(a):.1f} | {pct(a, 99):.1f} | "
+                  f"{statistics.median(d):.1f} | {pct(d, 99):.1f} |")
+        ra = statistics.median(lat[("podswitch", "ADD")]) / statistics.median(lat[("bridge", "ADD")])
+        rd = statistics.median(lat[("podswitch", "DEL")]) / statistics.median(lat[("bridge", "DEL")])
+        print(f"\npodswitch/bridge ADD p50 = {ra:.2f}, DEL p50 = {rd:.2f}")
+    finally:
+        switchd.terminate()
+        switchd.wait(timeout=10)
+        for ns in reversed(namespaces):
+            subprocess.run(["ip", "netns", "del", ns], capture_output=True)
+        shutil.rmtree(TMP, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
