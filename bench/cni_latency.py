@@ -7,6 +7,7 @@ plugin, both with the reference `host-local` IPAM, in one run, interleaved
 
 Everything lives in namespaces named pcl<pid>-*, removed at the end.
 """
+import ctypes
 import json
 import os
 import shutil
@@ -71,7 +72,10 @@ def main():
         sys.exit("run as root")
     netns(NODE)
     fd = os.open(f"/var/run/netns/{NODE}", os.O_RDONLY)
-    os.setns(fd, os.CLONE_NEWNET)  # this process (single-threaded) now lives in the node netns
+    # This process (single-threaded) now lives in the node netns (os.setns is 3.12+).
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.setns(fd, 0x40000000) != 0:  # CLONE_NEWNET
+        raise OSError(ctypes.get_errno(), "setns")
     sh("ip", "link", "set", "lo", "up")
     switchd = subprocess.Popen([str(TARGET / "switchd"), "--socket", str(TMP / "s.sock"),
                                 "--state-dir", str(TMP / "state")], stderr=subprocess.DEVNULL)

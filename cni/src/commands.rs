@@ -165,6 +165,12 @@ pub fn add(conf: &NetConf, env: &Env) -> CniResult<Value> {
             trunk: conf.trunk.clone(),
             mac_spoof_check: conf.mac_spoof_check,
             link_state: conf.link_state,
+            qos: conf.effective_qos(),
+            dhcp_guard: conf.dhcp_guard,
+            router_guard: conf.router_guard,
+            storm_limit: conf.storm_limit,
+            acls: conf.acls.clone(),
+            acl_default: conf.acl_default,
             owner: Some(Owner {
                 container_id: Some(env.container_id.clone()),
                 ifname: Some(env.ifname.clone()),
@@ -304,6 +310,11 @@ pub fn check(conf: &NetConf, env: &Env) -> CniResult<()> {
     if port.vlan != conf.vlan || port.trunk != conf.trunk {
         return fail(format!(
             "port {host_if} has a different VLAN setting than the configuration"
+        ));
+    }
+    if port.qos != conf.effective_qos() {
+        return fail(format!(
+            "port {host_if} has a different QoS setting than the configuration"
         ));
     }
     if port.owner.as_ref().and_then(|o| o.container_id.as_deref())

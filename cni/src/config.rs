@@ -3,7 +3,7 @@
 //! put a pod on the wrong network), accepting every standard CNI key.
 
 use crate::reply::{code, CniError, CniResult, SUPPORTED};
-use podswitch_shared::model::{LinkState, MacAddr, TrunkRange, VlanId};
+use podswitch_shared::model::{AclAction, AclRule, LinkState, MacAddr, Qos, TrunkRange, VlanId};
 use podswitch_shared::DEFAULT_SOCKET;
 use serde::Deserialize;
 use serde_json::Value;
@@ -19,6 +19,12 @@ const OWN_KEYS: &[&str] = &[
     "trunk",
     "macSpoofCheck",
     "linkState",
+    "qos",
+    "dhcpGuard",
+    "routerGuard",
+    "stormLimit",
+    "acls",
+    "aclDefault",
 ];
 
 /// Keys the CNI spec or libcni may put in a plugin's configuration.
@@ -55,6 +61,24 @@ pub struct Attachment {
 pub struct RuntimeConfig {
     #[serde(default)]
     pub mac: Option<String>,
+    /// The `bandwidth` capability: overrides the configured rates.
+    #[serde(default)]
+    pub bandwidth: Option<Bandwidth>,
+}
+
+/// `runtimeConfig.bandwidth` (bits per second and bits, as the reference
+/// `bandwidth` plugin reads it).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Bandwidth {
+    #[serde(default)]
+    pub ingress_rate: Option<u64>,
+    #[serde(default)]
+    pub ingress_burst: Option<u64>,
+    #[serde(default)]
+    pub egress_rate: Option<u64>,
+    #[serde(default)]
+    pub egress_burst: Option<u64>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -78,6 +102,18 @@ pub struct NetConf {
     pub mac_spoof_check: Option<bool>,
     #[serde(default)]
     pub link_state: Option<LinkState>,
+    #[serde(default)]
+    pub qos: Option<Qos>,
+    #[serde(default)]
+    pub dhcp_guard: Option<bool>,
+    #[serde(default)]
+    pub router_guard: Option<bool>,
+    #[serde(default)]
+    pub storm_limit: Option<u32>,
+    #[serde(default)]
+    pub acls: Option<Vec<AclRule>>,
+    #[serde(default)]
+    pub acl_default: Option<AclAction>,
     #[serde(default)]
     pub ipam: Option<Value>,
     #[serde(default)]
@@ -188,6 +224,10 @@ impl NetConf {
             podswitch_shared::model::check_object_name("switch name", s)
                 .map_err(|e| CniError::new(code::INVALID_CONFIG, e.to_string()))?;
         }
+        if let Some(q) = self.effective_qos() {
+            q.validate()
+                .map_err(|e| CniError::new(code::INVALID_CONFIG, e))?;
+        }
         if let Some(ipam) = &self.ipam {
             if ipam
                 .get("type")
@@ -198,6 +238,37 @@ impl NetConf {
             }
         }
         Ok(())
+    }
+
+    /// The port's QoS: `qos` with `runtimeConfig.bandwidth` (the runtime's
+    /// per-pod request, e.g. the kubernetes.io/ingress-bandwidth annotation)
+    /// taking precedence for the rates it sets. Zero rates mean "no limit".
+    pub fn effective_qos(&self) -> Option<Qos> {
+        let mut q = self.qos.clone().unwrap_or_default();
+        if let Some(b) = &self.runtime_config.bandwidth {
+            let pick = |rate: Option<u64>,
+                        burst: Option<u64>,
+                        r: &mut Option<u64>,
+                        bu: &mut Option<u64>| {
+                if let Some(rate) = rate.filter(|r| *r > 0) {
+                    *r = Some(rate);
+                    *bu = burst.filter(|b| *b > 0);
+                }
+            };
+            pick(
+                b.ingress_rate,
+                b.ingress_burst,
+                &mut q.ingress_rate,
+                &mut q.ingress_burst,
+            );
+            pick(
+                b.egress_rate,
+                b.egress_burst,
+                &mut q.egress_rate,
+                &mut q.egress_burst,
+            );
+        }
+        (!q.is_empty()).then_some(q)
     }
 
     pub fn socket(&self) -> PathBuf {

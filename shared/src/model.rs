@@ -255,6 +255,261 @@ pub struct Owner {
     pub network: Option<String>,
 }
 
+/// Per-port QoS: maximum rate and burst each way (bits per second and
+/// bits, as in the CNI `bandwidth` capability) and the Hyper-V
+/// minimum-bandwidth weight. "ingress" is what the pod receives, "egress"
+/// what it sends.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Qos {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ingress_rate: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ingress_burst: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub egress_rate: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub egress_burst: Option<u64>,
+    /// 1..=100: share of a congested egress port relative to other senders.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_bandwidth_weight: Option<u32>,
+}
+
+impl Qos {
+    /// Checks ranges; a rate of 0 or a burst without its rate is an error.
+    pub fn validate(&self) -> Result<(), String> {
+        for (name, rate, burst) in [
+            ("ingress", self.ingress_rate, self.ingress_burst),
+            ("egress", self.egress_rate, self.egress_burst),
+        ] {
+            match (rate, burst) {
+                (Some(0), _) => {
+                    return Err(format!(
+                        "qos.{name}Rate must be at least 1 bit/s (omit it for no limit)"
+                    ))
+                }
+                (None, Some(_)) => return Err(format!("qos.{name}Burst needs qos.{name}Rate")),
+                (Some(r), _) if r > 400_000_000_000 => {
+                    return Err(format!("qos.{name}Rate {r} is above 400 Gbit/s"))
+                }
+                (_, Some(b)) if b > 1 << 40 => {
+                    return Err(format!("qos.{name}Burst {b} is too large"))
+                }
+                _ => {}
+            }
+        }
+        if let Some(w) = self.min_bandwidth_weight {
+            if !(1..=100).contains(&w) {
+                return Err(format!("qos.minBandwidthWeight {w} is outside 1..100"));
+            }
+        }
+        Ok(())
+    }
+
+    pub fn is_empty(&self) -> bool {
+        *self == Qos::default()
+    }
+}
+
+/// Which frames an ACL rule sees, from the pod's point of view.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AclDirection {
+    /// Frames to the pod.
+    Inbound,
+    /// Frames from the pod.
+    Outbound,
+    Both,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum AclAction {
+    #[default]
+    Allow,
+    Deny,
+    /// Count the frame and go on to the next rule.
+    Meter,
+}
+
+/// An IP prefix, written "10.0.0.0/8" or "fd00::/64" (a bare address is /32 or /128).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct IpNet {
+    pub addr: std::net::IpAddr,
+    pub prefix: u8,
+}
+
+impl IpNet {
+    pub fn contains(&self, ip: std::net::IpAddr) -> bool {
+        use std::net::IpAddr::*;
+        match (self.addr, ip) {
+            (V4(n), V4(a)) => {
+                let mask = if self.prefix == 0 {
+                    0
+                } else {
+                    u32::MAX << (32 - self.prefix)
+                };
+                u32::from(n) & mask == u32::from(a) & mask
+            }
+            (V6(n), V6(a)) => {
+                let mask = if self.prefix == 0 {
+                    0
+                } else {
+                    u128::MAX << (128 - self.prefix)
+                };
+                u128::from(n) & mask == u128::from(a) & mask
+            }
+            _ => false,
+        }
+    }
+}
+
+impl FromStr for IpNet {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let (a, p) = s.split_once('/').unwrap_or((s, ""));
+        let addr: std::net::IpAddr = a
+            .parse()
+            .map_err(|_| format!("{s:?} is not an IP prefix"))?;
+        let max = if addr.is_ipv4() { 32 } else { 128 };
+        let prefix = if p.is_empty() {
+            max
+        } else {
+            p.parse::<u8>()
+                .ok()
+                .filter(|p| *p <= max)
+                .ok_or_else(|| format!("{s:?} has a bad prefix length"))?
+        };
+        Ok(IpNet { addr, prefix })
+    }
+}
+
+impl fmt::Display for IpNet {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.addr, self.prefix)
+    }
+}
+
+impl Serialize for IpNet {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for IpNet {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        String::deserialize(d)?.parse().map_err(de::Error::custom)
+    }
+}
+
+/// A port or port range, written "80" or "1000-2000".
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PortRange(pub u16, pub u16);
+
+impl PortRange {
+    pub fn contains(&self, p: u16) -> bool {
+        (self.0..=self.1).contains(&p)
+    }
+}
+
+impl Serialize for PortRange {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        if self.0 == self.1 {
+            s.collect_str(&self.0)
+        } else {
+            s.collect_str(&format_args!("{}-{}", self.0, self.1))
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for PortRange {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let v = serde_json::Value::deserialize(d)?;
+        let s = match &v {
+            serde_json::Value::Number(n) => n.to_string(),
+            serde_json::Value::String(s) => s.clone(),
+            _ => {
+                return Err(de::Error::custom(
+                    "a port range is \"80\", 80 or \"1000-2000\"",
+                ))
+            }
+        };
+        let bad = || de::Error::custom(format!("{s:?} is not a port or port range (0..65535)"));
+        let (a, b) = s.split_once('-').unwrap_or((&s, &s));
+        let a: u16 = a.trim().parse().map_err(|_| bad())?;
+        let b: u16 = b.trim().parse().map_err(|_| bad())?;
+        if a > b {
+            return Err(bad());
+        }
+        Ok(PortRange(a, b))
+    }
+}
+
+/// An IP protocol: "tcp", "udp", "icmp", "icmpv6" or a number.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Protocol(pub u8);
+
+impl Serialize for Protocol {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self.0 {
+            6 => s.serialize_str("tcp"),
+            17 => s.serialize_str("udp"),
+            1 => s.serialize_str("icmp"),
+            58 => s.serialize_str("icmpv6"),
+            n => s.serialize_u8(n),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Protocol {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let v = serde_json::Value::deserialize(d)?;
+        match &v {
+            serde_json::Value::String(s) => match s.to_ascii_lowercase().as_str() {
+                "tcp" => Ok(Protocol(6)),
+                "udp" => Ok(Protocol(17)),
+                "icmp" => Ok(Protocol(1)),
+                "icmpv6" => Ok(Protocol(58)),
+                _ => Err(de::Error::custom(format!(
+                    "unknown protocol {s:?} (tcp, udp, icmp, icmpv6 or a number)"
+                ))),
+            },
+            serde_json::Value::Number(n) => n
+                .as_u64()
+                .filter(|n| *n <= 255)
+                .map(|n| Protocol(n as u8))
+                .ok_or_else(|| de::Error::custom(format!("protocol {n} is outside 0..255"))),
+            _ => Err(de::Error::custom("a protocol is a name or a number")),
+        }
+    }
+}
+
+/// One ACL rule. Every given field must match; "local" is the pod's side
+/// (source of outbound frames, destination of inbound ones).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct AclRule {
+    pub direction: AclDirection,
+    pub action: AclAction,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub local_mac: Option<MacAddr>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub remote_mac: Option<MacAddr>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub local_ip: Option<IpNet>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub remote_ip: Option<IpNet>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub protocol: Option<Protocol>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub local_ports: Option<PortRange>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub remote_ports: Option<PortRange>,
+}
+
+/// Most ACL rules on one port.
+pub const MAX_ACL_RULES: usize = 1024;
+
 /// `POST /v1/ports` body.
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
@@ -274,6 +529,18 @@ pub struct PortConfig {
     pub mac_spoof_check: Option<bool>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub link_state: Option<LinkState>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub qos: Option<Qos>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dhcp_guard: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub router_guard: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub storm_limit: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub acls: Option<Vec<AclRule>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub acl_default: Option<AclAction>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub owner: Option<Owner>,
 }
@@ -305,6 +572,26 @@ pub struct PortUpdate {
     pub mac_spoof_check: Option<bool>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub link_state: Option<LinkState>,
+    #[serde(
+        default,
+        deserialize_with = "double_option",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub qos: Option<Option<Qos>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dhcp_guard: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub router_guard: Option<bool>,
+    #[serde(
+        default,
+        deserialize_with = "double_option",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub storm_limit: Option<Option<u32>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub acls: Option<Vec<AclRule>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub acl_default: Option<AclAction>,
 }
 
 fn double_option<'de, T: Deserialize<'de>, D: Deserializer<'de>>(
@@ -321,9 +608,13 @@ pub struct PortStats {
     pub rx_bytes: u64,
     pub tx_packets: u64,
     pub tx_bytes: u64,
-    /// Dropped frames by reason (`vlan`, `malformed`, `spoof`, `link-down`,
-    /// `no-buffer`); only reasons seen so far are listed.
+    /// Dropped frames by reason (`malformed`, `vlan`, `spoof`, `link-down`,
+    /// `no-buffer`, `qos`, `acl`, `dhcp-guard`, `router-guard`, `storm`);
+    /// only reasons seen so far are listed.
     pub drops: std::collections::BTreeMap<String, u64>,
+    /// Frames each ACL rule matched, in rule order (reset when the rules change).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub acl_hits: Vec<u64>,
 }
 
 /// A VPort as stored and as answered by the API.
@@ -343,6 +634,19 @@ pub struct VPort {
     pub mac_spoof_check: bool,
     #[serde(default)]
     pub link_state: LinkState,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub qos: Option<Qos>,
+    #[serde(default)]
+    pub dhcp_guard: bool,
+    #[serde(default)]
+    pub router_guard: bool,
+    /// Most broadcast, multicast and unknown-unicast frames per second from the port.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub storm_limit: Option<u32>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub acls: Vec<AclRule>,
+    #[serde(default)]
+    pub acl_default: AclAction,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub owner: Option<Owner>,
     /// Runtime status, filled in by switchd; never stored.

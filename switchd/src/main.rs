@@ -39,6 +39,10 @@ struct Args {
     /// "none", or a CPU number.
     #[arg(long, default_value = "auto")]
     poll_cpu: String,
+    /// Microseconds the poll thread keeps polling after the last frame
+    /// before it sleeps (lower latency under traffic; 0 to always sleep).
+    #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u64).range(0..=10_000))]
+    spin_us: u64,
     /// Log level (error, warn, info, debug, trace); RUST_LOG overrides.
     #[arg(long, default_value = "info")]
     log_level: String,
@@ -84,6 +88,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     };
     let dp = Datapath::start(DatapathConfig {
         poll_cpu,
+        spin: std::time::Duration::from_micros(args.spin_us),
         umem_frames: args.umem_frames,
         native_xdp: matches!(args.xdp_mode, XdpModeArg::Native),
         ..DatapathConfig::default()

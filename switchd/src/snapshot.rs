@@ -3,10 +3,11 @@
 //! thread once per batch. Per-port counters are shared atomics whose single
 //! writer is the poll thread that owns the port.
 
+use crate::pipeline::acl::Acl;
 use crate::pipeline::fdb::{Fdb, Slot};
 use crate::pipeline::vlan::PortVlan;
 use crate::pipeline::DropReason;
-use podswitch_shared::model::{MacAddr, PortStats};
+use podswitch_shared::model::{MacAddr, PortStats, Qos};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 
@@ -44,7 +45,7 @@ impl PortCounters {
     pub fn set_kernel_drops(&self, n: u64) {
         self.kernel_drops.store(n, Relaxed);
     }
-    pub fn to_stats(&self) -> PortStats {
+    pub fn to_stats(&self, acl: &Acl) -> PortStats {
         PortStats {
             rx_packets: self.rx_packets.load(Relaxed),
             rx_bytes: self.rx_bytes.load(Relaxed),
@@ -55,6 +56,7 @@ impl PortCounters {
                 .map(|r| (r.as_str().to_string(), self.dropped(*r)))
                 .filter(|(_, n)| *n > 0)
                 .collect(),
+            acl_hits: acl.hits(),
         }
     }
 }
@@ -71,6 +73,12 @@ pub struct PortView {
     pub up: bool,
     pub mac: Option<MacAddr>,
     pub spoof_check: bool,
+    pub qos: Option<Qos>,
+    pub dhcp_guard: bool,
+    pub router_guard: bool,
+    pub storm_limit: Option<u32>,
+    /// Rules and their hit counters; replaced (counters reset) when the rules change.
+    pub acl: Arc<Acl>,
     pub counters: Arc<PortCounters>,
 }
 

@@ -4,12 +4,13 @@
 //! thread reads. Only the control plane calls into it, under one lock.
 
 use crate::datapath::{netdev, Datapath};
+use crate::pipeline::acl::Acl;
 use crate::pipeline::fdb::{Fdb, Slot};
 use crate::pipeline::vlan::PortVlan;
 use crate::snapshot::{PortCounters, PortView, Snapshot, SwitchView};
 use podswitch_shared::model::{
-    check_ifname, check_object_name, FdbEntry, LinkState, MacAddr, NicKind, PortConfig, PortStatus,
-    PortUpdate, SwitchConfig, VPort, VSwitch, VlanId, VlanMode,
+    check_ifname, check_object_name, AclAction, FdbEntry, LinkState, MacAddr, NicKind, PortConfig,
+    PortStatus, PortUpdate, SwitchConfig, VPort, VSwitch, VlanId, VlanMode,
 };
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -79,6 +80,7 @@ struct PortEntry {
     port: VPort,
     slot: Slot,
     counters: Arc<PortCounters>,
+    acl: Arc<Acl>,
 }
 
 pub struct State {
@@ -157,6 +159,12 @@ impl State {
                 trunk: p.trunk.clone(),
                 mac_spoof_check: Some(p.mac_spoof_check),
                 link_state: Some(p.link_state),
+                qos: p.qos.clone(),
+                dhcp_guard: Some(p.dhcp_guard),
+                router_guard: Some(p.router_guard),
+                storm_limit: p.storm_limit,
+                acls: Some(p.acls.clone()),
+                acl_default: Some(p.acl_default),
                 owner: p.owner.clone(),
             };
             match self.add_port(cfg, true) {
@@ -239,6 +247,11 @@ impl State {
                 up: e.port.link_state == LinkState::Up,
                 mac: e.port.mac,
                 spoof_check: e.port.mac_spoof_check,
+                qos: e.port.qos.clone(),
+                dhcp_guard: e.port.dhcp_guard,
+                router_guard: e.port.router_guard,
+                storm_limit: e.port.storm_limit,
+                acl: e.acl.clone(),
                 counters: e.counters.clone(),
             });
         }
@@ -389,7 +402,7 @@ impl State {
                 ifindex: 0,
                 xdp_mode: "none".into(),
             })),
-            stats: Some(e.counters.to_stats()),
+            stats: Some(e.counters.to_stats(&e.acl)),
             ..e.port.clone()
         }
     }
@@ -435,6 +448,34 @@ impl State {
             id.push('0');
         }
         id
+    }
+
+    /// Checks the security and QoS fields of a port.
+    fn check_policy(p: &VPort) -> Result<(), StateError> {
+        if p.mac_spoof_check && p.mac.is_none() {
+            return Err(StateError::Invalid(
+                "macSpoofCheck needs the port's mac".into(),
+            ));
+        }
+        if let Some(q) = &p.qos {
+            q.validate().map_err(StateError::Invalid)?;
+        }
+        if p.storm_limit == Some(0) {
+            return Err(StateError::Invalid(
+                "stormLimit must be at least 1 frame/s (omit it for no limit)".into(),
+            ));
+        }
+        if p.acls.len() > podswitch_shared::model::MAX_ACL_RULES {
+            return Err(StateError::Invalid(format!(
+                "{} ACL rules; a port takes at most {}",
+                p.acls.len(),
+                podswitch_shared::model::MAX_ACL_RULES
+            )));
+        }
+        if p.acl_default == AclAction::Meter {
+            return Err(StateError::Invalid("aclDefault is allow or deny".into()));
+        }
+        Ok(())
     }
 
     fn check_trunk(
@@ -550,22 +591,28 @@ impl State {
             trunk: cfg.trunk,
             mac_spoof_check: cfg.mac_spoof_check.unwrap_or(false),
             link_state,
+            qos: cfg.qos.filter(|q| !q.is_empty()),
+            dhcp_guard: cfg.dhcp_guard.unwrap_or(false),
+            router_guard: cfg.router_guard.unwrap_or(false),
+            storm_limit: cfg.storm_limit,
+            acls: cfg.acls.unwrap_or_default(),
+            acl_default: cfg.acl_default.unwrap_or_default(),
             owner: cfg.owner,
             status: None,
             stats: None,
         };
-        if port.mac_spoof_check && port.mac.is_none() {
+        if let Err(e) = Self::check_policy(&port) {
             self.slots[slot as usize] = None;
-            return Err(StateError::Invalid(
-                "macSpoofCheck needs the port's mac".into(),
-            ));
+            return Err(e);
         }
+        let acl = Arc::new(Acl::new(port.acls.clone(), port.acl_default));
         self.ports.insert(
             id.clone(),
             PortEntry {
                 port,
                 slot,
                 counters: Arc::new(PortCounters::default()),
+                acl,
             },
         );
         self.publish();
@@ -660,12 +707,26 @@ impl State {
         if let Some(l) = u.link_state {
             p.link_state = l;
         }
-        Self::check_trunk(p.trunk.as_deref())?;
-        if p.mac_spoof_check && p.mac.is_none() {
-            return Err(StateError::Invalid(
-                "macSpoofCheck needs the port's mac".into(),
-            ));
+        if let Some(q) = u.qos {
+            p.qos = q.filter(|q| !q.is_empty());
         }
+        if let Some(g) = u.dhcp_guard {
+            p.dhcp_guard = g;
+        }
+        if let Some(g) = u.router_guard {
+            p.router_guard = g;
+        }
+        if let Some(s) = u.storm_limit {
+            p.storm_limit = s;
+        }
+        if let Some(a) = u.acls {
+            p.acls = a;
+        }
+        if let Some(d) = u.acl_default {
+            p.acl_default = d;
+        }
+        Self::check_trunk(p.trunk.as_deref())?;
+        Self::check_policy(&p)?;
         let old = e.port.clone();
         if p.link_state != old.link_state {
             netdev::set_up(&p.nic.ifname, p.link_state == LinkState::Up)
@@ -673,6 +734,9 @@ impl State {
         }
         let flush = p.mode() != old.mode() || p.link_state == LinkState::Down || p.mac != old.mac;
         if let Some(e) = self.ports.get_mut(id) {
+            if p.acls != e.port.acls || p.acl_default != e.port.acl_default {
+                e.acl = Arc::new(Acl::new(p.acls.clone(), p.acl_default));
+            }
             e.port = p;
         }
         self.publish();

@@ -6,8 +6,8 @@ use anyhow::{bail, Context};
 use clap::{Parser, Subcommand, ValueEnum};
 use podswitch_shared::client::Client;
 use podswitch_shared::model::{
-    FdbEntry, LinkState, MacAddr, Nic, NicKind, PortConfig, PortUpdate, SwitchConfig, TrunkRange,
-    VPort, VSwitch, VlanId, VlanMode,
+    AclAction, AclRule, FdbEntry, LinkState, MacAddr, Nic, NicKind, PortConfig, PortUpdate,
+    SwitchConfig, TrunkRange, VPort, VSwitch, VlanId, VlanMode,
 };
 use podswitch_shared::DEFAULT_SOCKET;
 use serde::Serialize;
@@ -118,6 +118,32 @@ enum PortCmd {
         mac: Option<String>,
         #[arg(long)]
         spoof_check: Option<bool>,
+        /// What the pod may receive, bits/s ("none" removes every QoS limit).
+        #[arg(long)]
+        ingress_rate: Option<String>,
+        /// Burst of the ingress limit, bits.
+        #[arg(long)]
+        ingress_burst: Option<u64>,
+        /// What the pod may send, bits/s.
+        #[arg(long)]
+        egress_rate: Option<u64>,
+        #[arg(long)]
+        egress_burst: Option<u64>,
+        /// Minimum-bandwidth weight (1..100) at congested ports.
+        #[arg(long)]
+        weight: Option<u32>,
+        #[arg(long)]
+        dhcp_guard: Option<bool>,
+        #[arg(long)]
+        router_guard: Option<bool>,
+        /// Flooded frames per second from the port; "none" removes the limit.
+        #[arg(long)]
+        storm_limit: Option<String>,
+        /// A JSON file with the ACL rules (a list; "-" reads stdin).
+        #[arg(long)]
+        acl_file: Option<PathBuf>,
+        #[arg(long, value_enum)]
+        acl_default: Option<AclDefault>,
     },
     Delete {
         id: String,
@@ -130,6 +156,12 @@ enum Kind {
     Tap,
     Vfio,
     Uplink,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum AclDefault {
+    Allow,
+    Deny,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -355,6 +387,12 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 trunk: trunk.as_deref().map(parse_trunk).transpose()?,
                 mac_spoof_check: spoof_check.then_some(true),
                 link_state: link.map(Into::into),
+                qos: None,
+                dhcp_guard: None,
+                router_guard: None,
+                storm_limit: None,
+                acls: None,
+                acl_default: None,
                 owner: None,
             };
             let p: VPort = c.call("POST", "/v1/ports", Some(&cfg))?;
@@ -369,7 +407,54 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             link,
             mac,
             spoof_check,
+            ingress_rate,
+            ingress_burst,
+            egress_rate,
+            egress_burst,
+            weight,
+            dhcp_guard,
+            router_guard,
+            storm_limit,
+            acl_file,
+            acl_default,
         }) => {
+            let qos_flags = ingress_rate.is_some()
+                || ingress_burst.is_some()
+                || egress_rate.is_some()
+                || egress_burst.is_some()
+                || weight.is_some();
+            let qos = if ingress_rate.as_deref() == Some("none") {
+                Some(None)
+            } else if qos_flags {
+                // Start from the port's current QoS so one flag changes one thing.
+                let cur: VPort = c.get(&format!("/v1/ports/{id}"))?;
+                let mut q = cur.qos.unwrap_or_default();
+                if let Some(r) = ingress_rate.as_deref() {
+                    q.ingress_rate =
+                        Some(r.parse().with_context(|| format!("--ingress-rate {r:?}"))?);
+                }
+                q.ingress_burst = ingress_burst.or(q.ingress_burst);
+                q.egress_rate = egress_rate.or(q.egress_rate);
+                q.egress_burst = egress_burst.or(q.egress_burst);
+                q.min_bandwidth_weight = weight.or(q.min_bandwidth_weight);
+                Some(Some(q))
+            } else {
+                None
+            };
+            let acls = match acl_file {
+                Some(f) => {
+                    let text = if f.as_os_str() == "-" {
+                        let mut s = String::new();
+                        std::io::Read::read_to_string(&mut std::io::stdin(), &mut s)?;
+                        s
+                    } else {
+                        std::fs::read_to_string(&f)
+                            .with_context(|| format!("reading {}", f.display()))?
+                    };
+                    Some(serde_json::from_str::<Vec<AclRule>>(&text).context("ACL file")?)
+                }
+                None => None,
+            };
             let u = PortUpdate {
                 vlan: vlan
                     .as_deref()
@@ -385,9 +470,26 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     .transpose()?,
                 mac_spoof_check: spoof_check,
                 link_state: link.map(Into::into),
+                qos,
+                dhcp_guard,
+                router_guard,
+                storm_limit: storm_limit
+                    .as_deref()
+                    .map(|s| {
+                        none_or(s, |s| {
+                            Ok(s.parse::<u32>()
+                                .with_context(|| format!("--storm-limit {s:?}"))?)
+                        })
+                    })
+                    .transpose()?,
+                acls,
+                acl_default: acl_default.map(|d| match d {
+                    AclDefault::Allow => AclAction::Allow,
+                    AclDefault::Deny => AclAction::Deny,
+                }),
             };
             if u == PortUpdate::default() {
-                bail!("nothing to change: give --vlan, --trunk, --link, --mac or --spoof-check");
+                bail!("nothing to change: give --vlan, --trunk, --link, --mac, --spoof-check, a QoS flag, a guard, --storm-limit or an ACL");
             }
             let p: VPort = c.call("PATCH", &format!("/v1/ports/{id}"), Some(&u))?;
             emit(out, &p, |p| print_ports(std::slice::from_ref(p)))

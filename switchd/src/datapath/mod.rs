@@ -37,6 +37,9 @@ pub struct DatapathConfig {
     pub native_xdp: bool,
     /// CPU the poll thread is pinned to, if any.
     pub poll_cpu: Option<usize>,
+    /// How long the poll thread keeps polling after its last frame before
+    /// it sleeps in poll().
+    pub spin: Duration,
 }
 
 impl Default for DatapathConfig {
@@ -47,6 +50,7 @@ impl Default for DatapathConfig {
             batch: 128,
             native_xdp: true,
             poll_cpu: None,
+            spin: Duration::from_micros(50),
         }
     }
 }

@@ -11,7 +11,7 @@ use super::bpf::XdpProgram;
 use super::xsk::{Desc, RingSizes, Umem, XskSocket, FRAME_SIZE};
 use super::{netdev, AttachFailure, Attachment, Command, DatapathConfig};
 use crate::pipeline::fdb::Slot;
-use crate::pipeline::{forward, DropReason, Egress};
+use crate::pipeline::{forward, DropReason, Egress, Limits};
 use crate::snapshot::{PortCounters, Snapshot};
 use crate::wire::ethernet::apply_tag_edit;
 use arc_swap::ArcSwap;
@@ -53,6 +53,8 @@ pub(crate) struct Worker {
     rx_buf: Vec<Desc>,
     comp_buf: Vec<u64>,
     out: Vec<Egress>,
+    /// Rate limiters of every port (poll-thread state, synced to the snapshot).
+    limits: Limits,
     pollfds: Vec<libc::pollfd>,
     poll_slots: Vec<Slot>,
     stop: bool,
@@ -85,6 +87,7 @@ impl Worker {
             rx_buf: Vec::with_capacity(cfg.batch),
             comp_buf: Vec::with_capacity(1024),
             out: Vec::with_capacity(64),
+            limits: Limits::default(),
             pollfds: Vec::new(),
             poll_slots: Vec::new(),
             stop: false,
@@ -115,13 +118,21 @@ impl Worker {
             self.umem.frames(),
             FRAME_SIZE
         );
+        let mut last_work = Instant::now();
         while !self.stop {
             self.commands();
             let worked = self.round();
             if self.last_housekeeping.elapsed() >= HOUSEKEEPING {
                 self.housekeeping();
             }
-            if !worked {
+            if worked {
+                last_work = Instant::now();
+            } else if last_work.elapsed() < self.cfg.spin {
+                // Traffic is flowing: stay awake briefly rather than pay a
+                // cross-CPU wake-up for the next frame (an answer is often
+                // a few microseconds away). An idle switch still sleeps.
+                std::hint::spin_loop();
+            } else {
                 let backlog = self.ports.values().any(|p| p.tx_backlog);
                 self.sleep(if backlog { 1 } else { 1000 });
             }
@@ -289,6 +300,7 @@ impl Worker {
     fn round(&mut self) -> bool {
         let snap = self.snapshot.load_full();
         let now = self.now();
+        self.limits.sync(&snap, now);
         let mut worked = false;
         let slots: Vec<Slot> = self.ports.keys().copied().collect();
         for &slot in &slots {
@@ -339,7 +351,16 @@ impl Worker {
                     PortCounters::add(&ingress.counters.rx_bytes, d.len as u64);
                     let mut out = std::mem::take(&mut self.out);
                     let frame = self.umem.frame(d.addr, d.len as usize);
-                    match forward(snap, sw, &mut fdb, ingress, frame, now, &mut out) {
+                    match forward(
+                        snap,
+                        sw,
+                        &mut fdb,
+                        &mut self.limits,
+                        ingress,
+                        frame,
+                        now,
+                        &mut out,
+                    ) {
                         Err(why) => {
                             ingress.counters.count_drop(why);
                             self.release(d.addr);

@@ -1,20 +1,29 @@
 //! The forwarding pipeline: pure code from a received frame to a list of
 //! egress ports with the tag edit each needs. No I/O, no clock, no locks:
-//! the caller passes the snapshot, the switch's FDB and the time.
+//! the caller passes the snapshot, the switch's FDB, the per-port limiter
+//! state it owns, and the time.
 //!
 //! Order: parse → ingress admin state → VLAN classification → MAC spoof
-//! guard → learn → look up → flood or unicast within the VLAN (never back
-//! out the ingress port, never to a port that is down or not in the VLAN).
+//! guard → DHCP and router guards → outbound ACL → egress-rate policing →
+//! learn → look up → storm control (for floods) → per egress port: inbound
+//! ACL and ingress-rate limit (weighted between senders) → unicast or flood
+//! within the VLAN (never back out the ingress port, never to a port that
+//! is down or not in the VLAN).
 
+pub mod acl;
 pub mod fdb;
+pub mod qos;
 pub mod vlan;
 
 #[cfg(test)]
 mod proptests;
 
 use crate::snapshot::{PortView, Snapshot, SwitchView};
-use crate::wire::ethernet::{self, ParseError, TagEdit};
+use crate::wire::ethernet::{self, ParseError, TagEdit, HEADER_LEN, TAG_LEN};
+use crate::wire::ip::{self, L3};
+use acl::Dir;
 use fdb::{Fdb, Slot};
+use qos::{default_burst_bits, Admit, TokenBucket, WeightedLimiter};
 
 /// Why a frame was dropped; each has a per-port counter.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -29,16 +38,31 @@ pub enum DropReason {
     LinkDown = 3,
     /// No UMEM frame or TX ring slot was free.
     NoBuffer = 4,
+    /// Over the port's rate limit.
+    Qos = 5,
+    /// Denied by an ACL rule or the ACL's default.
+    Acl = 6,
+    /// A DHCP server message from a port with the DHCP guard on.
+    DhcpGuard = 7,
+    /// A router advertisement or redirect from a port with the router guard on.
+    RouterGuard = 8,
+    /// Broadcast, multicast or unknown unicast over the port's storm limit.
+    Storm = 9,
 }
 
 impl DropReason {
-    pub const COUNT: usize = 5;
+    pub const COUNT: usize = 10;
     pub const ALL: [DropReason; Self::COUNT] = [
         DropReason::Malformed,
         DropReason::Vlan,
         DropReason::Spoof,
         DropReason::LinkDown,
         DropReason::NoBuffer,
+        DropReason::Qos,
+        DropReason::Acl,
+        DropReason::DhcpGuard,
+        DropReason::RouterGuard,
+        DropReason::Storm,
     ];
     pub fn as_str(self) -> &'static str {
         match self {
@@ -47,6 +71,11 @@ impl DropReason {
             DropReason::Spoof => "spoof",
             DropReason::LinkDown => "link-down",
             DropReason::NoBuffer => "no-buffer",
+            DropReason::Qos => "qos",
+            DropReason::Acl => "acl",
+            DropReason::DhcpGuard => "dhcp-guard",
+            DropReason::RouterGuard => "router-guard",
+            DropReason::Storm => "storm",
         }
     }
 }
@@ -68,13 +97,84 @@ pub struct Decision {
     pub flooded: bool,
 }
 
+/// The rate limiters of one port: mutable, owned by the poll thread.
+#[derive(Debug, Default)]
+pub struct PortLimits {
+    /// Frames from the pod (qos.egressRate).
+    pub egress: Option<TokenBucket>,
+    /// Frames to the pod (qos.ingressRate), shared by weight.
+    pub ingress: Option<WeightedLimiter>,
+    /// Flooded frames from the pod per second (stormLimit).
+    pub storm: Option<TokenBucket>,
+}
+
+/// Every port's limiters, indexed by slot, kept in step with the snapshot.
+#[derive(Debug, Default)]
+pub struct Limits {
+    ports: Vec<PortLimits>,
+    generation: u64,
+}
+
+fn sync_bucket(b: &mut Option<TokenBucket>, want: Option<(u64, u64)>, now: u64) {
+    match (b.as_mut(), want) {
+        (_, None) => *b = None,
+        (None, Some((r, bu))) => *b = Some(TokenBucket::new(r, bu, now)),
+        (Some(x), Some((r, bu))) if x.rate() != r || x.burst() != bu => x.reconfigure(r, bu, now),
+        _ => {}
+    }
+}
+
+impl Limits {
+    /// Applies the snapshot's QoS settings, keeping the state of limiters
+    /// whose settings did not change (a live PATCH does not reset them).
+    pub fn sync(&mut self, snap: &Snapshot, now: u64) {
+        if snap.generation == self.generation && self.ports.len() == snap.ports.len() {
+            return;
+        }
+        self.generation = snap.generation;
+        self.ports
+            .resize_with(snap.ports.len(), PortLimits::default);
+        for (i, l) in self.ports.iter_mut().enumerate() {
+            let Some(p) = snap.ports[i].as_ref() else {
+                *l = PortLimits::default();
+                continue;
+            };
+            let q = p.qos.clone().unwrap_or_default();
+            let pair = |r: Option<u64>, b: Option<u64>| {
+                r.map(|r| (r, b.unwrap_or_else(|| default_burst_bits(r))))
+            };
+            sync_bucket(&mut l.egress, pair(q.egress_rate, q.egress_burst), now);
+            sync_bucket(
+                &mut l.storm,
+                p.storm_limit.map(|n| (n as u64, n.max(1) as u64)),
+                now,
+            );
+            match (l.ingress.as_mut(), pair(q.ingress_rate, q.ingress_burst)) {
+                (_, None) => l.ingress = None,
+                (None, Some((r, b))) => l.ingress = Some(WeightedLimiter::new(r, b, now)),
+                (Some(x), Some((r, b))) if x.rate() != r || x.burst() != b => {
+                    x.reconfigure(r, b, now)
+                }
+                _ => {}
+            }
+        }
+    }
+
+    fn get(&mut self, slot: Slot) -> Option<&mut PortLimits> {
+        self.ports.get_mut(slot as usize)
+    }
+}
+
 /// Decides where the frame received on `ingress` goes. `out` is cleared
 /// and filled with the egress ports; an empty `out` with `Ok` means the
-/// frame is consumed (e.g. its destination sits behind the ingress port).
+/// frame is consumed (e.g. its destination sits behind the ingress port,
+/// or every egress port refused it and counted why).
+#[allow(clippy::too_many_arguments)]
 pub fn forward(
     snap: &Snapshot,
     sw: &SwitchView,
     fdb: &mut Fdb,
+    limits: &mut Limits,
     ingress: &PortView,
     frame: &[u8],
     now: u64,
@@ -93,33 +193,85 @@ pub fn forward(
     if ingress.spoof_check && ingress.mac.is_some_and(|m| m != hdr.src) {
         return Err(DropReason::Spoof);
     }
+    let l3_off = HEADER_LEN + if hdr.tag.in_frame() { TAG_LEN } else { 0 };
+    let mut l3_cache: Option<Option<L3>> = None;
+    let mut l3 = || {
+        *l3_cache
+            .get_or_insert_with(|| ip::parse(hdr.ethertype, frame.get(l3_off..).unwrap_or(&[])))
+    };
+    if ingress.dhcp_guard || ingress.router_guard {
+        if let Some(p) = l3() {
+            if ingress.dhcp_guard && ip::is_dhcp_server(&p) {
+                return Err(DropReason::DhcpGuard);
+            }
+            if ingress.router_guard && ip::is_router_message(&p) {
+                return Err(DropReason::RouterGuard);
+            }
+        }
+    }
+    if !ingress.acl.is_open() {
+        let p = if ingress.acl.needs_l3() { l3() } else { None };
+        if !ingress.acl.allows(Dir::Outbound, &hdr, p.as_ref()) {
+            return Err(DropReason::Acl);
+        }
+    }
+    let bits = frame.len() as u64 * 8;
+    if let Some(b) = limits.get(ingress.slot).and_then(|l| l.egress.as_mut()) {
+        if b.admit(bits, now) == Admit::No {
+            return Err(DropReason::Qos);
+        }
+    }
     fdb.learn(vlan, hdr.src, ingress.slot, now);
 
-    let mut push = |p: &PortView| {
-        if p.slot != ingress.slot && p.up && p.vlan.carries(vlan) {
-            out.push(Egress {
-                slot: p.slot,
-                edit: p.vlan.egress(vlan),
-            });
-        }
-    };
     let known = if hdr.dst.is_multicast() {
         None
     } else {
         fdb.lookup(vlan, hdr.dst, now)
     };
-    let flooded = match known.and_then(|s| snap.port(s)) {
-        Some(p) => {
-            push(p);
-            false
+    let target = known.and_then(|s| snap.port(s));
+    let flooded = target.is_none();
+    if flooded {
+        if let Some(b) = limits.get(ingress.slot).and_then(|l| l.storm.as_mut()) {
+            if b.admit(1, now) == Admit::No {
+                return Err(DropReason::Storm);
+            }
         }
+    }
+    let weight = ingress
+        .qos
+        .as_ref()
+        .and_then(|q| q.min_bandwidth_weight)
+        .unwrap_or(1);
+    let mut push = |p: &PortView| {
+        if p.slot == ingress.slot || !p.up || !p.vlan.carries(vlan) {
+            return;
+        }
+        if !p.acl.is_open() {
+            let l = if p.acl.needs_l3() { l3() } else { None };
+            if !p.acl.allows(Dir::Inbound, &hdr, l.as_ref()) {
+                p.counters.count_drop(DropReason::Acl);
+                return;
+            }
+        }
+        if let Some(lim) = limits.get(p.slot).and_then(|l| l.ingress.as_mut()) {
+            if lim.admit(ingress.slot, weight, bits, now) == Admit::No {
+                p.counters.count_drop(DropReason::Qos);
+                return;
+            }
+        }
+        out.push(Egress {
+            slot: p.slot,
+            edit: p.vlan.egress(vlan),
+        });
+    };
+    match target {
+        Some(p) => push(p),
         None => {
             for p in sw.ports.iter().filter_map(|s| snap.port(*s)) {
                 push(p);
             }
-            true
         }
-    };
+    }
     Ok(Decision {
         vlan,
         tagged: hdr.tag.in_frame(),
@@ -129,6 +281,7 @@ pub fn forward(
 
 #[cfg(test)]
 mod tests {
+    use super::acl::Acl;
     use super::fdb::Fdb;
     use super::vlan::{PortVlan, VlanSet};
     use super::*;
@@ -152,6 +305,11 @@ mod tests {
             up: true,
             mac: None,
             spoof_check: false,
+            qos: None,
+            dhcp_guard: false,
+            router_guard: false,
+            storm_limit: None,
+            acl: Arc::new(Acl::default()),
             counters: Arc::new(PortCounters::default()),
         }
     }
@@ -168,6 +326,7 @@ mod tests {
     struct World {
         snap: Snapshot,
         fdb: Fdb,
+        limits: Limits,
     }
 
     impl World {
@@ -190,6 +349,7 @@ mod tests {
                     }],
                 },
                 fdb: Fdb::new(300, 100),
+                limits: Limits::default(),
             }
         }
 
@@ -201,10 +361,12 @@ mod tests {
         ) -> Result<(Decision, Vec<Egress>), DropReason> {
             let mut out = Vec::new();
             let p = self.snap.port(ingress).unwrap().clone();
+            self.limits.sync(&self.snap, now);
             let d = forward(
                 &self.snap,
                 &self.snap.switches[0],
                 &mut self.fdb,
+                &mut self.limits,
                 &p,
                 frame,
                 now,

@@ -51,6 +51,11 @@ fn build(ports: &[(bool, u8, u8, Option<u8>, bool)]) -> Snapshot {
                 up,
                 mac: None,
                 spoof_check: false,
+                qos: None,
+                dhcp_guard: false,
+                router_guard: false,
+                storm_limit: None,
+                acl: Arc::new(super::acl::Acl::default()),
                 counters: Arc::new(PortCounters::default()),
             })
         })
@@ -137,13 +142,15 @@ proptest! {
         let snap = build(&ports);
         let sw = &snap.switches[0];
         let mut fdb = Fdb::new(300, 64);
+        let mut limits = super::Limits::default();
+        limits.sync(&snap, 0);
         let mut out = Vec::new();
         for (t, (ingress, spec)) in frames.iter().enumerate() {
             let ingress = ingress % ports.len();
             let p = snap.port(ingress as Slot).unwrap();
             let f = make_frame(spec);
             let hdr = ethernet::parse(&f).unwrap();
-            match forward(&snap, sw, &mut fdb, p, &f, t as u64, &mut out) {
+            match forward(&snap, sw, &mut fdb, &mut limits, p, &f, t as u64, &mut out) {
                 Err(DropReason::LinkDown) => prop_assert!(!p.up),
                 Err(DropReason::Vlan) => prop_assert_eq!(p.vlan.classify(hdr.tag), None),
                 Err(r) => prop_assert!(false, "unexpected drop {:?}", r),

@@ -1,2 +1,3 @@
 //! Typed views of the frame formats switchd reads and edits. No I/O.
 pub mod ethernet;
+pub mod ip;

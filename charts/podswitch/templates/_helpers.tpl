@@ -1,0 +1,182 @@
+{{/*
+Names and labels.
+*/}}
+{{- define "podswitch.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{- define "podswitch.fullname" -}}
+{{- if .Values.fullnameOverride -}}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
+{{- $name := default .Chart.Name .Values.nameOverride -}}
+{{- if contains $name .Release.Name -}}
+{{- .Release.Name | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "podswitch.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{- define "podswitch.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "podswitch.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end -}}
+
+{{- define "podswitch.labels" -}}
+helm.sh/chart: {{ include "podswitch.chart" . }}
+{{ include "podswitch.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/part-of: podswitch
+{{- end -}}
+
+{{- define "podswitch.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create -}}
+{{- default (include "podswitch.fullname" .) .Values.serviceAccount.name -}}
+{{- else -}}
+{{- default "default" .Values.serviceAccount.name -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "podswitch.image" -}}
+{{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) -}}
+{{- end -}}
+
+{{/* The control socket: fixed by the product's contract (DESIGN.md). */}}
+{{- define "podswitch.socket" -}}/run/podswitch/switchd.sock{{- end -}}
+
+{{/*
+A trunk list as JSON, checked beyond what the schema can say (minID <= maxID).
+Input: dict "trunk" LIST "path" "values.path".
+*/}}
+{{- define "podswitch.trunk" -}}
+{{- $out := list -}}
+{{- range $i, $e := .trunk -}}
+{{- if hasKey $e "id" -}}
+{{- $out = append $out (dict "id" (int $e.id)) -}}
+{{- else -}}
+{{- if gt (int $e.minID) (int $e.maxID) -}}
+{{- fail (printf "%s[%d]: minID %d is greater than maxID %d" $.path $i (int $e.minID) (int $e.maxID)) -}}
+{{- end -}}
+{{- $out = append $out (dict "minID" (int $e.minID) "maxID" (int $e.maxID)) -}}
+{{- end -}}
+{{- end -}}
+{{- toJson $out -}}
+{{- end -}}
+
+{{/* The default network's IPAM object as JSON. */}}
+{{- define "podswitch.ipam" -}}
+{{- $i := .Values.ipam -}}
+{{- if $i.config -}}
+{{- toJson $i.config -}}
+{{- else -}}
+{{- if and (ne $i.type "static") (not $i.subnet) -}}
+{{- fail (printf "ipam.subnet is required for ipam.type %q (or give a raw ipam.config)" $i.type) -}}
+{{- end -}}
+{{- $ipam := dict "type" $i.type -}}
+{{- if eq $i.type "host-local" -}}
+{{- $range := dict "subnet" $i.subnet -}}
+{{- if $i.rangeStart }}{{ $_ := set $range "rangeStart" $i.rangeStart }}{{ end -}}
+{{- if $i.rangeEnd }}{{ $_ := set $range "rangeEnd" $i.rangeEnd }}{{ end -}}
+{{- if $i.gateway }}{{ $_ := set $range "gateway" $i.gateway }}{{ end -}}
+{{- $_ := set $ipam "ranges" (list (list $range)) -}}
+{{- else if eq $i.type "whereabouts" -}}
+{{- $_ := set $ipam "range" $i.subnet -}}
+{{- if $i.rangeStart }}{{ $_ := set $ipam "range_start" $i.rangeStart }}{{ end -}}
+{{- if $i.rangeEnd }}{{ $_ := set $ipam "range_end" $i.rangeEnd }}{{ end -}}
+{{- if $i.gateway }}{{ $_ := set $ipam "gateway" $i.gateway }}{{ end -}}
+{{- end -}}
+{{- if $i.routes -}}
+{{- $routes := list -}}
+{{- range $i.routes -}}
+{{- $r := dict "dst" .dst -}}
+{{- if .gw }}{{ $_ := set $r "gw" .gw }}{{ end -}}
+{{- $routes = append $routes $r -}}
+{{- end -}}
+{{- $_ := set $ipam "routes" $routes -}}
+{{- end -}}
+{{- toJson $ipam -}}
+{{- end -}}
+{{- end -}}
+
+{{/* The names of the switches switchd will have: "default" and .Values.switches. */}}
+{{- define "podswitch.switchNames" -}}
+{{- $seen := list -}}
+{{- range $i, $s := .Values.switches -}}
+{{- if has $s.name $seen -}}
+{{- fail (printf "switches[%d]: switch %q is listed twice" $i $s.name) -}}
+{{- end -}}
+{{- $seen = append $seen $s.name -}}
+{{- end -}}
+{{- toJson (prepend $seen "default" | uniq) -}}
+{{- end -}}
+
+{{/* The podswitch plugin entry of the default network's conflist, as JSON. */}}
+{{- define "podswitch.plugin" -}}
+{{- $names := include "podswitch.switchNames" . | fromJsonArray -}}
+{{- if not (has .Values.cni.switch $names) -}}
+{{- fail (printf "cni.switch: switch %q is neither \"default\" nor in switches" .Values.cni.switch) -}}
+{{- end -}}
+{{- $p := dict "type" "podswitch" "switch" .Values.cni.switch "socket" (include "podswitch.socket" .) -}}
+{{- $_ := set $p "mtu" (int .Values.cni.mtu) -}}
+{{- $_ := set $p "vlan" (int .Values.defaultVlan) -}}
+{{- $_ := set $p "macSpoofCheck" .Values.cni.macSpoofCheck -}}
+{{- $q := dict -}}
+{{- range $dir := list "ingress" "egress" -}}
+{{- $rate := int64 (index $.Values.qos (printf "%sRate" $dir) | default 0) -}}
+{{- $burst := int64 (index $.Values.qos (printf "%sBurst" $dir) | default 0) -}}
+{{- if and (gt $burst 0) (eq $rate 0) -}}
+{{- fail (printf "qos.%sBurst needs qos.%sRate (a burst of an unlimited rate means nothing)" $dir $dir) -}}
+{{- end -}}
+{{- if gt $rate 0 -}}
+{{- $_ := set $q (printf "%sRate" $dir) $rate -}}
+{{- if gt $burst 0 }}{{ $_ := set $q (printf "%sBurst" $dir) $burst }}{{ end -}}
+{{- end -}}
+{{- end -}}
+{{- if $q }}{{ $_ := set $p "qos" $q }}{{ end -}}
+{{- $_ := set $p "ipam" (include "podswitch.ipam" . | fromJson) -}}
+{{- if .Values.cni.capabilities }}{{ $_ := set $p "capabilities" .Values.cni.capabilities }}{{ end -}}
+{{- toJson $p -}}
+{{- end -}}
+
+{{/* The default network's conflist. */}}
+{{- define "podswitch.conflist" -}}
+{{- $plugins := list (include "podswitch.plugin" . | fromJson) -}}
+{{- range .Values.cni.chain -}}
+{{- $plugins = append $plugins . -}}
+{{- end -}}
+{{- toPrettyJson (dict "cniVersion" .Values.cni.cniVersion "name" .Values.cni.networkName "plugins" $plugins) -}}
+{{- end -}}
+
+{{/*
+switches.json, read by switchd --switches-file at start: VSwitches to create
+or update (POST /v1/switches bodies) and ports to create or update (POST
+/v1/ports bodies: the uplink).
+*/}}
+{{- define "podswitch.switchesFile" -}}
+{{- $names := include "podswitch.switchNames" . | fromJsonArray -}}
+{{- $switches := list -}}
+{{- range .Values.switches -}}
+{{- $s := dict "name" .name -}}
+{{- if .agingSeconds }}{{ $_ := set $s "agingSeconds" (int .agingSeconds) }}{{ end -}}
+{{- if .maxFdbEntries }}{{ $_ := set $s "maxFdbEntries" (int .maxFdbEntries) }}{{ end -}}
+{{- $switches = append $switches $s -}}
+{{- end -}}
+{{- $ports := list -}}
+{{- $u := .Values.uplink -}}
+{{- if $u.enabled -}}
+{{- if not (has $u.switch $names) -}}
+{{- fail (printf "uplink.switch: switch %q is neither \"default\" nor in switches" $u.switch) -}}
+{{- end -}}
+{{- $port := dict "id" (printf "uplink-%s" $u.nic) "switch" $u.switch "nic" (dict "kind" "uplink" "ifname" $u.nic) -}}
+{{- $_ := set $port "trunk" (include "podswitch.trunk" (dict "trunk" $u.trunk "path" "uplink.trunk") | fromJsonArray) -}}
+{{- if $u.nativeVlan }}{{ $_ := set $port "vlan" (int $u.nativeVlan) }}{{ end -}}
+{{- $ports = append $ports $port -}}
+{{- end -}}
+{{- toPrettyJson (dict "switches" $switches "ports" $ports) -}}
+{{- end -}}
