@@ -144,13 +144,36 @@ Input: dict "trunk" LIST "path" "values.path".
 {{- toJson $p -}}
 {{- end -}}
 
-{{/* The default network's conflist. */}}
-{{- define "podswitch.conflist" -}}
-{{- $plugins := list (include "podswitch.plugin" . | fromJson) -}}
-{{- range .Values.cni.chain -}}
-{{- $plugins = append $plugins . -}}
+{{/*
+A JSON object, one key per line: the keys in .first in that order, then the
+others sorted; values as compact JSON. Input: dict "obj" DICT "first" LIST
+"indent" N (spaces before the keys; the closing brace gets N-2).
+*/}}
+{{- define "podswitch.orderedJson" -}}
+{{- $obj := .obj -}}
+{{- $pad := repeat (int .indent) " " -}}
+{{- $keys := list -}}
+{{- range .first }}{{ if hasKey $obj . }}{{ $keys = append $keys . }}{{ end }}{{ end -}}
+{{- range (keys $obj | sortAlpha) }}{{ if not (has . $keys) }}{{ $keys = append $keys . }}{{ end }}{{ end -}}
+{{- $lines := list -}}
+{{- range $keys }}{{ $lines = append $lines (printf "%s%s: %s" $pad (toJson .) (toJson (index $obj .))) }}{{ end -}}
+{{- printf "{\n%s\n%s}" (join ",\n" $lines) (repeat (sub (int .indent) 2 | int) " ") -}}
 {{- end -}}
-{{- toPrettyJson (dict "cniVersion" .Values.cni.cniVersion "name" .Values.cni.networkName "plugins" $plugins) -}}
+
+{{/* The default network's conflist, its plugin entries' keys in a readable order. */}}
+{{- define "podswitch.conflist" -}}
+{{- $order := list "type" "switch" "socket" "mtu" "vlan" "trunk" "qos" "macSpoofCheck" "linkState" "ipam" "capabilities" -}}
+{{- $plugins := list (include "podswitch.orderedJson" (dict "obj" (include "podswitch.plugin" . | fromJson) "first" $order "indent" 6)) -}}
+{{- range .Values.cni.chain -}}
+{{- $plugins = append $plugins (include "podswitch.orderedJson" (dict "obj" . "first" (list "type") "indent" 6)) -}}
+{{- end -}}
+{
+  "cniVersion": {{ toJson .Values.cni.cniVersion }},
+  "name": {{ toJson .Values.cni.networkName }},
+  "plugins": [
+    {{ join ",\n    " $plugins }}
+  ]
+}
 {{- end -}}
 
 {{/*

@@ -11,7 +11,7 @@ use super::bpf::XdpProgram;
 use super::xsk::{Desc, RingSizes, Umem, XskSocket, FRAME_SIZE};
 use super::{netdev, AttachFailure, Attachment, Command, DatapathConfig};
 use crate::pipeline::fdb::Slot;
-use crate::pipeline::{forward, DropReason, Egress, Limits};
+use crate::pipeline::{forward, qos, DropReason, Egress, Limits};
 use crate::snapshot::{PortCounters, Snapshot};
 use crate::wire::ethernet::apply_tag_edit;
 use arc_swap::ArcSwap;
@@ -55,6 +55,8 @@ pub(crate) struct Worker {
     out: Vec<Egress>,
     /// Rate limiters of every port (poll-thread state, synced to the snapshot).
     limits: Limits,
+    /// Frames from egress-rate-limited ports waiting for tokens.
+    shaped: HashMap<Slot, std::collections::VecDeque<Desc>>,
     pollfds: Vec<libc::pollfd>,
     poll_slots: Vec<Slot>,
     stop: bool,
@@ -88,6 +90,7 @@ impl Worker {
             comp_buf: Vec::with_capacity(1024),
             out: Vec::with_capacity(64),
             limits: Limits::default(),
+            shaped: HashMap::new(),
             pollfds: Vec::new(),
             poll_slots: Vec::new(),
             stop: false,
@@ -133,7 +136,8 @@ impl Worker {
                 // a few microseconds away). An idle switch still sleeps.
                 std::hint::spin_loop();
             } else {
-                let backlog = self.ports.values().any(|p| p.tx_backlog);
+                // Shaped frames wait for tokens: wake up every millisecond.
+                let backlog = self.ports.values().any(|p| p.tx_backlog) || !self.shaped.is_empty();
                 self.sleep(if backlog { 1 } else { 1000 });
             }
         }
@@ -252,7 +256,10 @@ impl Worker {
         if let Some(p) = self.ports.remove(&slot) {
             self.prog.unbind(p.ifindex, slot);
             self.prog.detach(p.ifindex);
-            let pending: Vec<u64> = p.tx_pending.iter().map(|d| d.addr).collect();
+            let mut pending: Vec<u64> = p.tx_pending.iter().map(|d| d.addr).collect();
+            if let Some(q) = self.shaped.remove(&slot) {
+                pending.extend(q.iter().map(|d| d.addr));
+            }
             drop(p); // closes the socket: the kernel lets go of its frames
             for a in pending {
                 self.release(a);
@@ -305,6 +312,9 @@ impl Worker {
         let slots: Vec<Slot> = self.ports.keys().copied().collect();
         for &slot in &slots {
             self.reap_completions(slot);
+            if self.shaped.contains_key(&slot) {
+                self.drain_shaped(&snap, slot, now);
+            }
             worked |= self.receive(&snap, slot, now);
             self.refill(slot);
         }
@@ -341,14 +351,79 @@ impl Worker {
                 *o = HELD;
             }
         }
+        if let Some(p) = snap.port(slot) {
+            for d in &batch {
+                PortCounters::add(&p.counters.rx_packets, 1);
+                PortCounters::add(&p.counters.rx_bytes, d.len as u64);
+            }
+        }
+        if self.limits.egress(slot).is_some() {
+            // Shaped port: queue (bounded), then send what the rate allows.
+            let limit = self.limits.egress_queue_limit(slot);
+            let q = self.shaped.entry(slot).or_default();
+            let mut over = Vec::new();
+            for d in &batch {
+                if q.len() < limit {
+                    q.push_back(*d);
+                } else {
+                    over.push(d.addr);
+                }
+            }
+            if let Some(p) = snap.port(slot) {
+                for _ in &over {
+                    p.counters.count_drop(DropReason::Qos);
+                }
+            }
+            for a in over {
+                self.release(a);
+            }
+            self.rx_buf = batch;
+            self.drain_shaped(snap, slot, now);
+            return true;
+        }
+        self.forward_batch(snap, slot, &batch, now);
+        self.rx_buf = batch;
+        true
+    }
+
+    /// Forwards the frames of a shaped port that its rate allows now.
+    /// Returns whether frames are still waiting.
+    fn drain_shaped(&mut self, snap: &Snapshot, slot: Slot, now: u64) -> bool {
+        let Some(mut q) = self.shaped.remove(&slot) else {
+            return false;
+        };
+        let mut go = Vec::new();
+        match self.limits.egress(slot) {
+            Some(bucket) => {
+                while let Some(d) = q.front() {
+                    if bucket.admit(d.len as u64 * 8, now) == qos::Admit::No {
+                        break;
+                    }
+                    go.push(*d);
+                    q.pop_front();
+                }
+            }
+            // The limit was removed: everything goes.
+            None => go.extend(q.drain(..)),
+        }
+        if !go.is_empty() {
+            self.forward_batch(snap, slot, &go, now);
+        }
+        let waiting = !q.is_empty();
+        if waiting {
+            self.shaped.insert(slot, q);
+        }
+        waiting
+    }
+
+    /// Runs the pipeline on frames received on `slot` and queues them for TX.
+    fn forward_batch(&mut self, snap: &Snapshot, slot: Slot, batch: &[Desc], now: u64) {
         let ingress = snap.port(slot);
         let sw = ingress.and_then(|i| snap.switches.get(i.switch));
         match (ingress, sw) {
             (Some(ingress), Some(sw)) => {
                 let mut fdb = sw.fdb.lock().unwrap_or_else(|e| e.into_inner());
-                for d in &batch {
-                    PortCounters::add(&ingress.counters.rx_packets, 1);
-                    PortCounters::add(&ingress.counters.rx_bytes, d.len as u64);
+                for d in batch {
                     let mut out = std::mem::take(&mut self.out);
                     let frame = self.umem.frame(d.addr, d.len as usize);
                     match forward(
@@ -372,13 +447,11 @@ impl Worker {
             }
             // A port mid-removal or not yet published: nothing to forward to.
             _ => {
-                for d in &batch {
+                for d in batch {
                     self.release(d.addr);
                 }
             }
         }
-        self.rx_buf = batch;
-        true
     }
 
     /// Queues the frame `d` on every egress port: copies for all but the

@@ -4,8 +4,7 @@
 //! state it owns, and the time.
 //!
 //! Order: parse → ingress admin state → VLAN classification → MAC spoof
-//! guard → DHCP and router guards → outbound ACL → egress-rate policing →
-//! learn → look up → storm control (for floods) → per egress port: inbound
+//! guard → DHCP and router guards → outbound ACL → learn → look up → storm control (for floods) → per egress port: inbound
 //! ACL and ingress-rate limit (weighted between senders) → unicast or flood
 //! within the VLAN (never back out the ingress port, never to a port that
 //! is down or not in the VLAN).
@@ -100,7 +99,8 @@ pub struct Decision {
 /// The rate limiters of one port: mutable, owned by the poll thread.
 #[derive(Debug, Default)]
 pub struct PortLimits {
-    /// Frames from the pod (qos.egressRate).
+    /// Frames from the pod (qos.egressRate): the caller *shapes* with it
+    /// (queues frames until tokens arrive, as TCP needs) before `forward`.
     pub egress: Option<TokenBucket>,
     /// Frames to the pod (qos.ingressRate), shared by weight.
     pub ingress: Option<WeightedLimiter>,
@@ -163,6 +163,20 @@ impl Limits {
     fn get(&mut self, slot: Slot) -> Option<&mut PortLimits> {
         self.ports.get_mut(slot as usize)
     }
+
+    /// The egress shaper's bucket of a port, if it has an egress rate.
+    pub fn egress(&mut self, slot: Slot) -> Option<&mut TokenBucket> {
+        self.get(slot).and_then(|l| l.egress.as_mut())
+    }
+
+    /// How many frames a port's egress shaping queue holds: 100 ms at its
+    /// rate in full-size frames, within 64..=4096.
+    pub fn egress_queue_limit(&mut self, slot: Slot) -> usize {
+        self.egress(slot)
+            .map(|b| (b.rate() / 8 / 10 / 1514) as usize)
+            .unwrap_or(0)
+            .clamp(64, 4096)
+    }
 }
 
 /// Decides where the frame received on `ingress` goes. `out` is cleared
@@ -216,11 +230,6 @@ pub fn forward(
         }
     }
     let bits = frame.len() as u64 * 8;
-    if let Some(b) = limits.get(ingress.slot).and_then(|l| l.egress.as_mut()) {
-        if b.admit(bits, now) == Admit::No {
-            return Err(DropReason::Qos);
-        }
-    }
     fdb.learn(vlan, hdr.src, ingress.slot, now);
 
     let known = if hdr.dst.is_multicast() {
