@@ -7,6 +7,7 @@
 pub mod clock;
 pub mod control;
 pub mod datapath;
+pub mod metrics;
 pub mod pipeline;
 pub mod snapshot;
 pub mod state;

@@ -5,7 +5,7 @@ use anyhow::Context;
 use clap::Parser;
 use podswitch_shared::{DEFAULT_SOCKET, DEFAULT_STATE_DIR};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use switchd::control::{self, Api};
 use switchd::datapath::{Datapath, DatapathConfig};
@@ -43,6 +43,14 @@ struct Args {
     /// before it sleeps (lower latency under traffic; 0 to always sleep).
     #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u64).range(0..=10_000))]
     spin_us: u64,
+    /// Where to serve Prometheus metrics (GET /metrics) and probes
+    /// (/healthz, /readyz); "none" turns the listener off.
+    #[arg(long, default_value = "127.0.0.1:9476")]
+    metrics_addr: String,
+    /// A JSON file of switches and ports (e.g. the uplink) to create at
+    /// start if they do not exist: {"switches": [...], "ports": [...]}.
+    #[arg(long)]
+    switches_file: Option<PathBuf>,
     /// Log level (error, warn, info, debug, trace); RUST_LOG overrides.
     #[arg(long, default_value = "info")]
     log_level: String,
@@ -99,10 +107,21 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let api = Arc::new(Api {
         state: state.clone(),
         ready: ready.clone(),
-        requests: AtomicU64::new(0),
+        metrics: Default::default(),
     });
     log::info!("serving the control API on {}", args.socket.display());
-    let server = tokio::spawn(control::serve(listener, api));
+    let server = tokio::spawn(control::serve(listener, api.clone()));
+    if args.metrics_addr != "none" {
+        let l = tokio::net::TcpListener::bind(&args.metrics_addr)
+            .await
+            .with_context(|| format!("binding the metrics listener {}", args.metrics_addr))?;
+        let start = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs_f64())
+            .unwrap_or(0.0);
+        log::info!("serving metrics on http://{}/metrics", args.metrics_addr);
+        tokio::spawn(control::serve_metrics(l, api.clone(), start));
+    }
 
     // Re-attach stored ports while the API already answers (readyz: 503).
     let st = state.clone();
@@ -129,6 +148,20 @@ async fn run(args: Args) -> anyhow::Result<()> {
         }
         log::info!("{left} stored port(s) not attached yet; retrying");
         tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    }
+    if let Some(f) = &args.switches_file {
+        let text =
+            std::fs::read_to_string(f).with_context(|| format!("reading {}", f.display()))?;
+        let decl: switchd::state::Declared = serde_json::from_str(&text)
+            .with_context(|| format!("{} is not a valid switches file", f.display()))?;
+        let st = state.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut s = st.lock().unwrap_or_else(|e| e.into_inner());
+            s.apply_declared(decl)
+        })
+        .await
+        .context("switches-file task")?
+        .with_context(|| format!("applying {}", f.display()))?;
     }
     ready.store(true, Ordering::Release);
     log::info!("ready: {ok} port(s) re-attached, {dropped} dropped (NIC gone)");

@@ -60,6 +60,17 @@ impl From<podswitch_shared::model::ModelError> for StateError {
     }
 }
 
+/// Switches and ports declared in `--switches-file` (e.g. by the Helm
+/// chart): created at start when missing, left alone when present.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Declared {
+    #[serde(default)]
+    pub switches: Vec<SwitchConfig>,
+    #[serde(default)]
+    pub ports: Vec<PortConfig>,
+}
+
 /// What the state directory holds.
 #[derive(Debug, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -275,6 +286,31 @@ impl State {
             ports: self.ports.len(),
             attached_ports: self.ports.len() - self.detached_ports(),
         }
+    }
+
+    /// Creates the declared switches and ports that do not exist yet (a
+    /// port exists when a port with the same NIC does).
+    pub fn apply_declared(&mut self, d: Declared) -> Result<(), StateError> {
+        for sw in d.switches {
+            if !self.switches.contains_key(&sw.name) {
+                let name = sw.name.clone();
+                self.create_switch(sw)?;
+                log::info!("created declared switch {name}");
+            }
+        }
+        for p in d.ports {
+            if self
+                .ports
+                .values()
+                .any(|e| e.port.nic.ifname == p.nic.ifname)
+            {
+                continue;
+            }
+            let nic = p.nic.ifname.clone();
+            let (port, _) = self.create_port(p)?;
+            log::info!("created declared port {} on {nic}", port.id);
+        }
+        Ok(())
     }
 
     // ---- switches ----

@@ -84,9 +84,15 @@ class Node:
 
     def start(self, *extra, wait_ready=True):
         log = open(self.log_path, "ab")
+        if not hasattr(self, "metrics_port"):
+            # switchd runs in the node netns: its loopback is its own, so
+            # the default port would do, but a free one keeps it unambiguous.
+            with socket.socket() as s:
+                s.bind(("127.0.0.1", 0))
+                self.metrics_port = s.getsockname()[1]
         self.proc = subprocess.Popen(
             ["ip", "netns", "exec", self.ns, str(SWITCHD), "--socket", self.socket,
-             "--state-dir", self.state_dir, *extra],
+             "--state-dir", self.state_dir, "--metrics-addr", f"127.0.0.1:{self.metrics_port}", *extra],
             stdout=log, stderr=subprocess.STDOUT)
         self.topo.procs.append(self.proc)
         deadline = time.monotonic() + 15

@@ -5,6 +5,7 @@
 //! and run on a blocking thread, since it may touch netdevs and wait for
 //! the poll thread. A 2xx answer means the change is applied.
 
+use crate::metrics::ApiMetrics;
 use crate::state::{State, StateError};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
@@ -14,7 +15,7 @@ use podswitch_shared::model::{ApiError, PortConfig, PortUpdate, SwitchConfig};
 use serde::Serialize;
 use std::convert::Infallible;
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 const MAX_BODY: usize = 1 << 20;
@@ -24,7 +25,7 @@ pub struct Api {
     pub state: Arc<Mutex<State>>,
     /// Set once the stored ports are re-attached.
     pub ready: Arc<AtomicBool>,
-    pub requests: AtomicU64,
+    pub metrics: Arc<ApiMetrics>,
 }
 
 type Answer = Response<Full<Bytes>>;
@@ -98,11 +99,13 @@ impl Api {
     }
 
     pub async fn handle(self: Arc<Self>, req: Request<Incoming>) -> Result<Answer, Infallible> {
-        self.requests.fetch_add(1, Ordering::Relaxed);
+        let t0 = std::time::Instant::now();
         let method = req.method().clone();
         let path = req.uri().path().to_string();
         let r = self.route(req).await;
         let answer = r.unwrap_or_else(|a| a);
+        self.metrics
+            .observe(method.as_str(), answer.status().as_u16(), t0.elapsed());
         log::debug!("{method} {path} -> {}", answer.status());
         Ok(answer)
     }
@@ -234,6 +237,70 @@ impl Api {
             }
             _ => Err(error(404, "not-found", format!("no such endpoint: {path}"))),
         }
+    }
+}
+
+/// Serves GET /metrics, /healthz and /readyz over TCP (for Prometheus and
+/// kubelet probes) until the listener fails.
+pub async fn serve_metrics(listener: tokio::net::TcpListener, api: Arc<Api>, start_time: f64) {
+    loop {
+        let (stream, _) = match listener.accept().await {
+            Ok(c) => c,
+            Err(e) => {
+                log::warn!("accept on metrics listener: {e}");
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let api = api.clone();
+        tokio::spawn(async move {
+            let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
+                let api = api.clone();
+                async move {
+                    let r = match (req.method(), req.uri().path()) {
+                        (&Method::GET, "/metrics") => {
+                            let st = api.state.clone();
+                            let m = api.metrics.clone();
+                            let body = tokio::task::spawn_blocking(move || {
+                                let s = st.lock().unwrap_or_else(|e| e.into_inner());
+                                crate::metrics::render(&s, &m, start_time)
+                            })
+                            .await
+                            .unwrap_or_default();
+                            let mut r = Response::new(Full::new(Bytes::from(body)));
+                            r.headers_mut().insert(
+                                hyper::header::CONTENT_TYPE,
+                                hyper::header::HeaderValue::from_static(
+                                    "text/plain; version=0.0.4; charset=utf-8",
+                                ),
+                            );
+                            r
+                        }
+                        (&Method::GET, "/healthz") => {
+                            json(StatusCode::OK, &serde_json::json!({"status": "ok"}))
+                        }
+                        (&Method::GET, "/readyz") if api.ready.load(Ordering::Acquire) => {
+                            json(StatusCode::OK, &serde_json::json!({"status": "ready"}))
+                        }
+                        (&Method::GET, "/readyz") => {
+                            error(503, "not-ready", "switchd is re-attaching stored ports")
+                        }
+                        _ => error(
+                            404,
+                            "not-found",
+                            "the metrics listener serves /metrics, /healthz and /readyz",
+                        ),
+                    };
+                    Ok::<_, Infallible>(r)
+                }
+            });
+            if let Err(e) = hyper::server::conn::http1::Builder::new()
+                .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
+                .await
+            {
+                log::debug!("metrics connection: {e}");
+            }
+        });
     }
 }
 

@@ -1,0 +1,270 @@
+//! Prometheus metrics in the text exposition format, served on
+//! `--metrics-addr` with `/healthz` and `/readyz` for probes.
+//!
+//! Cardinality stays low: counters carry only a `port` label; one
+//! `podswitch_port_info` series per port carries switch, pod, namespace,
+//! VLAN and NIC kind to join on. Counters start at zero when switchd
+//! starts; `process_start_time_seconds` changes then, and Prometheus'
+//! `rate()`/`increase()` treat the drop as a counter reset.
+
+use crate::state::State;
+use std::collections::BTreeMap;
+use std::fmt::Write;
+use std::sync::Mutex;
+use std::time::Duration;
+
+/// Upper bounds of the API latency histogram, seconds.
+const BUCKETS: [f64; 10] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 2.5,
+];
+
+#[derive(Default)]
+struct ApiInner {
+    requests: BTreeMap<(String, u16), u64>,
+    buckets: [u64; BUCKETS.len()],
+    count: u64,
+    sum: f64,
+}
+
+/// Control-API request counts and latencies.
+#[derive(Default)]
+pub struct ApiMetrics {
+    inner: Mutex<ApiInner>,
+}
+
+impl ApiMetrics {
+    pub fn observe(&self, method: &str, code: u16, took: Duration) {
+        let mut i = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        *i.requests.entry((method.to_string(), code)).or_default() += 1;
+        let s = took.as_secs_f64();
+        for (b, le) in i.buckets.iter_mut().zip(BUCKETS) {
+            if s <= le {
+                *b += 1;
+            }
+        }
+        i.count += 1;
+        i.sum += s;
+    }
+}
+
+/// Escapes a label value (backslash, double quote, newline).
+fn esc(v: &str) -> String {
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+fn head(out: &mut String, name: &str, kind: &str, help: &str) {
+    let _ = writeln!(out, "# HELP {name} {help}");
+    let _ = writeln!(out, "# TYPE {name} {kind}");
+}
+
+/// Renders every metric.
+pub fn render(state: &State, api: &ApiMetrics, start_time: f64) -> String {
+    let mut o = String::with_capacity(8192);
+    head(
+        &mut o,
+        "podswitch_build_info",
+        "gauge",
+        "podswitch build information; always 1.",
+    );
+    let _ = writeln!(
+        o,
+        "podswitch_build_info{{version=\"{}\"}} 1",
+        env!("CARGO_PKG_VERSION")
+    );
+    head(
+        &mut o,
+        "process_start_time_seconds",
+        "gauge",
+        "Start time of switchd since the Unix epoch, in seconds.",
+    );
+    let _ = writeln!(o, "process_start_time_seconds {start_time:.3}");
+
+    let ports = state.ports();
+    head(
+        &mut o,
+        "podswitch_port_info",
+        "gauge",
+        "One series per port with its switch, owner pod, VLAN and NIC; always 1.",
+    );
+    for p in &ports {
+        let owner = p.owner.clone().unwrap_or_default();
+        let vlan = match p.mode() {
+            podswitch_shared::model::VlanMode::Access(v) => v.to_string(),
+            podswitch_shared::model::VlanMode::Trunk { native, .. } => {
+                format!(
+                    "trunk{}",
+                    native.map(|n| format!(":{n}")).unwrap_or_default()
+                )
+            }
+        };
+        let _ = writeln!(
+            o,
+            "podswitch_port_info{{port=\"{}\",switch=\"{}\",pod=\"{}\",namespace=\"{}\",vlan=\"{}\",nic_kind=\"{}\",nic=\"{}\"}} 1",
+            esc(&p.id),
+            esc(&p.switch),
+            esc(owner.pod_name.as_deref().unwrap_or("")),
+            esc(owner.pod_namespace.as_deref().unwrap_or("")),
+            vlan,
+            p.nic.kind,
+            esc(&p.nic.ifname)
+        );
+    }
+    type Pick = fn(&podswitch_shared::model::PortStats) -> u64;
+    let counters: [(&str, &str, Pick); 4] = [
+        (
+            "podswitch_port_receive_packets_total",
+            "Frames received from the port's NIC.",
+            |s| s.rx_packets,
+        ),
+        (
+            "podswitch_port_receive_bytes_total",
+            "Bytes received from the port's NIC.",
+            |s| s.rx_bytes,
+        ),
+        (
+            "podswitch_port_transmit_packets_total",
+            "Frames sent to the port's NIC.",
+            |s| s.tx_packets,
+        ),
+        (
+            "podswitch_port_transmit_bytes_total",
+            "Bytes sent to the port's NIC.",
+            |s| s.tx_bytes,
+        ),
+    ];
+    for (name, help, pick) in counters {
+        head(&mut o, name, "counter", help);
+        for p in &ports {
+            let v = p.stats.as_ref().map(pick).unwrap_or(0);
+            let _ = writeln!(o, "{name}{{port=\"{}\"}} {v}", esc(&p.id));
+        }
+    }
+    head(
+        &mut o,
+        "podswitch_port_drops_total",
+        "counter",
+        "Frames dropped at the port, by reason (malformed, vlan, spoof, link-down, no-buffer, qos, acl, dhcp-guard, router-guard, storm).",
+    );
+    for p in &ports {
+        let drops = p
+            .stats
+            .as_ref()
+            .map(|s| s.drops.clone())
+            .unwrap_or_default();
+        for r in crate::pipeline::DropReason::ALL {
+            let v = drops.get(r.as_str()).copied().unwrap_or(0);
+            let _ = writeln!(
+                o,
+                "podswitch_port_drops_total{{port=\"{}\",reason=\"{}\"}} {v}",
+                esc(&p.id),
+                r.as_str()
+            );
+        }
+    }
+    head(
+        &mut o,
+        "podswitch_port_link_up",
+        "gauge",
+        "1 if the port is administratively up, 0 if it is set down.",
+    );
+    for p in &ports {
+        let up = p.link_state == podswitch_shared::model::LinkState::Up;
+        let _ = writeln!(
+            o,
+            "podswitch_port_link_up{{port=\"{}\"}} {}",
+            esc(&p.id),
+            u8::from(up)
+        );
+    }
+    head(
+        &mut o,
+        "podswitch_port_attached",
+        "gauge",
+        "1 if the data path serves the port's NIC.",
+    );
+    for p in &ports {
+        let a = p.status.as_ref().is_some_and(|s| s.attached);
+        let _ = writeln!(
+            o,
+            "podswitch_port_attached{{port=\"{}\"}} {}",
+            esc(&p.id),
+            u8::from(a)
+        );
+    }
+    head(
+        &mut o,
+        "podswitch_switch_fdb_entries",
+        "gauge",
+        "Entries in the switch's forwarding table.",
+    );
+    for s in state.switches() {
+        let _ = writeln!(
+            o,
+            "podswitch_switch_fdb_entries{{switch=\"{}\"}} {}",
+            esc(&s.name),
+            s.fdb_entries.unwrap_or(0)
+        );
+    }
+    let a = api.inner.lock().unwrap_or_else(|e| e.into_inner());
+    head(
+        &mut o,
+        "podswitch_api_requests_total",
+        "counter",
+        "Control API requests, by method and HTTP status.",
+    );
+    for ((m, c), n) in &a.requests {
+        let _ = writeln!(
+            o,
+            "podswitch_api_requests_total{{method=\"{}\",code=\"{c}\"}} {n}",
+            esc(m)
+        );
+    }
+    head(
+        &mut o,
+        "podswitch_api_request_duration_seconds",
+        "histogram",
+        "Control API request latency, in seconds.",
+    );
+    for (le, n) in BUCKETS.iter().zip(a.buckets) {
+        let _ = writeln!(
+            o,
+            "podswitch_api_request_duration_seconds_bucket{{le=\"{le}\"}} {n}"
+        );
+    }
+    let _ = writeln!(
+        o,
+        "podswitch_api_request_duration_seconds_bucket{{le=\"+Inf\"}} {}",
+        a.count
+    );
+    let _ = writeln!(o, "podswitch_api_request_duration_seconds_sum {:.6}", a.sum);
+    let _ = writeln!(
+        o,
+        "podswitch_api_request_duration_seconds_count {}",
+        a.count
+    );
+    o
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn escapes_label_values() {
+        assert_eq!(esc(r#"a"b\c"#), r#"a\"b\\c"#);
+        assert_eq!(esc("x\ny"), "x\\ny");
+    }
+
+    #[test]
+    fn histogram_is_cumulative() {
+        let m = ApiMetrics::default();
+        m.observe("GET", 200, Duration::from_micros(300));
+        m.observe("POST", 201, Duration::from_millis(20));
+        let i = m.inner.lock().unwrap();
+        assert_eq!(i.buckets[0], 1);
+        assert_eq!(i.buckets[BUCKETS.len() - 1], 2);
+        assert_eq!(i.count, 2);
+    }
+}
