@@ -324,3 +324,28 @@ def test_churn_leaves_nothing_behind(topo, env):
     while fds() > base and time.monotonic() < deadline:
         time.sleep(0.1)
     assert fds() <= base, f"switchd fds grew from {base} to {fds()} over {n} cycles"
+
+
+def test_qos_and_guards_from_config_and_bandwidth_capability(topo, env):
+    node, cni = env
+    p1, p2 = PodNs(topo, "p1"), PodNs(topo, "p2")
+    conf = dict(cni.conf, qos={"egressRate": 30_000_000, "minBandwidthWeight": 5}, dhcpGuard=True,
+                routerGuard=True, stormLimit=500, capabilities={"bandwidth": True},
+                acls=[{"direction": "inbound", "action": "deny", "protocol": "udp", "localPorts": "53"}],
+                runtimeConfig={"bandwidth": {"ingressRate": 20_000_000, "ingressBurst": 400_000}})
+    r = cni.add(p1, conf=conf)
+    port = node.ok("GET", f"/v1/ports/{r['interfaces'][0]['name']}")
+    assert port["qos"] == {"ingressRate": 20_000_000, "ingressBurst": 400_000, "egressRate": 30_000_000,
+                           "minBandwidthWeight": 5}
+    assert port["dhcpGuard"] and port["routerGuard"] and port["stormLimit"] == 500
+    assert port["acls"][0]["localPorts"] == "53"
+    # CHECK compares the QoS too.
+    rc, out, err = cni.run("CHECK", p1.cid, p1.netns, conf=dict(conf, prevResult=r))
+    assert rc == 0, (out, err)
+    node.ok("PATCH", f"/v1/ports/{port['id']}", {"qos": None})
+    rc, out, _ = cni.run("CHECK", p1.cid, p1.netns, conf=dict(conf, prevResult=r))
+    assert rc != 0 and "QoS" in out["msg"]
+    # A bad QoS value is a config error (code 7) before anything is created.
+    rc, out, _ = cni.run("ADD", p2.cid, p2.netns, conf=dict(cni.conf, qos={"egressRate": 0}))
+    assert rc != 0 and out["code"] == 7, out
+    assert len(host_links(node)) == 1
