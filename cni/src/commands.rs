@@ -111,11 +111,30 @@ fn open_netns(env: &Env) -> CniResult<NetNs> {
     })
 }
 
+/// With PODSWITCH_CNI_TIMING set, prints how long each ADD step took.
+struct Timing(Option<std::time::Instant>);
+
+impl Timing {
+    fn new() -> Self {
+        Timing(std::env::var_os("PODSWITCH_CNI_TIMING").map(|_| std::time::Instant::now()))
+    }
+    fn mark(&self, what: &str) {
+        if let Some(t) = self.0 {
+            eprintln!(
+                "podswitch: {:>7.2} ms {what}",
+                t.elapsed().as_secs_f64() * 1000.0
+            );
+        }
+    }
+}
+
 pub fn add(conf: &NetConf, env: &Env) -> CniResult<Value> {
+    let tm = Timing::new();
     env.require(true)?;
     let args = env.parse_args()?;
     let c = client(conf);
     ensure_ready(conf, &c)?;
+    tm.mark("switchd ready");
     let ns = open_netns(env)?;
     let mac = match (&conf.runtime_config.mac, &args.mac) {
         (Some(m), _) => Some(parse_mac(m, "runtimeConfig.mac")?),
@@ -131,61 +150,77 @@ pub fn add(conf: &NetConf, env: &Env) -> CniResult<Value> {
         ipam: false,
         port: None,
     };
-    let r = (|| -> CniResult<Value> {
-        let ep = endpoint::create(&ns, &host_if, &env.ifname, mtu, mac)?;
-        rb.veth = Some(host_if.clone());
-        if let Ok(info) = c.get::<DatapathInfo>("/v1/datapath") {
-            if let Some(poll) = info.poll_cpu {
-                let others: Vec<usize> = netdev::online_cpus()
-                    .into_iter()
-                    .filter(|c| *c != poll)
-                    .collect();
-                if !others.is_empty() {
-                    endpoint::steer_rps(&ns, &env.ifname, &others)?;
+    // IPAM runs on its own thread while the veth is built and the port
+    // registered: an ADD costs the longer of the two, not their sum.
+    let r = std::thread::scope(|s| -> CniResult<Value> {
+        let ipam_job = s.spawn(|| ipam::exec(conf, env, "ADD", ipam::version_for(conf)));
+        let mut local = || -> CniResult<endpoint::Endpoint> {
+            let ep = endpoint::create(&ns, &host_if, &env.ifname, mtu, mac)?;
+            rb.veth = Some(host_if.clone());
+            tm.mark("veth created");
+            if let Ok(info) = c.get::<DatapathInfo>("/v1/datapath") {
+                if let Some(poll) = info.poll_cpu {
+                    let others: Vec<usize> = netdev::online_cpus()
+                        .into_iter()
+                        .filter(|c| *c != poll)
+                        .collect();
+                    if !others.is_empty() {
+                        endpoint::steer_rps(&ns, &env.ifname, &others)?;
+                    }
                 }
             }
-        }
-        let ipam_out = match ipam::exec(conf, env, "ADD", ipam::version_for(conf))? {
+            tm.mark("RPS steered");
+            let port = PortConfig {
+                id: Some(host_if.clone()),
+                switch: Some(conf.switch()),
+                nic: Nic {
+                    kind: NicKind::Veth,
+                    ifname: host_if.clone(),
+                },
+                mac: Some(MacAddr(ep.pod_mac)),
+                vlan: conf.vlan,
+                trunk: conf.trunk.clone(),
+                mac_spoof_check: conf.mac_spoof_check,
+                link_state: conf.link_state,
+                qos: conf.effective_qos(),
+                dhcp_guard: conf.dhcp_guard,
+                router_guard: conf.router_guard,
+                storm_limit: conf.storm_limit,
+                acls: conf.acls.clone(),
+                acl_default: conf.acl_default,
+                owner: Some(Owner {
+                    container_id: Some(env.container_id.clone()),
+                    ifname: Some(env.ifname.clone()),
+                    netns: Some(env.netns.clone()),
+                    pod_name: args.pod_name.clone(),
+                    pod_namespace: args.pod_namespace.clone(),
+                    network: Some(conf.name.clone()),
+                }),
+            };
+            let created: VPort = c
+                .call("POST", "/v1/ports", Some(&port))
+                .map_err(|e| switchd_err(conf, "switchd refused the port", e))?;
+            rb.port = Some(created.id);
+            tm.mark("port registered");
+            Ok(ep)
+        };
+        let ep = local();
+        let ipam_out = ipam_job
+            .join()
+            .unwrap_or_else(|_| Err(CniError::new(code::PLUGIN, "the IPAM thread failed")));
+        let ipam_out = match ipam_out? {
             Some(v) => {
                 rb.ipam = true;
                 CniOutput::parse(&v)?
             }
             None => CniOutput::default(),
         };
+        tm.mark("IPAM done");
+        let ep = ep?;
         endpoint::configure_ips(&ns, ep.pod_ifindex, &ipam_out.ips, &ipam_out.routes)?;
-        let port = PortConfig {
-            id: Some(host_if.clone()),
-            switch: Some(conf.switch()),
-            nic: Nic {
-                kind: NicKind::Veth,
-                ifname: host_if.clone(),
-            },
-            mac: Some(MacAddr(ep.pod_mac)),
-            vlan: conf.vlan,
-            trunk: conf.trunk.clone(),
-            mac_spoof_check: conf.mac_spoof_check,
-            link_state: conf.link_state,
-            qos: conf.effective_qos(),
-            dhcp_guard: conf.dhcp_guard,
-            router_guard: conf.router_guard,
-            storm_limit: conf.storm_limit,
-            acls: conf.acls.clone(),
-            acl_default: conf.acl_default,
-            owner: Some(Owner {
-                container_id: Some(env.container_id.clone()),
-                ifname: Some(env.ifname.clone()),
-                netns: Some(env.netns.clone()),
-                pod_name: args.pod_name.clone(),
-                pod_namespace: args.pod_namespace.clone(),
-                network: Some(conf.name.clone()),
-            }),
-        };
-        let created: VPort = c
-            .call("POST", "/v1/ports", Some(&port))
-            .map_err(|e| switchd_err(conf, "switchd refused the port", e))?;
-        rb.port = Some(created.id);
+        tm.mark("addresses and routes set");
         Ok(endpoint::result(&ep, &env.netns, mtu, &ipam_out).to_version(&conf.cni_version))
-    })();
+    });
     match r {
         Ok(v) => Ok(v),
         Err(e) => {
@@ -198,15 +233,31 @@ pub fn add(conf: &NetConf, env: &Env) -> CniResult<Value> {
 pub fn del(conf: &NetConf, env: &Env) -> CniResult<()> {
     env.require(false)?;
     let host_if = host_ifname(&env.container_id, &env.ifname);
-    match client(conf).call::<Value>("DELETE", &format!("/v1/ports/{host_if}"), None::<&()>) {
-        Ok(_) => {}
-        Err(e) if e.status() == Some(404) => {}
-        // switchd down: free the veth and the address anyway; switchd drops
-        // the port, whose NIC is then gone, when it next starts.
-        Err(e) => eprintln!("podswitch: DEL: switchd did not remove port {host_if}: {e}"),
-    }
-    endpoint::delete(&host_if)?;
-    ipam::exec(conf, env, "DEL", ipam::version_for(conf))?;
+    // The three removals are independent: do them at once (each waits for
+    // the kernel's RCU grace periods; together they cost the longest one).
+    let (veth, ipam) = std::thread::scope(|s| {
+        let veth = s.spawn(|| endpoint::delete(&host_if));
+        let ipam = s.spawn(|| ipam::exec(conf, env, "DEL", ipam::version_for(conf)));
+        match client(conf).call::<Value>("DELETE", &format!("/v1/ports/{host_if}"), None::<&()>) {
+            Ok(_) => {}
+            Err(e) if e.status() == Some(404) => {}
+            // switchd down: free the veth and the address anyway; switchd drops
+            // the port, whose NIC is then gone, when it next starts.
+            Err(e) => eprintln!("podswitch: DEL: switchd did not remove port {host_if}: {e}"),
+        }
+        let failed = || {
+            Err(CniError::new(
+                code::PLUGIN,
+                "a DEL step failed unexpectedly",
+            ))
+        };
+        (
+            veth.join().unwrap_or_else(|_| failed()),
+            ipam.join().unwrap_or_else(|_| failed().map(|()| None)),
+        )
+    });
+    veth?;
+    ipam?;
     Ok(())
 }
 

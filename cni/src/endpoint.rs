@@ -102,14 +102,13 @@ pub fn create(
             ));
         }
     };
-    let host = netdev::mac(host_if)
-        .map_err(io::Error::other)
-        .and_then(|m| {
-            netdev::ifindex(host_if)
-                .map(|i| (m, i))
-                .map_err(io::Error::other)
-        })
-        .and_then(|(m, i)| nl.set_up(i).map(|()| m));
+    // The host end is a switch port: no IPv6 link-local, no router
+    // solicitations from the host stack (switchd does this too, but cannot
+    // when its /proc/sys is read-only in an unprivileged container).
+    let _ = netdev::disable_ipv6(host_if);
+    // The host end stays down: switchd attaches it (cheaper on a down
+    // veth) and brings it up according to the port's linkState.
+    let host = netdev::mac(host_if).map_err(io::Error::other);
     match host {
         Ok(host_mac) => Ok(Endpoint {
             host_if: host_if.to_string(),

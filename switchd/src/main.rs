@@ -62,6 +62,22 @@ enum XdpModeArg {
     Generic,
 }
 
+/// Lifts RLIMIT_MEMLOCK: kernels before 5.11 charge BPF maps and every
+/// kernel charges the UMEM (without CAP_IPC_LOCK) against it.
+fn raise_memlock() {
+    let r = libc::rlimit {
+        rlim_cur: libc::RLIM_INFINITY,
+        rlim_max: libc::RLIM_INFINITY,
+    };
+    // SAFETY: setrlimit with a valid rlimit value for this process.
+    if unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &r) } != 0 {
+        log::debug!(
+            "RLIMIT_MEMLOCK stays as it is: {}",
+            std::io::Error::last_os_error()
+        );
+    }
+}
+
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     env_logger::Builder::new()
@@ -69,6 +85,7 @@ fn main() -> anyhow::Result<()> {
         .parse_env("RUST_LOG")
         .format_timestamp_millis()
         .init();
+    raise_memlock();
 
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

@@ -99,13 +99,21 @@ pub fn render(state: &State, api: &ApiMetrics, start_time: f64) -> String {
                 )
             }
         };
+        // Ports without a pod (an uplink) carry no pod/namespace labels, so
+        // a scrape with honor_labels does not fill in switchd's own.
+        let pod = match (owner.pod_name.as_deref(), owner.pod_namespace.as_deref()) {
+            (None, None) => String::new(),
+            (n, ns) => format!(
+                ",pod=\"{}\",namespace=\"{}\"",
+                esc(n.unwrap_or("")),
+                esc(ns.unwrap_or(""))
+            ),
+        };
         let _ = writeln!(
             o,
-            "podswitch_port_info{{port=\"{}\",switch=\"{}\",pod=\"{}\",namespace=\"{}\",vlan=\"{}\",nic_kind=\"{}\",nic=\"{}\"}} 1",
+            "podswitch_port_info{{port=\"{}\",switch=\"{}\"{pod},vlan=\"{}\",nic_kind=\"{}\",nic=\"{}\"}} 1",
             esc(&p.id),
             esc(&p.switch),
-            esc(owner.pod_name.as_deref().unwrap_or("")),
-            esc(owner.pod_namespace.as_deref().unwrap_or("")),
             vlan,
             p.nic.kind,
             esc(&p.nic.ifname)
@@ -199,12 +207,27 @@ pub fn render(state: &State, api: &ApiMetrics, start_time: f64) -> String {
         "gauge",
         "Entries in the switch's forwarding table.",
     );
-    for s in state.switches() {
+    let switches = state.switches();
+    for s in &switches {
         let _ = writeln!(
             o,
             "podswitch_switch_fdb_entries{{switch=\"{}\"}} {}",
             esc(&s.name),
             s.fdb_entries.unwrap_or(0)
+        );
+    }
+    head(
+        &mut o,
+        "podswitch_switch_fdb_max_entries",
+        "gauge",
+        "Most learned MACs the switch holds (maxFdbEntries).",
+    );
+    for s in &switches {
+        let _ = writeln!(
+            o,
+            "podswitch_switch_fdb_max_entries{{switch=\"{}\"}} {}",
+            esc(&s.name),
+            s.max_fdb_entries
         );
     }
     let a = api.inner.lock().unwrap_or_else(|e| e.into_inner());

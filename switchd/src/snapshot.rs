@@ -82,6 +82,28 @@ pub struct PortView {
     pub counters: Arc<PortCounters>,
 }
 
+#[cfg(test)]
+impl PortView {
+    /// A port with every feature off, for pipeline tests.
+    pub fn plain(slot: Slot, vlan: PortVlan) -> PortView {
+        PortView {
+            id: format!("p{slot}"),
+            slot,
+            switch: 0,
+            vlan,
+            up: true,
+            mac: None,
+            spoof_check: false,
+            qos: None,
+            dhcp_guard: false,
+            router_guard: false,
+            storm_limit: None,
+            acl: Arc::new(Acl::default()),
+            counters: Arc::new(PortCounters::default()),
+        }
+    }
+}
+
 /// One switch as the pipeline sees it.
 #[derive(Debug, Clone)]
 pub struct SwitchView {

@@ -344,11 +344,8 @@ def test_bad_api_inputs_get_4xx_and_daemon_keeps_serving(topo):
     s = pysocket.socket(pysocket.AF_UNIX)
     s.settimeout(10)
     s.connect(node.socket)
-    body = b"x" * (2 << 20)
-    try:
-        s.sendall(b"POST /v1/ports HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % len(body) + body)
-    except (BrokenPipeError, ConnectionResetError):
-        pass
+    # The declared length is refused before any of the body is read.
+    s.sendall(b"POST /v1/ports HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % (2 << 20))
     answer = s.recv(4096)
     s.close()
     assert answer.startswith(b"HTTP/1.1 413"), answer[:200]

@@ -177,9 +177,9 @@ others sorted; values as compact JSON. Input: dict "obj" DICT "first" LIST
 {{- end -}}
 
 {{/*
-switches.json, read by switchd --switches-file at start: VSwitches to create
-or update (POST /v1/switches bodies) and ports to create or update (POST
-/v1/ports bodies: the uplink).
+switches.json, read by switchd --switches-file at start: VSwitches (POST
+/v1/switches bodies) and ports (POST /v1/ports bodies: the uplink) to create
+when they do not exist.
 */}}
 {{- define "podswitch.switchesFile" -}}
 {{- $names := include "podswitch.switchNames" . | fromJsonArray -}}

@@ -59,6 +59,18 @@ fn state_error(e: StateError) -> Answer {
 
 /// Reads a JSON body into `T`, or answers why not.
 async fn body<T: serde::de::DeserializeOwned>(req: Request<Incoming>) -> Result<T, Answer> {
+    let declared = req
+        .headers()
+        .get(hyper::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > MAX_BODY as u64) {
+        return Err(error(
+            413,
+            "too-large",
+            format!("request body exceeds {MAX_BODY} bytes"),
+        ));
+    }
     let bytes = match Limited::new(req.into_body(), MAX_BODY).collect().await {
         Ok(b) => b.to_bytes(),
         Err(e) => {

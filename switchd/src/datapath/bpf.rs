@@ -110,19 +110,10 @@ impl XdpProgram {
         };
         let (link, mode) = match native {
             Ok(l) => (l, Mode::Native),
-            Err(e) if !prefer_native => {
-                log::debug!("ifindex {ifindex}: {e}");
-                let l = self
-                    .prog()
-                    .attach_to_if_index(ifindex, XdpMode::Skb)
-                    .map_err(|e| BpfError::Attach {
-                        ifindex,
-                        message: e.to_string(),
-                    })?;
-                (l, Mode::Generic)
-            }
             Err(e) => {
-                log::warn!("native XDP on ifindex {ifindex} failed ({e}); using generic XDP");
+                if prefer_native {
+                    log::warn!("native XDP on ifindex {ifindex} failed ({e}); using generic XDP");
+                }
                 let l = self
                     .prog()
                     .attach_to_if_index(ifindex, XdpMode::Skb)

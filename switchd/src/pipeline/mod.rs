@@ -306,21 +306,7 @@ mod tests {
     const SEC: u64 = 1_000_000_000;
 
     fn access(slot: Slot, vid: u16) -> PortView {
-        PortView {
-            id: format!("p{slot}"),
-            slot,
-            switch: 0,
-            vlan: PortVlan::Access(vid),
-            up: true,
-            mac: None,
-            spoof_check: false,
-            qos: None,
-            dhcp_guard: false,
-            router_guard: false,
-            storm_limit: None,
-            acl: Arc::new(Acl::default()),
-            counters: Arc::new(PortCounters::default()),
-        }
+        PortView::plain(slot, PortVlan::Access(vid))
     }
 
     fn trunk(slot: Slot, vids: &[u16], native: Option<u16>) -> PortView {

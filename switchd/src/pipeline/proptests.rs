@@ -44,19 +44,8 @@ fn build(ports: &[(bool, u8, u8, Option<u8>, bool)]) -> Snapshot {
                 PortVlan::Access(VIDS[acc as usize])
             };
             Some(PortView {
-                id: format!("p{i}"),
-                slot: i as Slot,
-                switch: 0,
-                vlan,
                 up,
-                mac: None,
-                spoof_check: false,
-                qos: None,
-                dhcp_guard: false,
-                router_guard: false,
-                storm_limit: None,
-                acl: Arc::new(super::acl::Acl::default()),
-                counters: Arc::new(PortCounters::default()),
+                ..PortView::plain(i as Slot, vlan)
             })
         })
         .collect();
