@@ -55,8 +55,12 @@ def cni(kind, cmd, cid, ns):
     data = json.dumps(plugin_conf(kind)).encode()
     # Both run inside the node namespace, entered once by this process.
     t0 = time.perf_counter()
+    if os.environ.get("PODSWITCH_CNI_TIMING"):
+        env["PODSWITCH_CNI_TIMING"] = "1"
     r = subprocess.run([str(binary)], input=data, env=env, capture_output=True)
     dt = time.perf_counter() - t0
+    if r.stderr and kind == "podswitch" and cmd == "ADD":
+        sys.stderr.write(r.stderr.decode() + f"   wall {dt * 1000:.2f} ms\n")
     if r.returncode != 0:
         raise RuntimeError(f"{kind} {cmd} failed: {r.stdout} {r.stderr}")
     return dt * 1000

@@ -10,7 +10,7 @@ use crate::ipam;
 use crate::netns::NetNs;
 use crate::reply::{code, CniError, CniOutput, CniResult};
 use podswitch_shared::client::{Client, ClientError};
-use podswitch_shared::model::{DatapathInfo, MacAddr, Nic, NicKind, Owner, PortConfig, VPort};
+use podswitch_shared::model::{MacAddr, Nic, NicKind, Owner, PortConfig, VPort};
 use podswitch_shared::netdev;
 use serde_json::Value;
 use std::path::Path;
@@ -47,9 +47,13 @@ fn unreachable_msg(conf: &NetConf) -> String {
     )
 }
 
-fn ensure_ready(conf: &NetConf, c: &Client) -> CniResult<()> {
+/// Checks switchd is ready; returns the CPU its poll thread is pinned to.
+fn ensure_ready(conf: &NetConf, c: &Client) -> CniResult<Option<usize>> {
     match c.raw("GET", "/readyz", None) {
-        Ok(r) if r.status == 200 => Ok(()),
+        Ok(r) if r.status == 200 => Ok(serde_json::from_slice::<Value>(&r.body)
+            .ok()
+            .and_then(|v| v.get("pollCpu").and_then(Value::as_u64))
+            .map(|c| c as usize)),
         Ok(r) => Err(CniError::new(
             code::TRY_AGAIN_LATER,
             format!(
@@ -133,8 +137,17 @@ pub fn add(conf: &NetConf, env: &Env) -> CniResult<Value> {
     env.require(true)?;
     let args = env.parse_args()?;
     let c = client(conf);
-    ensure_ready(conf, &c)?;
+    let poll_cpu = ensure_ready(conf, &c)?;
     tm.mark("switchd ready");
+    // Pods' receive processing goes to every CPU but switchd's poll CPU.
+    let rps: Option<Vec<usize>> = poll_cpu
+        .map(|p| {
+            netdev::online_cpus()
+                .into_iter()
+                .filter(|c| *c != p)
+                .collect::<Vec<_>>()
+        })
+        .filter(|v| !v.is_empty());
     let ns = open_netns(env)?;
     let mac = match (&conf.runtime_config.mac, &args.mac) {
         (Some(m), _) => Some(parse_mac(m, "runtimeConfig.mac")?),
@@ -155,21 +168,9 @@ pub fn add(conf: &NetConf, env: &Env) -> CniResult<Value> {
     let r = std::thread::scope(|s| -> CniResult<Value> {
         let ipam_job = s.spawn(|| ipam::exec(conf, env, "ADD", ipam::version_for(conf)));
         let mut local = || -> CniResult<endpoint::Endpoint> {
-            let ep = endpoint::create(&ns, &host_if, &env.ifname, mtu, mac)?;
+            let ep = endpoint::create(&ns, &host_if, &env.ifname, mtu, mac, rps.as_deref())?;
             rb.veth = Some(host_if.clone());
             tm.mark("veth created");
-            if let Ok(info) = c.get::<DatapathInfo>("/v1/datapath") {
-                if let Some(poll) = info.poll_cpu {
-                    let others: Vec<usize> = netdev::online_cpus()
-                        .into_iter()
-                        .filter(|c| *c != poll)
-                        .collect();
-                    if !others.is_empty() {
-                        endpoint::steer_rps(&ns, &env.ifname, &others)?;
-                    }
-                }
-            }
-            tm.mark("RPS steered");
             let port = PortConfig {
                 id: Some(host_if.clone()),
                 switch: Some(conf.switch()),

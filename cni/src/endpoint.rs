@@ -52,14 +52,16 @@ fn plugin_err(what: String, e: impl std::fmt::Display) -> CniError {
     CniError::new(code::PLUGIN, what).with_details(e.to_string())
 }
 
-/// Creates the veth pair, names and configures the pod end (MAC, MTU, TX
-/// checksum offload off, up) and brings the host end up.
+/// Creates the veth pair and configures the pod end (MAC, MTU, TX
+/// checksum offload off, RPS to `rps_cpus`, up); the host end stays down
+/// for switchd to attach and bring up.
 pub fn create(
     ns: &NetNs,
     host_if: &str,
     pod_if: &str,
     mtu: u32,
     mac: Option<[u8; 6]>,
+    rps_cpus: Option<&[usize]>,
 ) -> CniResult<Endpoint> {
     let mut nl = Netlink::open().map_err(|e| plugin_err("opening netlink".into(), e))?;
     match nl.create_veth(host_if, pod_if, ns.fd(), Some(mtu), mac) {
@@ -89,7 +91,13 @@ pub fn create(
             netdev::tx_checksum_off(pod_if).map_err(io::Error::other)?;
             let mut nl = Netlink::open()?;
             nl.set_up(idx)?;
-            Ok((netdev::mac(pod_if).map_err(io::Error::other)?, idx))
+            let mac = netdev::mac(pod_if).map_err(io::Error::other)?;
+            if let Some(cpus) = rps_cpus {
+                write_rps(pod_if, cpus).map_err(|e| {
+                    io::Error::new(e.kind(), format!("steering receive processing (RPS): {e}"))
+                })?;
+            }
+            Ok((mac, idx))
         })
         .and_then(|r| r);
     let (pod_mac, pod_ifindex) = match pod {
@@ -130,50 +138,42 @@ pub fn create(
 /// Steers the pod interface's receive processing (RPS) to `cpus`: keeps
 /// it off switchd's poll CPU, where frames switchd transmits would
 /// otherwise be processed inside its sendto() and halve its throughput.
-/// sysfs shows the netns of whoever mounted it, so the thread mounts a
-/// fresh sysfs in a private mount namespace of its own.
-pub fn steer_rps(ns: &NetNs, pod_if: &str, cpus: &[usize]) -> CniResult<()> {
-    let mask = netdev::cpu_mask(cpus);
-    ns.run(|| -> io::Result<()> {
-        // SAFETY: unshare/mount on this thread only (it exits after this
-        // closure); arguments are valid NUL-terminated strings.
-        unsafe {
-            if libc::unshare(libc::CLONE_NEWNS | libc::CLONE_FS) != 0 {
-                return Err(io::Error::last_os_error());
-            }
-            if libc::mount(
-                std::ptr::null(),
-                c"/".as_ptr(),
-                std::ptr::null(),
-                libc::MS_REC | libc::MS_PRIVATE,
-                std::ptr::null(),
-            ) != 0
-            {
-                return Err(io::Error::last_os_error());
-            }
-            if libc::mount(
-                c"sysfs".as_ptr(),
-                c"/sys".as_ptr(),
-                c"sysfs".as_ptr(),
-                0,
-                std::ptr::null(),
-            ) != 0
-            {
-                return Err(io::Error::last_os_error());
-            }
+/// Runs on a thread inside the pod's netns; sysfs shows the netns of
+/// whoever mounted it, so the thread mounts a fresh sysfs in a private
+/// mount namespace of its own.
+fn write_rps(pod_if: &str, cpus: &[usize]) -> io::Result<()> {
+    // SAFETY: unshare/mount on this thread only (it ends right after);
+    // arguments are valid NUL-terminated strings.
+    unsafe {
+        if libc::unshare(libc::CLONE_NEWNS | libc::CLONE_FS) != 0 {
+            return Err(io::Error::last_os_error());
         }
-        std::fs::write(
-            format!("/sys/class/net/{pod_if}/queues/rx-0/rps_cpus"),
-            &mask,
-        )
-    })
-    .and_then(|r| r)
-    .map_err(|e| {
-        plugin_err(
-            format!("steering {pod_if}'s receive processing to CPUs {mask}"),
-            e,
-        )
-    })
+        let private = libc::MS_REC | libc::MS_PRIVATE;
+        if libc::mount(
+            std::ptr::null(),
+            c"/".as_ptr(),
+            std::ptr::null(),
+            private,
+            std::ptr::null(),
+        ) != 0
+        {
+            return Err(io::Error::last_os_error());
+        }
+        if libc::mount(
+            c"sysfs".as_ptr(),
+            c"/sys".as_ptr(),
+            c"sysfs".as_ptr(),
+            0,
+            std::ptr::null(),
+        ) != 0
+        {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    std::fs::write(
+        format!("/sys/class/net/{pod_if}/queues/rx-0/rps_cpus"),
+        netdev::cpu_mask(cpus),
+    )
 }
 
 /// Removes the veth pair by its host end. Ok if it is already gone.

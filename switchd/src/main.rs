@@ -125,6 +125,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         state: state.clone(),
         ready: ready.clone(),
         metrics: Default::default(),
+        poll_cpu,
     });
     log::info!("serving the control API on {}", args.socket.display());
     let server = tokio::spawn(control::serve(listener, api.clone()));

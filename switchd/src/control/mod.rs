@@ -26,6 +26,8 @@ pub struct Api {
     /// Set once the stored ports are re-attached.
     pub ready: Arc<AtomicBool>,
     pub metrics: Arc<ApiMetrics>,
+    /// The data path's poll CPU (answered on /readyz).
+    pub poll_cpu: Option<usize>,
 }
 
 type Answer = Response<Full<Bytes>>;
@@ -138,7 +140,10 @@ impl Api {
             ["healthz"] => Ok(ok(serde_json::json!({"status": "ok"}))),
             ["readyz"] => {
                 if self.ready.load(Ordering::Acquire) {
-                    Ok(ok(serde_json::json!({"status": "ready"})))
+                    // pollCpu: the CNI steers pods' receive processing off it.
+                    Ok(ok(
+                        serde_json::json!({"status": "ready", "pollCpu": self.poll_cpu}),
+                    ))
                 } else {
                     Err(error(
                         503,
