@@ -59,8 +59,9 @@ fn state_error(e: StateError) -> Answer {
     error(status, code, e.to_string())
 }
 
-/// Reads a JSON body into `T`, or answers why not.
-async fn body<T: serde::de::DeserializeOwned>(req: Request<Incoming>) -> Result<T, Answer> {
+/// Reads the whole request body (every request's, so the connection can
+/// answer cleanly even when the route ignores it), or answers why not.
+async fn read_body(req: Request<Incoming>) -> Result<(hyper::http::request::Parts, Bytes), Answer> {
     let declared = req
         .headers()
         .get(hyper::header::CONTENT_LENGTH)
@@ -73,20 +74,23 @@ async fn body<T: serde::de::DeserializeOwned>(req: Request<Incoming>) -> Result<
             format!("request body exceeds {MAX_BODY} bytes"),
         ));
     }
-    let bytes = match Limited::new(req.into_body(), MAX_BODY).collect().await {
-        Ok(b) => b.to_bytes(),
-        Err(e) => {
-            return Err(if e.is::<http_body_util::LengthLimitError>() {
-                error(
-                    413,
-                    "too-large",
-                    format!("request body exceeds {MAX_BODY} bytes"),
-                )
-            } else {
-                error(400, "invalid", format!("reading request body: {e}"))
-            })
-        }
-    };
+    let (parts, body) = req.into_parts();
+    match Limited::new(body, MAX_BODY).collect().await {
+        Ok(b) => Ok((parts, b.to_bytes())),
+        Err(e) => Err(if e.is::<http_body_util::LengthLimitError>() {
+            error(
+                413,
+                "too-large",
+                format!("request body exceeds {MAX_BODY} bytes"),
+            )
+        } else {
+            error(400, "invalid", format!("reading request body: {e}"))
+        }),
+    }
+}
+
+/// Decodes a JSON body into `T`, or answers why not.
+fn body<T: serde::de::DeserializeOwned>(bytes: &Bytes) -> Result<T, Answer> {
     if bytes.is_empty() {
         return Err(error(
             400,
@@ -94,7 +98,7 @@ async fn body<T: serde::de::DeserializeOwned>(req: Request<Incoming>) -> Result<
             "request body is empty; expected a JSON object",
         ));
     }
-    serde_json::from_slice(&bytes).map_err(|e| error(400, "invalid", format!("request body: {e}")))
+    serde_json::from_slice(bytes).map_err(|e| error(400, "invalid", format!("request body: {e}")))
 }
 
 impl Api {
@@ -116,7 +120,10 @@ impl Api {
         let t0 = std::time::Instant::now();
         let method = req.method().clone();
         let path = req.uri().path().to_string();
-        let r = self.route(req).await;
+        let r = match read_body(req).await {
+            Ok((parts, bytes)) => self.route(parts, bytes).await,
+            Err(a) => Err(a),
+        };
         let answer = r.unwrap_or_else(|a| a);
         self.metrics
             .observe(method.as_str(), answer.status().as_u16(), t0.elapsed());
@@ -124,10 +131,14 @@ impl Api {
         Ok(answer)
     }
 
-    async fn route(&self, req: Request<Incoming>) -> Result<Answer, Answer> {
-        let path = req.uri().path().trim_end_matches('/').to_string();
+    async fn route(
+        &self,
+        req: hyper::http::request::Parts,
+        bytes: Bytes,
+    ) -> Result<Answer, Answer> {
+        let path = req.uri.path().trim_end_matches('/').to_string();
         let segs: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
-        let m = req.method().clone();
+        let m = req.method.clone();
         let allow = |methods: &str| {
             error(
                 405,
@@ -165,7 +176,7 @@ impl Api {
                     &self.with_state(|s| s.switches()).await?,
                 )),
                 Method::POST => {
-                    let cfg: SwitchConfig = body(req).await?;
+                    let cfg: SwitchConfig = body(&bytes)?;
                     let sw = self
                         .with_state(move |s| s.create_switch(cfg))
                         .await?
@@ -210,7 +221,7 @@ impl Api {
             ["v1", "ports"] => match m {
                 Method::GET => Ok(json(StatusCode::OK, &self.with_state(|s| s.ports()).await?)),
                 Method::POST => {
-                    let cfg: PortConfig = body(req).await?;
+                    let cfg: PortConfig = body(&bytes)?;
                     let (port, created) = self
                         .with_state(move |s| s.create_port(cfg))
                         .await?
@@ -235,7 +246,7 @@ impl Api {
                         Ok(json(StatusCode::OK, &p))
                     }
                     Method::PATCH => {
-                        let u: PortUpdate = body(req).await?;
+                        let u: PortUpdate = body(&bytes)?;
                         let p = self
                             .with_state(move |s| s.update_port(&id, u))
                             .await?
