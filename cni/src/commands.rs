@@ -448,6 +448,31 @@ pub fn status(conf: &NetConf, env: &Env) -> CniResult<()> {
                 .with_details(e.to_string()))
         }
     }
+    // Ready, but is the switch cut off from the fabric? An uplink that is
+    // detached or set down means pods here reach only this node: code 51.
+    let ports: Vec<VPort> = c.get("/v1/ports").map_err(|e| {
+        CniError::new(code::NOT_AVAILABLE, "switchd did not list its ports")
+            .with_details(e.to_string())
+    })?;
+    let switch = conf.switch();
+    let cut: Vec<String> = ports
+        .iter()
+        .filter(|p| p.switch == switch && p.nic.kind == NicKind::Uplink)
+        .filter(|p| {
+            p.link_state == podswitch_shared::model::LinkState::Down
+                || !p.status.as_ref().is_some_and(|s| s.attached)
+        })
+        .map(|p| format!("{} ({})", p.id, p.nic.ifname))
+        .collect();
+    if !cut.is_empty() {
+        return Err(CniError::new(
+            code::LIMITED_CONNECTIVITY,
+            format!(
+                "switch {switch:?} is up but its uplink {} is down or not attached: pods reach only this node",
+                cut.join(", ")
+            ),
+        ));
+    }
     if conf.ipam.is_some() && ipam::supports(conf, env, "1.1.0") {
         ipam::exec(conf, env, "STATUS", "1.1.0")?;
     }

@@ -16,6 +16,7 @@ pub mod code {
     pub const INVALID_CONFIG: u32 = 7;
     pub const TRY_AGAIN_LATER: u32 = 11;
     pub const NOT_AVAILABLE: u32 = 50;
+    pub const LIMITED_CONNECTIVITY: u32 = 51;
     /// Plugin-specific failure (as the reference plugins use).
     pub const PLUGIN: u32 = 999;
 }

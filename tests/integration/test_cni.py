@@ -257,6 +257,15 @@ def test_status_follows_switchd(topo, env):
     node.start()
     rc, _, _ = cni.run("STATUS", conf=conf)
     assert rc == 0
+    # An uplink that is set down cuts the switch off from the fabric: 51.
+    up = topo.short + "up"
+    sh("ip", "-n", node.ns, "link", "add", up, "type", "veth", "peer", "name", up + "x")
+    port = node.ok("POST", "/v1/ports", {"nic": {"kind": "uplink", "ifname": up}, "trunk": [{"id": 100}]})
+    rc, _, _ = cni.run("STATUS", conf=conf)
+    assert rc == 0
+    node.ok("PATCH", f"/v1/ports/{port['id']}", {"linkState": "down"})
+    rc, out, _ = cni.run("STATUS", conf=conf)
+    assert rc != 0 and out["code"] == 51 and "uplink" in out["msg"], out
 
 
 def test_del_with_switchd_down_frees_veth_and_address(topo, env):
