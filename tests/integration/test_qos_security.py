@@ -185,3 +185,40 @@ def test_bad_qos_and_acl_inputs(topo):
         status, err = node.api("PATCH", f"/v1/ports/{pid}", body)
         assert status == 400 and text in err["message"], (body, status, err)
     assert a.ping(b, count=1)
+
+
+def test_weights_divide_a_congested_port(topo):
+    """Two senders flood one pod limited to 100 Mbit/s; their minimum-bandwidth
+    weights (1 and 3) divide what it receives."""
+    need_iperf3()
+    node = topo.node().start()
+    a = topo.pod(node, "a", "10.78.0.1/24")
+    b = topo.pod(node, "b", "10.78.0.2/24")
+    c = topo.pod(node, "c", "10.78.0.3/24")
+    a.attach(vlan=10, qos={"minBandwidthWeight": 1})
+    b.attach(vlan=10, qos={"minBandwidthWeight": 3})
+    c.attach(vlan=10, qos={"ingressRate": 100_000_000})
+    assert a.ping(c, count=1) and b.ping(c, count=1)
+    servers = []
+    for port in (5311, 5312):
+        srv = subprocess.Popen(["ip", "netns", "exec", c.ns, "iperf3", "-s", "-1", "-p", str(port), "-J"],
+                               stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        topo.procs.append(srv)
+        servers.append(srv)
+    time.sleep(0.5)
+    clients = [subprocess.Popen(["ip", "netns", "exec", p.ns, "timeout", "20", "iperf3", "-c", c.addr, "-p", str(port),
+                                 "-u", "-b", "150M", "-l", "1400", "-t", "5"],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+               for p, port in ((a, 5311), (b, 5312))]
+    for cl in clients:
+        cl.wait(timeout=30)
+    got = []
+    for srv in servers:
+        out, _ = srv.communicate(timeout=30)
+        rep = json.loads(out)
+        ints = rep["intervals"][1:]  # skip the first second (buckets start full)
+        got.append(sum(i["sum"]["bytes"] * 8 for i in ints) / sum(i["sum"]["seconds"] for i in ints))
+    wa, wb = got
+    print(f"weight 1: {wa / 1e6:.1f} Mbit/s, weight 3: {wb / 1e6:.1f} Mbit/s")
+    assert 75e6 <= wa + wb <= 110e6, got
+    assert 2.0 <= wb / wa <= 4.5, got
