@@ -231,6 +231,18 @@ def frame(dst, src, payload, vlan=None, ethertype=0x88B5, tpid=0x8100):
 BROADCAST = "ff:ff:ff:ff:ff:ff"
 
 
+def host_links(node):
+    """The podswitch host-side veths (psw…) in a node's netns."""
+    links = json.loads(nsexec(node.ns, "ip", "-j", "link", "show").stdout)
+    return sorted(l["ifname"] for l in links if l["ifname"].startswith("psw"))
+
+
+def ipam_allocations(data_dir, network):
+    """Addresses host-local holds for `network` under its dataDir."""
+    d = Path(data_dir) / network
+    return sorted(x.name for x in d.iterdir() if x.name[0].isdigit()) if d.exists() else []
+
+
 class Topo:
     """Everything one test creates, removed at the end."""
 

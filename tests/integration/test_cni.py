@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, TARGET, nsexec, sh
+from conftest import ROOT, TARGET, host_links, ipam_allocations, nsexec, sh
 
 PLUGIN = TARGET / "podswitch"
 REF_CNI = Path("/usr/lib/cni")
@@ -55,10 +55,7 @@ class Cni:
         return out
 
     def allocations(self):
-        d = self.ipam_dir / self.name
-        if not d.exists():
-            return []
-        return sorted(p.name for p in d.iterdir() if p.name[0].isdigit())
+        return ipam_allocations(self.ipam_dir, self.name)
 
 
 class PodNs:
@@ -79,10 +76,6 @@ class PodNs:
     def ping(self, ip, count=2):
         return nsexec(self.ns, "ping", "-c", str(count), "-i", "0.2", "-W", "1", ip, check=False).returncode == 0
 
-
-def host_links(node):
-    links = json.loads(nsexec(node.ns, "ip", "-j", "link", "show").stdout)
-    return sorted(l["ifname"] for l in links if l["ifname"].startswith("psw"))
 
 
 @pytest.fixture

@@ -30,7 +30,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import TARGET, nsexec, sh
+from conftest import TARGET, host_links, ipam_allocations, nsexec, sh
 from cri import stubs
 
 CACHE = Path(os.environ.get("PODSWITCH_TEST_CACHE", "/opt/podswitch-test"))
@@ -394,14 +394,6 @@ def containerd(topo, request):
         c.cleanup()
 
 
-def host_links(node):
-    links = json.loads(nsexec(node.ns, "ip", "-j", "link", "show").stdout)
-    return [l["ifname"] for l in links if l["ifname"].startswith("psw")]
-
-
-def allocations(c):
-    d = c.ipam_dir / c.net
-    return sorted(x.name for x in d.iterdir() if x.name[0].isdigit()) if d.exists() else []
 
 
 def test_cri_status_reports_switchd_down(containerd):
@@ -442,7 +434,7 @@ def test_cri_pod_sandbox_runs_on_podswitch_and_leaves_nothing(containerd):
         c.run_pod("p0")
     assert MESSAGE in failed.value.details(), failed.value.details()
     assert c.pods() == [], "the failed sandbox was rolled back"
-    assert allocations(c) == [] and host_links(node) == [], "a failed ADD leaks no IP and no veth"
+    assert ipam_allocations(c.ipam_dir, c.net) == [] and host_links(node) == [], "a failed ADD leaks no IP and no veth"
     node.start()
 
     pod = c.run_pod("p1")
@@ -452,7 +444,7 @@ def test_cri_pod_sandbox_runs_on_podswitch_and_leaves_nothing(containerd):
     assert ip.startswith(f"{SUBNET}."), status.network
     ports = node.ok("GET", "/v1/ports")
     assert len(ports) == 1 and ports[0]["vlan"] == 100 and ports[0]["status"]["attached"], ports
-    assert allocations(c) == [ip] and len(host_links(node)) == 1
+    assert ipam_allocations(c.ipam_dir, c.net) == [ip] and len(host_links(node)) == 1
     netns = [n["path"] for n in info["runtimeSpec"]["linux"]["namespaces"] if n["type"] == "network"]
     assert netns and netns[0].startswith(str(c.dir)), info["runtimeSpec"]["linux"]["namespaces"]
     addrs = json.loads(sh("nsenter", f"--net={netns[0]}", "ip", "-j", "addr", "show", "eth0").stdout)
@@ -460,7 +452,7 @@ def test_cri_pod_sandbox_runs_on_podswitch_and_leaves_nothing(containerd):
 
     c.stop_pod(pod)
     assert node.ok("GET", "/v1/ports") == []
-    assert host_links(node) == [] and allocations(c) == []
+    assert host_links(node) == [] and ipam_allocations(c.ipam_dir, c.net) == []
     c.remove_pod(pod)  # a second DEL, now for a pod whose netns is gone
     assert c.pods() == []
     assert node.ok("GET", "/v1/ports") == []

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import TARGET, nsexec, sh
+from conftest import TARGET, host_links, ipam_allocations, nsexec, sh
 
 REF_CNI = Path("/usr/lib/cni")
 
@@ -109,14 +109,6 @@ def podman(topo):
     p.cleanup()
 
 
-def host_links(node):
-    links = json.loads(nsexec(node.ns, "ip", "-j", "link", "show").stdout)
-    return [l["ifname"] for l in links if l["ifname"].startswith("psw")]
-
-
-def allocations(p):
-    d = p.ipam_dir / p.net
-    return sorted(x.name for x in d.iterdir() if x.name[0].isdigit()) if d.exists() else []
 
 
 def test_podman_containers_ping_and_leave_nothing(podman):
@@ -130,7 +122,7 @@ def test_podman_containers_ping_and_leave_nothing(podman):
     ports = node.ok("GET", "/v1/ports")
     assert len(ports) == 2 and all(p["vlan"] == 100 and p["status"]["attached"] for p in ports)
     assert "02:42:0a:58:4d:10" in {p["mac"] for p in ports}, "podman's --mac-address honoured"
-    assert len(allocations(podman)) == 2 and len(host_links(node)) == 2
+    assert len(ipam_allocations(podman.ipam_dir, podman.net)) == 2 and len(host_links(node)) == 2
     # network disconnect/connect: DEL and ADD of a second attachment.
     podman.run("stop", "-t", "0", "c1")
     assert len(node.ok("GET", "/v1/ports")) == 1
@@ -141,4 +133,4 @@ def test_podman_containers_ping_and_leave_nothing(podman):
     podman.run("rm", "c1", "c2")
     assert node.ok("GET", "/v1/ports") == []
     assert host_links(node) == []
-    assert allocations(podman) == []
+    assert ipam_allocations(podman.ipam_dir, podman.net) == []
