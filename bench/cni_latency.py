@@ -74,6 +74,15 @@ def pct(xs, p):
 def main():
     if os.geteuid() != 0:
         sys.exit("run as root")
+    try:
+        run()
+    finally:
+        for ns in reversed(namespaces):
+            subprocess.run(["ip", "netns", "del", ns], capture_output=True)
+        shutil.rmtree(TMP, ignore_errors=True)
+
+
+def run():
     netns(NODE)
     fd = os.open(f"/var/run/netns/{NODE}", os.O_RDONLY)
     # This process (single-threaded) now lives in the node netns (os.setns is 3.12+).
@@ -114,9 +123,6 @@ def main():
     finally:
         switchd.terminate()
         switchd.wait(timeout=10)
-        for ns in reversed(namespaces):
-            subprocess.run(["ip", "netns", "del", ns], capture_output=True)
-        shutil.rmtree(TMP, ignore_errors=True)
 
 
 if __name__ == "__main__":
