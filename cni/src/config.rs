@@ -467,6 +467,24 @@ mod tests {
     }
 
     #[test]
+    fn arbitrary_input_never_panics() {
+        // A cheap deterministic fuzz: mutations of a valid config.
+        let base = br#"{"cniVersion":"1.0.0","name":"n","type":"podswitch","vlan":100,"trunk":[{"id":5}],"qos":{"egressRate":10},"ipam":{"type":"host-local"}}"#;
+        let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
+        for _ in 0..20_000 {
+            let mut b = base.to_vec();
+            for _ in 0..3 {
+                seed ^= seed << 13;
+                seed ^= seed >> 7;
+                seed ^= seed << 17;
+                let i = (seed as usize) % b.len();
+                b[i] = (seed >> 32) as u8;
+            }
+            let _ = NetConf::parse(&b);
+        }
+    }
+
+    #[test]
     fn cni_args() {
         let mut env = Env {
             args: "IgnoreUnknown=1;K8S_POD_NAME=web;K8S_POD_NAMESPACE=prod;MAC=02:00:00:00:00:09;FOO=1".into(),

@@ -348,6 +348,42 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let p: VPort = c.get(&format!("/v1/ports/{id}"))?;
             emit(out, &p, |p| {
                 print_ports(std::slice::from_ref(p));
+                let mut policy = Vec::new();
+                if let Some(q) = &p.qos {
+                    let r = |v: Option<u64>| {
+                        v.map(|b| format!("{} Mbit/s", b as f64 / 1e6))
+                            .unwrap_or_else(|| "-".into())
+                    };
+                    policy.push(format!(
+                        "qos: in {} out {}",
+                        r(q.ingress_rate),
+                        r(q.egress_rate)
+                    ));
+                    if let Some(w) = q.min_bandwidth_weight {
+                        policy.push(format!("weight {w}"));
+                    }
+                }
+                for (on, name) in [
+                    (p.mac_spoof_check, "spoof-check"),
+                    (p.dhcp_guard, "dhcp-guard"),
+                    (p.router_guard, "router-guard"),
+                ] {
+                    if on {
+                        policy.push(name.to_string());
+                    }
+                }
+                if let Some(n) = p.storm_limit {
+                    policy.push(format!("storm-limit {n}/s"));
+                }
+                if !p.acls.is_empty() {
+                    policy.push(
+                        format!("{} ACL rules, default {:?}", p.acls.len(), p.acl_default)
+                            .to_lowercase(),
+                    );
+                }
+                if !policy.is_empty() {
+                    println!("\n{}", policy.join(", "));
+                }
                 if let Some(st) = &p.stats {
                     println!(
                         "\nrx {} packets {} bytes, tx {} packets {} bytes",

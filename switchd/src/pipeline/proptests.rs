@@ -112,6 +112,23 @@ proptest! {
     }
 
     #[test]
+    fn ip_parse_never_panics(
+        v6 in any::<bool>(),
+        bytes in proptest::collection::vec(any::<u8>(), 0..120),
+    ) {
+        // Mostly-valid version nibbles so the walk gets past the first check.
+        let mut b = bytes;
+        if let Some(first) = b.first_mut() {
+            *first = (*first & 0x0f) | if v6 { 0x60 } else { 0x40 };
+        }
+        let et = if v6 { crate::wire::ip::ETHERTYPE_IPV6 } else { crate::wire::ip::ETHERTYPE_IPV4 };
+        if let Some(l3) = crate::wire::ip::parse(et, &b) {
+            let _ = crate::wire::ip::is_dhcp_server(&l3);
+            let _ = crate::wire::ip::is_router_message(&l3);
+        }
+    }
+
+    #[test]
     fn push_then_pop_is_identity(payload in proptest::collection::vec(any::<u8>(), 0..64), vid in 1..4095u16) {
         let f = make_frame(&(1, 2, 0, 0, payload));
         let mut buf = vec![0u8; 8];
