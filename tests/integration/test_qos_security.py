@@ -62,8 +62,11 @@ def test_tcp_through_a_50_mbit_egress_limit(topo):
     print(f"TCP through a 50 Mbit/s egress limit: {got / 1e6:.1f} Mbit/s goodput, {retr} retransmits")
     # The limit counts Ethernet bytes; TCP goodput is 1448/1514 of them.
     assert 40e6 <= got <= 60e6, got
-    stats = a.stats()
-    assert stats["txPackets"] >= 0 and stats["rxBytes"] * 8 >= 4 * 50e6 * 0.8, stats
+    # Shaping, not policing: TCP finds the rate without a loss storm (a
+    # policer with the same rate and burst cost 400+ retransmits and 94 % of
+    # the throughput).
+    assert retr <= 50, retr
+    assert a.stats()["rxBytes"] * 8 >= 4 * 50e6 * 0.8, "the port counted what it forwarded"
 
 
 def test_udp_through_a_50_mbit_ingress_limit(topo):
