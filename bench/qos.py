@@ -10,37 +10,17 @@
 
     sudo bench/qos.py [REPS]      (default 3)
 """
-import json
 import os
 import statistics
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "integration"))
-from conftest import Topo, nsexec  # noqa: E402
+from conftest import Topo, cpu_seconds  # noqa: E402
+from test_qos_security import iperf, received_bps  # noqa: E402
 
 REPS = int(sys.argv[1]) if len(sys.argv) > 1 else 3
 WIRE = 1514 / 1448  # Ethernet bytes per TCP payload byte (MSS 1448)
-
-
-def iperf(topo, a, b, secs=4):
-    srv = subprocess.Popen(["ip", "netns", "exec", b.ns, "iperf3", "-s", "-1", "-p", "5301"],
-                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    topo.procs.append(srv)
-    time.sleep(0.3)
-    r = nsexec(a.ns, "timeout", str(secs + 10), "iperf3", "-c", b.addr, "-p", "5301", "-t", str(secs), "-J",
-               timeout=secs + 15)
-    srv.wait(timeout=10)
-    rep = json.loads(r.stdout)
-    ints = rep["intervals"][1:]  # skip slow start
-    return sum(i["sum"]["bytes"] * 8 for i in ints) / sum(i["sum"]["seconds"] for i in ints)
-
-
-def cpu_seconds(pid):
-    f = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
-    return (int(f[11]) + int(f[12])) / os.sysconf("SC_CLK_TCK")
 
 
 ACLS = [{"direction": "outbound", "action": "allow", "protocol": "udp", "remotePorts": str(1000 + i)}
@@ -67,7 +47,7 @@ def main():
             got = []
             for _ in range(REPS):
                 node.ok("PATCH", f"/v1/ports/{pid}", {"qos": {"egressRate": mbit * 1_000_000}})
-                got.append(iperf(topo, a, b) * WIRE / 1e6)
+                got.append(received_bps(iperf(topo, a, b, 4)) * WIRE / 1e6)
             med = statistics.median(got)
             print(f"| {mbit} Mbit/s | {med:.1f} [{min(got):.1f}-{max(got):.1f}] | {100 * (med - mbit) / mbit:+.1f} % |",
                   flush=True)
@@ -81,7 +61,7 @@ def main():
                 for p in (a, b):
                     node.ok("PATCH", f"/v1/ports/{p.port['id']}", body)
                 c0 = cpu_seconds(node.proc.pid)
-                res[mode].append(iperf(topo, a, b) / 1e9)
+                res[mode].append(received_bps(iperf(topo, a, b, 4)) / 1e9)
                 cpu[mode].append(cpu_seconds(node.proc.pid) - c0)
         print("| ports | TCP Gbit/s median [min-max] | switchd CPU s per run |")
         print("|---|---|---|")

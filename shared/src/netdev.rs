@@ -127,10 +127,6 @@ fn flags(ifname: &str) -> Result<libc::c_short, NetdevError> {
     Ok(unsafe { r.data.flags })
 }
 
-pub fn is_up(ifname: &str) -> Result<bool, NetdevError> {
-    Ok(flags(ifname)? & libc::IFF_UP as libc::c_short != 0)
-}
-
 /// Sets the interface administratively up or down.
 pub fn set_up(ifname: &str, up: bool) -> Result<(), NetdevError> {
     let f = flags(ifname)?;

@@ -230,6 +230,33 @@ pub fn render(state: &State, api: &ApiMetrics, start_time: f64) -> String {
             s.max_fdb_entries
         );
     }
+    let fdb = state.fdb_counters();
+    head(
+        &mut o,
+        "podswitch_switch_fdb_moves_total",
+        "counter",
+        "MACs learned on another port than before (a station moved, or a loop).",
+    );
+    for (name, moves, _) in &fdb {
+        let _ = writeln!(
+            o,
+            "podswitch_switch_fdb_moves_total{{switch=\"{}\"}} {moves}",
+            esc(name)
+        );
+    }
+    head(
+        &mut o,
+        "podswitch_switch_fdb_learn_refused_total",
+        "counter",
+        "Source MACs not learned because the forwarding table was full (their frames flood).",
+    );
+    for (name, _, refused) in &fdb {
+        let _ = writeln!(
+            o,
+            "podswitch_switch_fdb_learn_refused_total{{switch=\"{}\"}} {refused}",
+            esc(name)
+        );
+    }
     let a = api.inner.lock().unwrap_or_else(|e| e.into_inner());
     head(
         &mut o,

@@ -471,6 +471,17 @@ impl State {
         Ok(())
     }
 
+    /// Per switch: (name, MAC moves, MACs not learned because the table was full).
+    pub fn fdb_counters(&self) -> Vec<(String, u64, u64)> {
+        self.switches
+            .values()
+            .map(|e| {
+                let f = lock(&e.fdb);
+                (e.sw.name.clone(), f.moves, f.limit_hits)
+            })
+            .collect()
+    }
+
     pub fn fdb(&self, name: &str) -> Result<Vec<FdbEntry>, StateError> {
         let e = self
             .switches

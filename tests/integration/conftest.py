@@ -231,6 +231,12 @@ def frame(dst, src, payload, vlan=None, ethertype=0x88B5, tpid=0x8100):
 BROADCAST = "ff:ff:ff:ff:ff:ff"
 
 
+def cpu_seconds(pid):
+    """User + system CPU seconds a process has used."""
+    f = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+    return (int(f[11]) + int(f[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def host_links(node):
     """The podswitch host-side veths (psw…) in a node's netns."""
     links = json.loads(nsexec(node.ns, "ip", "-j", "link", "show").stdout)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, TARGET, host_links, ipam_allocations, nsexec, sh
+from conftest import TARGET, host_links, ipam_allocations, nsexec, sh
 
 PLUGIN = TARGET / "podswitch"
 REF_CNI = Path("/usr/lib/cni")
@@ -95,7 +95,7 @@ def test_version():
 def test_pods_on_one_vlan_ping_other_vlan_cannot(topo, env):
     node, cni = env
     p1, p2, p3 = PodNs(topo, "p1"), PodNs(topo, "p2"), PodNs(topo, "p3")
-    r1 = cni.add(p1, args=f"IgnoreUnknown=1;K8S_POD_NAME=web-1;K8S_POD_NAMESPACE=prod")
+    r1 = cni.add(p1, args="IgnoreUnknown=1;K8S_POD_NAME=web-1;K8S_POD_NAMESPACE=prod")
     cni.add(p2)
     other = dict(cni.conf, vlan=200)
     cni.add(p3, conf=other)

@@ -30,7 +30,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import TARGET, host_links, ipam_allocations, nsexec, sh
+from conftest import TARGET, host_links, ipam_allocations, sh
 from cri import stubs
 
 CACHE = Path(os.environ.get("PODSWITCH_TEST_CACHE", "/opt/podswitch-test"))

@@ -2,11 +2,9 @@
 scraped by a real Prometheus (both inside the test's node namespace, on its
 loopback)."""
 import json
-import re
 import shutil
 import subprocess
 import time
-import urllib.parse
 
 import pytest
 
@@ -55,6 +53,8 @@ def test_metrics_pass_promtool_and_count_the_traffic(topo):
     assert value(text, "podswitch_port_info", port=a.port["id"], pod="web-0", namespace="shop", vlan="7",
                  nic_kind="veth") == 1
     assert value(text, "podswitch_switch_fdb_entries", switch="default") == 2
+    assert value(text, "podswitch_switch_fdb_moves_total", switch="default") == 0
+    assert value(text, "podswitch_switch_fdb_learn_refused_total", switch="default") == 0
     assert value(text, "podswitch_api_requests_total", method="POST", code="201") == 2
     assert value(text, "podswitch_build_info") == 1
     # Probes on the same listener.

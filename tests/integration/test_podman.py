@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import TARGET, host_links, ipam_allocations, nsexec, sh
+from conftest import TARGET, host_links, ipam_allocations
 
 REF_CNI = Path("/usr/lib/cni")
 

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from conftest import BROADCAST, frame, mac_bytes, nsexec
+from conftest import BROADCAST, frame, nsexec
 
 IPERF_PORT = 5299
 
@@ -109,7 +109,6 @@ def test_spoof_dhcp_router_and_acl_drops_counted_while_good_traffic_passes(topo)
     })
     m = b"PSW-SEC-" + bytes(4)
     cap = b.capture(2.5, b"PSW-SEC")
-    src, dst = mac_bytes(a.mac), mac_bytes(b.mac)
 
     def ipv4_udp(sport, dport, payload, dst_ip=b"\x0a\x4e\x00\x02"):
         udp = sport.to_bytes(2, "big") + dport.to_bytes(2, "big") + (8 + len(payload)).to_bytes(2, "big") + b"\0\0" + payload

@@ -5,9 +5,8 @@ import secrets
 import signal
 import time
 
-import pytest
 
-from conftest import BROADCAST, frame
+from conftest import BROADCAST, cpu_seconds, frame
 
 
 def marker():
@@ -378,13 +377,8 @@ def test_idle_switch_costs_no_cpu(topo):
     time.sleep(1)
     # `ip netns exec` execs switchd, so the Popen pid is switchd's.
     pid = node.proc.pid
-    hz = os.sysconf("SC_CLK_TCK")
-
-    def cpu():
-        f = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
-        return (int(f[11]) + int(f[12])) / hz
-    c0, t0 = cpu(), time.monotonic()
+    c0, t0 = cpu_seconds(pid), time.monotonic()
     time.sleep(5)
-    share = (cpu() - c0) / (time.monotonic() - t0)
+    share = (cpu_seconds(pid) - c0) / (time.monotonic() - t0)
     print(f"idle switchd with 2 ports: {share * 100:.2f}% of a core")
     assert share < 0.01

@@ -136,9 +136,15 @@ impl Worker {
                 // a few microseconds away). An idle switch still sleeps.
                 std::hint::spin_loop();
             } else {
-                // Shaped frames wait for tokens: wake up every millisecond.
-                let backlog = self.ports.values().any(|p| p.tx_backlog) || !self.shaped.is_empty();
-                self.sleep(if backlog { 1 } else { 1000 });
+                // A TX backlog retries in a millisecond; shaped frames wake
+                // the thread when their tokens are due; otherwise sleep
+                // until a frame, a command or housekeeping.
+                let timeout = if self.ports.values().any(|p| p.tx_backlog) {
+                    1
+                } else {
+                    self.shaped_wait_ms().unwrap_or(1000)
+                };
+                self.sleep(timeout);
             }
         }
         let slots: Vec<Slot> = self.ports.keys().copied().collect();
@@ -561,6 +567,23 @@ impl Worker {
             });
             self.poll_slots.push(p.slot);
         }
+    }
+
+    /// Milliseconds until the first queued frame of a shaped port may go.
+    fn shaped_wait_ms(&mut self) -> Option<i32> {
+        let now = self.now();
+        let fronts: Vec<(Slot, u64)> = self
+            .shaped
+            .iter()
+            .filter_map(|(s, q)| q.front().map(|d| (*s, d.len as u64 * 8)))
+            .collect();
+        fronts
+            .into_iter()
+            .map(|(slot, bits)| match self.limits.egress(slot) {
+                Some(b) => b.wait_ns(bits, now).div_ceil(1_000_000).clamp(1, 1000) as i32,
+                None => 1,
+            })
+            .min()
     }
 
     fn sleep(&mut self, timeout_ms: i32) {

@@ -513,10 +513,6 @@ impl XskSocket {
         self.rx.consume(out, max)
     }
 
-    pub fn rx_pending(&mut self) -> bool {
-        self.rx.available(1) > 0
-    }
-
     /// Queues frames for sending; returns how many fit.
     pub fn send(&mut self, descs: &[Desc]) -> usize {
         self.tx.produce(descs)
