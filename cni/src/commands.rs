@@ -47,13 +47,36 @@ fn unreachable_msg(conf: &NetConf) -> String {
     )
 }
 
-/// Checks switchd is ready; returns the CPU its poll thread is pinned to.
-fn ensure_ready(conf: &NetConf, c: &Client) -> CniResult<Option<usize>> {
+/// How switchd's data path runs, from /readyz.
+struct Ready {
+    /// CPUs its poll threads are pinned to (pods' receive processing is
+    /// steered off them).
+    poll_cpus: Vec<usize>,
+    /// Poll threads: pod veths get this many queues.
+    threads: u32,
+}
+
+/// Checks switchd is ready and reads how its data path runs.
+fn ensure_ready(conf: &NetConf, c: &Client) -> CniResult<Ready> {
     match c.raw("GET", "/readyz", None) {
-        Ok(r) if r.status == 200 => Ok(serde_json::from_slice::<Value>(&r.body)
-            .ok()
-            .and_then(|v| v.get("pollCpu").and_then(Value::as_u64))
-            .map(|c| c as usize)),
+        Ok(r) if r.status == 200 => {
+            let v = serde_json::from_slice::<Value>(&r.body).unwrap_or_default();
+            let mut poll_cpus: Vec<usize> = v
+                .get("pollCpus")
+                .and_then(Value::as_array)
+                .map(|a| a.iter().filter_map(Value::as_u64).map(|c| c as usize).collect())
+                .unwrap_or_default();
+            if poll_cpus.is_empty() {
+                // An older switchd: one poll thread, maybe pinned.
+                poll_cpus.extend(v.get("pollCpu").and_then(Value::as_u64).map(|c| c as usize));
+            }
+            let threads = v
+                .get("pollThreads")
+                .and_then(Value::as_u64)
+                .map(|n| n.clamp(1, 64) as u32)
+                .unwrap_or(1);
+            Ok(Ready { poll_cpus, threads })
+        }
         Ok(r) => Err(CniError::new(
             code::TRY_AGAIN_LATER,
             format!(
@@ -137,14 +160,15 @@ pub fn add(conf: &NetConf, env: &Env) -> CniResult<Value> {
     env.require(true)?;
     let args = env.parse_args()?;
     let c = client(conf);
-    let poll_cpu = ensure_ready(conf, &c)?;
+    let ready = ensure_ready(conf, &c)?;
     tm.mark("switchd ready");
-    // Pods' receive processing goes to every CPU but switchd's poll CPU.
-    let rps: Option<Vec<usize>> = poll_cpu
+    // Pods' receive processing goes to every CPU but switchd's poll CPUs.
+    let rps: Option<Vec<usize>> = Some(&ready.poll_cpus)
+        .filter(|p| !p.is_empty())
         .map(|p| {
             netdev::online_cpus()
                 .into_iter()
-                .filter(|c| *c != p)
+                .filter(|c| !p.contains(c))
                 .collect::<Vec<_>>()
         })
         .filter(|v| !v.is_empty());
@@ -168,7 +192,15 @@ pub fn add(conf: &NetConf, env: &Env) -> CniResult<Value> {
     let r = std::thread::scope(|s| -> CniResult<Value> {
         let ipam_job = s.spawn(|| ipam::exec(conf, env, "ADD", ipam::version_for(conf)));
         let mut local = || -> CniResult<endpoint::Endpoint> {
-            let ep = endpoint::create(&ns, &host_if, &env.ifname, mtu, mac, rps.as_deref())?;
+            let ep = endpoint::create(
+                &ns,
+                &host_if,
+                &env.ifname,
+                mtu,
+                mac,
+                ready.threads,
+                rps.as_deref(),
+            )?;
             rb.veth = Some(host_if.clone());
             tm.mark("veth created");
             let port = PortConfig {

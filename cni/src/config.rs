@@ -44,8 +44,8 @@ const STANDARD_KEYS: &[&str] = &[
     "cni.dev/valid-attachments",
 ];
 
-/// Largest MTU switchd's data path carries.
-pub const MAX_MTU: u32 = 3818;
+/// Largest MTU switchd's data path carries (one constant with the API's).
+pub use podswitch_shared::model::{MAX_MTU, MIN_MTU};
 
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
 pub struct Attachment {
@@ -211,9 +211,9 @@ impl NetConf {
             return invalid("the network configuration needs a \"name\"".into());
         }
         if let Some(m) = self.mtu {
-            if !(68..=MAX_MTU).contains(&m) {
+            if !(MIN_MTU..=MAX_MTU).contains(&m) {
                 return invalid(format!(
-                    "mtu {m} is outside 68..{MAX_MTU} (the AF_XDP data path's limit)"
+                    "mtu {m} is outside {MIN_MTU}..{MAX_MTU} (the AF_XDP data path's limit)"
                 ));
             }
         }
@@ -458,7 +458,7 @@ mod tests {
             .unwrap_err();
         assert_eq!(e.code, code::INVALID_CONFIG);
         assert!(e.details.contains("5000"), "{e:?}");
-        let e = parse(r#"{"cniVersion":"1.0.0","name":"n","type":"podswitch","mtu":9000}"#)
+        let e = parse(r#"{"cniVersion":"1.0.0","name":"n","type":"podswitch","mtu":9001}"#)
             .unwrap_err();
         assert_eq!(e.code, code::INVALID_CONFIG);
         let e =

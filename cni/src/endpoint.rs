@@ -52,19 +52,21 @@ fn plugin_err(what: String, e: impl std::fmt::Display) -> CniError {
     CniError::new(code::PLUGIN, what).with_details(e.to_string())
 }
 
-/// Creates the veth pair and configures the pod end (MAC, MTU, TX
-/// checksum offload off, RPS to `rps_cpus`, up); the host end stays down
-/// for switchd to attach and bring up.
+/// Creates the veth pair with `queues` queues each end (one per switchd
+/// poll thread) and configures the pod end (MAC, MTU, TX checksum offload
+/// off, RPS to `rps_cpus`, up); the host end stays down for switchd to
+/// attach and bring up.
 pub fn create(
     ns: &NetNs,
     host_if: &str,
     pod_if: &str,
     mtu: u32,
     mac: Option<[u8; 6]>,
+    queues: u32,
     rps_cpus: Option<&[usize]>,
 ) -> CniResult<Endpoint> {
     let mut nl = Netlink::open().map_err(|e| plugin_err("opening netlink".into(), e))?;
-    match nl.create_veth(host_if, pod_if, ns.fd(), Some(mtu), mac) {
+    match nl.create_veth(host_if, pod_if, ns.fd(), Some(mtu), mac, queues) {
         Ok(()) => {}
         Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {
             // Either name is taken: tell which.
@@ -93,7 +95,7 @@ pub fn create(
             nl.set_up(idx)?;
             let mac = netdev::mac(pod_if).map_err(io::Error::other)?;
             if let Some(cpus) = rps_cpus {
-                write_rps(pod_if, cpus).map_err(|e| {
+                write_rps(pod_if, queues, cpus).map_err(|e| {
                     io::Error::new(e.kind(), format!("steering receive processing (RPS): {e}"))
                 })?;
             }
@@ -141,7 +143,7 @@ pub fn create(
 /// Runs on a thread inside the pod's netns; sysfs shows the netns of
 /// whoever mounted it, so the thread mounts a fresh sysfs in a private
 /// mount namespace of its own.
-fn write_rps(pod_if: &str, cpus: &[usize]) -> io::Result<()> {
+fn write_rps(pod_if: &str, queues: u32, cpus: &[usize]) -> io::Result<()> {
     // SAFETY: unshare/mount on this thread only (it ends right after);
     // arguments are valid NUL-terminated strings.
     unsafe {
@@ -170,10 +172,13 @@ fn write_rps(pod_if: &str, cpus: &[usize]) -> io::Result<()> {
             return Err(io::Error::last_os_error());
         }
     }
-    std::fs::write(
-        format!("/sys/class/net/{pod_if}/queues/rx-0/rps_cpus"),
-        netdev::cpu_mask(cpus),
-    )
+    for q in 0..queues.max(1) {
+        std::fs::write(
+            format!("/sys/class/net/{pod_if}/queues/rx-{q}/rps_cpus"),
+            netdev::cpu_mask(cpus),
+        )?;
+    }
+    Ok(())
 }
 
 /// Removes the veth pair by its host end. Ok if it is already gone.

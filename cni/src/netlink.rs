@@ -245,7 +245,7 @@ impl Netlink {
     }
 
     /// Creates a veth pair: `host` here, `peer` inside the netns `peer_ns`,
-    /// each with one queue, the given MTU and (for the peer) MAC.
+    /// each with `queues` queues, the given MTU and (for the peer) MAC.
     pub fn create_veth(
         &mut self,
         host: &str,
@@ -253,12 +253,14 @@ impl Netlink {
         peer_ns: RawFd,
         mtu: Option<u32>,
         peer_mac: Option<[u8; 6]>,
+        queues: u32,
     ) -> io::Result<()> {
+        let queues = queues.max(1);
         let mut m = Msg::new(RTM_NEWLINK, NLM_F_CREATE | NLM_F_EXCL);
         m.raw(&ifinfomsg(0, 0, 0));
         m.attr_str(IFLA_IFNAME, host);
-        m.attr_u32(IFLA_NUM_TX_QUEUES, 1)
-            .attr_u32(IFLA_NUM_RX_QUEUES, 1);
+        m.attr_u32(IFLA_NUM_TX_QUEUES, queues)
+            .attr_u32(IFLA_NUM_RX_QUEUES, queues);
         if let Some(mtu) = mtu {
             m.attr_u32(IFLA_MTU, mtu);
         }
@@ -268,8 +270,8 @@ impl Netlink {
         m.begin(VETH_INFO_PEER).raw(&ifinfomsg(0, 0, 0));
         m.attr_str(IFLA_IFNAME, peer);
         m.attr_u32(IFLA_NET_NS_FD, peer_ns as u32);
-        m.attr_u32(IFLA_NUM_TX_QUEUES, 1)
-            .attr_u32(IFLA_NUM_RX_QUEUES, 1);
+        m.attr_u32(IFLA_NUM_TX_QUEUES, queues)
+            .attr_u32(IFLA_NUM_RX_QUEUES, queues);
         if let Some(mtu) = mtu {
             m.attr_u32(IFLA_MTU, mtu);
         }

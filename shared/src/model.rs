@@ -510,6 +510,13 @@ pub struct AclRule {
 /// Most ACL rules on one port.
 pub const MAX_ACL_RULES: usize = 1024;
 
+/// Largest MTU of a port's netdev (pod veth, tap, uplink): the CNI's and
+/// the API's limits both come from here. Frames longer than one UMEM chunk
+/// travel as AF_XDP multi-buffer frames.
+pub const MAX_MTU: u32 = 9000;
+/// Smallest MTU (IPv4's minimum).
+pub const MIN_MTU: u32 = 68;
+
 /// `POST /v1/ports` body.
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
@@ -666,6 +673,12 @@ pub struct PortStatus {
     pub ifindex: u32,
     /// "native" or "generic" XDP.
     pub xdp_mode: String,
+    /// Queues of the NIC with a socket (one per poll thread at most).
+    #[serde(default)]
+    pub queues: u32,
+    /// The NIC's MTU when it was attached.
+    #[serde(default)]
+    pub mtu: u32,
 }
 
 impl VPort {
@@ -751,14 +764,31 @@ pub struct FdbEntry {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct DatapathInfo {
-    /// CPU the poll thread is pinned to; pods' receive processing is
-    /// steered to the other CPUs (RPS) so it does not compete with it.
+    /// CPU the first poll thread is pinned to; pods' receive processing
+    /// is steered off the poll CPUs (RPS) so it does not compete with them.
     pub poll_cpu: Option<usize>,
+    /// CPUs the poll threads are pinned to (empty when unpinned).
+    #[serde(default)]
+    pub poll_cpus: Vec<usize>,
+    /// Poll threads; the CNI gives pod veths this many queues.
+    #[serde(default = "one")]
+    pub poll_threads: usize,
     /// Preferred XDP mode: "native" or "generic".
     pub xdp_mode: String,
+    /// UMEM frames of each poll thread.
     pub umem_frames: u32,
+    /// Ports the frame budget admits (per poll thread's UMEM).
+    #[serde(default)]
+    pub max_ports: u32,
+    /// Largest MTU a port may have.
+    #[serde(default)]
+    pub max_mtu: u32,
     pub ports: usize,
     pub attached_ports: usize,
+}
+
+fn one() -> usize {
+    1
 }
 
 /// An error body: `{"code": "...", "message": "..."}`.

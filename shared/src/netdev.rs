@@ -1,6 +1,6 @@
 //! Netdev settings by ioctl, in the network namespace of the calling
 //! thread: index and MAC lookup, admin up/down (a down veth end takes the
-//! carrier from its peer, like a pulled cable), one queue, MTU, TX checksum
+//! carrier from its peer, like a pulled cable), queue count, MTU, TX checksum
 //! offload, and no IPv6 on a switch port's host end.
 
 use std::ffi::CString;
@@ -150,10 +150,13 @@ pub fn mtu(ifname: &str) -> Result<u32, NetdevError> {
     Ok(unsafe { r.data.mtu } as u32)
 }
 
-/// Takes the netdev to one RX and one TX queue where the driver lets us
-/// (AF_XDP binds queue 0 only; frames on other queues would be lost).
-/// Drivers without channel control (tap) already have one queue.
-pub fn ensure_single_queue(ifname: &str) -> Result<(), NetdevError> {
+/// Makes the netdev's receive queues fit the poll threads and returns
+/// how many it has: a netdev with more queues than `threads` is cut down
+/// to `threads` where the driver lets us (a queue without a socket would
+/// lose its frames); one with fewer keeps them (the poll threads beyond
+/// its queue count hand their frames over). Drivers without channel
+/// control (tap) count as one queue.
+pub fn fit_queues(ifname: &str, threads: u32) -> Result<u32, NetdevError> {
     let mut ch = EthtoolChannels {
         cmd: ETHTOOL_GCHANNELS,
         ..Default::default()
@@ -163,20 +166,24 @@ pub fn ensure_single_queue(ifname: &str) -> Result<(), NetdevError> {
     match ioctl(ifname, "read channels", SIOCETHTOOL, &mut r) {
         Ok(()) => {}
         Err(NetdevError::Io { source, .. }) if source.raw_os_error() == Some(libc::EOPNOTSUPP) => {
-            return Ok(())
+            return Ok(1)
         }
         Err(e) => return Err(e),
     }
-    if ch.rx_count <= 1 && ch.tx_count <= 1 && ch.combined_count <= 1 {
-        return Ok(());
+    let threads = threads.max(1);
+    let rx = ch.rx_count.max(ch.combined_count).max(1);
+    let tx = ch.tx_count.max(ch.combined_count);
+    if rx <= threads && tx <= threads {
+        return Ok(rx);
     }
     ch.cmd = ETHTOOL_SCHANNELS;
-    ch.rx_count = ch.rx_count.min(1);
-    ch.tx_count = ch.tx_count.min(1);
-    ch.combined_count = ch.combined_count.min(1);
+    ch.rx_count = ch.rx_count.min(threads);
+    ch.tx_count = ch.tx_count.min(threads);
+    ch.combined_count = ch.combined_count.min(threads);
     let mut r = ifreq(ifname);
     r.data.ptr = &mut ch as *mut EthtoolChannels as *mut libc::c_void;
-    ioctl(ifname, "set one queue", SIOCETHTOOL, &mut r)
+    ioctl(ifname, "set queue count", SIOCETHTOOL, &mut r)?;
+    Ok(rx.min(threads))
 }
 
 /// Keeps the host stack off a port's netdev (no link-local address, no
@@ -224,6 +231,35 @@ pub fn tx_checksum_off(ifname: &str) -> Result<(), NetdevError> {
 pub fn online_cpus() -> Vec<usize> {
     let s = std::fs::read_to_string("/sys/devices/system/cpu/online").unwrap_or_default();
     parse_cpu_list(&s)
+}
+
+/// Parses a CPU list given by a user ("2-5", "0,2,4", "3"): every part
+/// must parse, ranges must go up, no CPU twice.
+pub fn parse_cpu_list_strict(s: &str) -> Result<Vec<usize>, String> {
+    let mut v: Vec<usize> = Vec::new();
+    for part in s.trim().split(',') {
+        let bad = || format!("{part:?} in CPU list {s:?} is not a CPU number or range like 2-5");
+        match part.split_once('-') {
+            Some((a, b)) => {
+                let (a, b) = (
+                    a.trim().parse::<usize>().map_err(|_| bad())?,
+                    b.trim().parse::<usize>().map_err(|_| bad())?,
+                );
+                if a > b {
+                    return Err(bad());
+                }
+                v.extend(a..=b);
+            }
+            None => v.push(part.trim().parse::<usize>().map_err(|_| bad())?),
+        }
+    }
+    let mut sorted = v.clone();
+    sorted.sort_unstable();
+    sorted.dedup();
+    if sorted.len() != v.len() {
+        return Err(format!("CPU list {s:?} names a CPU twice"));
+    }
+    Ok(v)
 }
 
 fn parse_cpu_list(s: &str) -> Vec<usize> {

@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use switchd::control::{self, Api};
 use switchd::datapath::{Datapath, DatapathConfig};
-use switchd::state::State;
+use switchd::state::{self, State};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -27,8 +27,10 @@ struct Args {
     /// Default MAC aging time of switches, in seconds.
     #[arg(long, default_value_t = 300, value_parser = clap::value_parser!(u32).range(1..))]
     fdb_aging: u32,
-    /// UMEM frames (4 KiB each) shared by all ports.
-    #[arg(long, default_value_t = 16384, value_parser = clap::value_parser!(u32).range(256..=1048576))]
+    /// UMEM frames (4 KiB each) of each poll thread, shared by its ports'
+    /// sockets. Each port is guaranteed a few (see GET /v1/datapath
+    /// maxPorts); raise it for more ports per node.
+    #[arg(long, default_value_t = 16384, value_parser = clap::value_parser!(u32).range(1024..=1048576))]
     umem_frames: u32,
     /// XDP attach mode: native (in the driver, falling back to generic
     /// where the driver lacks it) or generic (the skb path, any netdev).
@@ -37,8 +39,13 @@ struct Args {
     /// CPU to pin the poll thread to: "auto" (the last online CPU when
     /// there are several; the CNI steers pod receive processing off it),
     /// "none", or a CPU number.
-    #[arg(long, default_value = "auto")]
+    #[arg(long, default_value = "auto", conflicts_with = "poll_cpus")]
     poll_cpu: String,
+    /// CPUs of the poll threads, one thread per CPU (e.g. "2-5" or
+    /// "0,2"): thread i serves queue i of every port, and the CNI gives
+    /// pod veths as many queues.
+    #[arg(long)]
+    poll_cpus: Option<String>,
     /// Microseconds the poll thread keeps polling after the last frame
     /// before it sleeps (lower latency under traffic; 0 to always sleep).
     #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u64).range(0..=10_000))]
@@ -78,6 +85,33 @@ fn raise_memlock() {
     }
 }
 
+/// The poll threads' CPUs from --poll-cpus or --poll-cpu.
+fn poll_cpus(args: &Args) -> anyhow::Result<Vec<Option<usize>>> {
+    let online = podswitch_shared::netdev::online_cpus();
+    if let Some(list) = &args.poll_cpus {
+        let cpus = podswitch_shared::netdev::parse_cpu_list_strict(list)
+            .map_err(|e| anyhow::anyhow!("--poll-cpus: {e}"))?;
+        if let Some(c) = cpus.iter().find(|c| !online.contains(c)) {
+            anyhow::bail!("--poll-cpus {list}: CPU {c} is not online (online: {online:?})");
+        }
+        let max = switchd::datapath::bpf::MAX_QUEUES as usize;
+        if cpus.len() > max {
+            anyhow::bail!("--poll-cpus {list}: at most {max} poll threads");
+        }
+        return Ok(cpus.into_iter().map(Some).collect());
+    }
+    Ok(vec![match args.poll_cpu.as_str() {
+        "none" => None,
+        "auto" => (online.len() > 1).then(|| online.last().copied()).flatten(),
+        n => Some(
+            n.parse::<usize>()
+                .ok()
+                .filter(|c| online.contains(c))
+                .with_context(|| format!("--poll-cpu {n}: not an online CPU (online: {online:?})"))?,
+        ),
+    }])
+}
+
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     env_logger::Builder::new()
@@ -100,19 +134,12 @@ async fn run(args: Args) -> anyhow::Result<()> {
         .with_context(|| format!("creating state directory {}", args.state_dir.display()))?;
     let listener = control::bind(&args.socket)
         .with_context(|| format!("binding control socket {}", args.socket.display()))?;
-    let cpus = podswitch_shared::netdev::online_cpus();
-    let poll_cpu = match args.poll_cpu.as_str() {
-        "none" => None,
-        "auto" => (cpus.len() > 1).then(|| cpus.last().copied()).flatten(),
-        n => Some(
-            n.parse::<usize>()
-                .ok()
-                .filter(|c| cpus.contains(c))
-                .with_context(|| format!("--poll-cpu {n}: not an online CPU (online: {cpus:?})"))?,
-        ),
-    };
+    let poll_cpus = poll_cpus(&args)?;
+    let poll_cpu = poll_cpus.first().copied().flatten();
+    let poll_threads = poll_cpus.len();
+    let pinned: Vec<usize> = poll_cpus.iter().flatten().copied().collect();
     let dp = Datapath::start(DatapathConfig {
-        poll_cpu,
+        poll_cpus,
         spin: std::time::Duration::from_micros(args.spin_us),
         umem_frames: args.umem_frames,
         native_xdp: matches!(args.xdp_mode, XdpModeArg::Native),
@@ -126,6 +153,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
         ready: ready.clone(),
         metrics: Default::default(),
         poll_cpu,
+        poll_cpus: pinned,
+        poll_threads,
     });
     log::info!("serving the control API on {}", args.socket.display());
     let server = tokio::spawn(control::serve(listener, api.clone()));
@@ -143,10 +172,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
 
     // Re-attach stored ports while the API already answers (readyz: 503).
     let st = state.clone();
-    let restored = tokio::task::spawn_blocking(move || {
-        let mut s = st.lock().unwrap_or_else(|e| e.into_inner());
-        s.restore()
-    })
+    let restored = tokio::task::spawn_blocking(move || state::restore(&st))
     .await
     .context("restore task")?;
     let (ok, dropped) = restored.context("restoring state")?;
@@ -155,9 +181,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
     for _ in 0..20 {
         let st = state.clone();
         let left = tokio::task::spawn_blocking(move || {
-            let mut s = st.lock().unwrap_or_else(|e| e.into_inner());
-            s.reconcile();
-            s.detached_ports()
+            state::reconcile(&st);
+            state::lock_state(&st).detached_ports()
         })
         .await
         .context("reconcile task")?;
@@ -173,10 +198,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         let decl: switchd::state::Declared = serde_json::from_str(&text)
             .with_context(|| format!("{} is not a valid switches file", f.display()))?;
         let st = state.clone();
-        tokio::task::spawn_blocking(move || {
-            let mut s = st.lock().unwrap_or_else(|e| e.into_inner());
-            s.apply_declared(decl)
-        })
+        tokio::task::spawn_blocking(move || state::apply_declared(&st, decl))
         .await
         .context("switches-file task")?
         .with_context(|| format!("applying {}", f.display()))?;
@@ -192,9 +214,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
             tick.tick().await;
             let st = st.clone();
             let _ = tokio::task::spawn_blocking(move || {
-                let mut s = st.lock().unwrap_or_else(|e| e.into_inner());
-                if s.detached_ports() > 0 {
-                    s.reconcile();
+                if state::lock_state(&st).detached_ports() > 0 {
+                    state::reconcile(&st);
                 }
             })
             .await;

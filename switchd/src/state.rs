@@ -1,7 +1,9 @@
 //! The switch state: owns the VSwitches and VPorts, validates every change,
 //! applies it to netdevs and the data path, persists it in the state
 //! directory (write, fsync, rename) and publishes the snapshot the poll
-//! thread reads. Only the control plane calls into it, under one lock.
+//! threads read. Only the control plane calls into it, under one lock;
+//! attaching a NIC (which waits for the kernel) happens between two short
+//! holds of that lock (`create_port`), never under it.
 
 use crate::datapath::{netdev, Datapath};
 use crate::pipeline::acl::Acl;
@@ -16,10 +18,9 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard};
 
-/// Largest MTU whose frames (plus a pushed VLAN tag) fit a UMEM frame.
-pub const MAX_MTU: u32 = 3818;
+pub use podswitch_shared::model::MAX_MTU;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {
@@ -99,7 +100,7 @@ pub struct State {
     switches: BTreeMap<String, SwitchEntry>,
     ports: BTreeMap<String, PortEntry>,
     slots: Vec<Option<String>>,
-    datapath: Datapath,
+    datapath: Arc<Datapath>,
     default_aging: u32,
     generation: u64,
     /// Wakes the thread that fsyncs the state file and directory.
@@ -144,7 +145,7 @@ impl State {
             switches: BTreeMap::new(),
             ports: BTreeMap::new(),
             slots: Vec::new(),
-            datapath,
+            datapath: Arc::new(datapath),
             default_aging,
             generation: 0,
             syncer: start_syncer(dir),
@@ -165,10 +166,9 @@ impl State {
             .insert(sw.name.clone(), SwitchEntry { sw, fdb });
     }
 
-    /// Loads the state directory and re-attaches every stored port whose
-    /// NIC still exists; ports whose NIC is gone are dropped (their pod is
-    /// gone). Returns (re-attached, dropped).
-    pub fn restore(&mut self) -> Result<(usize, usize), StateError> {
+    /// Loads the state directory's switches and returns its ports, for
+    /// `restore` to re-create one by one.
+    fn load(&mut self) -> Result<Vec<VPort>, StateError> {
         let path = self.dir.join(STATE_FILE);
         let stored: Stored = match std::fs::read(&path) {
             Ok(b) => serde_json::from_slice(&b).map_err(|e| {
@@ -187,35 +187,7 @@ impl State {
                 ..sw
             });
         }
-        let (mut ok, mut dropped) = (0, 0);
-        for p in stored.ports {
-            let cfg = PortConfig {
-                id: Some(p.id.clone()),
-                switch: Some(p.switch.clone()),
-                nic: p.nic.clone(),
-                mac: p.mac,
-                vlan: p.vlan,
-                trunk: p.trunk.clone(),
-                mac_spoof_check: Some(p.mac_spoof_check),
-                link_state: Some(p.link_state),
-                qos: p.qos.clone(),
-                dhcp_guard: Some(p.dhcp_guard),
-                router_guard: Some(p.router_guard),
-                storm_limit: p.storm_limit,
-                acls: Some(p.acls.clone()),
-                acl_default: Some(p.acl_default),
-                owner: p.owner.clone(),
-            };
-            match self.add_port(cfg, true) {
-                Ok(_) => ok += 1,
-                Err(e) => {
-                    log::warn!("dropping stored port {} ({}): {e}", p.id, p.nic.ifname);
-                    dropped += 1;
-                }
-            }
-        }
-        self.persist()?;
-        Ok((ok, dropped))
+        Ok(stored.ports)
     }
 
     /// Saves the state: the new file is written beside the old one and
@@ -312,18 +284,25 @@ impl State {
     /// What the data path runs with (GET /v1/datapath).
     pub fn datapath_info(&self) -> podswitch_shared::model::DatapathInfo {
         let c = self.datapath.config();
+        let cpus: Vec<usize> = c.poll_cpus.iter().flatten().copied().collect();
         podswitch_shared::model::DatapathInfo {
-            poll_cpu: c.poll_cpu,
+            poll_cpu: cpus.first().copied(),
+            poll_cpus: cpus,
+            poll_threads: c.threads(),
             xdp_mode: if c.native_xdp { "native" } else { "generic" }.into(),
             umem_frames: c.umem_frames,
+            max_ports: crate::datapath::budget::Budget::new(c.umem_frames).max_ports(),
+            max_mtu: MAX_MTU,
             ports: self.ports.len(),
             attached_ports: self.ports.len() - self.detached_ports(),
         }
     }
 
-    /// Creates the declared switches and ports that do not exist yet (a
-    /// port exists when a port with the same NIC does).
-    pub fn apply_declared(&mut self, d: Declared) -> Result<(), StateError> {
+    /// Applies the declared switches, and returns the declared ports that
+    /// do not exist yet (a port exists when a port with the same NIC does)
+    /// after updating those that do.
+    fn apply_declared_here(&mut self, d: Declared) -> Result<Vec<PortConfig>, StateError> {
+        let mut create = Vec::new();
         for sw in d.switches {
             match self.switches.get_mut(&sw.name) {
                 None => {
@@ -355,11 +334,7 @@ impl State {
                 .find(|e| e.port.nic.ifname == p.nic.ifname)
                 .map(|e| e.port.id.clone());
             match existing {
-                None => {
-                    let nic = p.nic.ifname.clone();
-                    let (port, _) = self.create_port(p)?;
-                    log::info!("created declared port {} on {nic}", port.id);
-                }
+                None => create.push(p),
                 Some(id) => {
                     let u = PortUpdate {
                         vlan: Some(p.vlan),
@@ -378,7 +353,7 @@ impl State {
                 }
             }
         }
-        Ok(())
+        Ok(create)
     }
 
     // ---- switches ----
@@ -510,12 +485,16 @@ impl State {
             attached: true,
             ifindex: a.ifindex,
             xdp_mode: a.mode.as_str().into(),
+            queues: a.queues,
+            mtu: a.mtu,
         });
         VPort {
             status: Some(status.unwrap_or(PortStatus {
                 attached: false,
                 ifindex: 0,
                 xdp_mode: "none".into(),
+                queues: 0,
+                mtu: 0,
             })),
             stats: Some(e.counters.to_stats(&e.acl)),
             ..e.port.clone()
@@ -605,9 +584,10 @@ impl State {
         Ok(())
     }
 
-    /// Creates a port and attaches its NIC. Returns the port and whether
-    /// it was created (false: the same container ID + ifname already had it).
-    pub fn create_port(&mut self, cfg: PortConfig) -> Result<(VPort, bool), StateError> {
+    /// First half of `create_port`, under the lock: an existing port for
+    /// the same container ID + ifname, or the recorded (not yet attached)
+    /// new port.
+    fn begin_create(&mut self, cfg: PortConfig) -> Result<Begun, StateError> {
         if let Some(o) = cfg.owner.as_ref().filter(|o| o.container_id.is_some()) {
             if let Some(e) = self.ports.values().find(|e| {
                 e.port
@@ -622,7 +602,7 @@ impl State {
                             .clone()
                             .unwrap_or_else(|| VSwitch::DEFAULT_NAME.into())
                 {
-                    return Ok((self.view(e), false));
+                    return Ok(Begun::Exists(Box::new(self.view(e))));
                 }
                 return Err(StateError::Conflict(format!(
                     "container {:?} ifname {:?} already has port {} on NIC {}",
@@ -633,14 +613,12 @@ impl State {
                 )));
             }
         }
-        let id = self.add_port(cfg, false)?;
-        Ok((self.port(&id)?, true))
+        Ok(Begun::Pending(self.add_port(cfg)?))
     }
 
-    /// Validates, prepares the NIC, records the port and attaches it. When
-    /// `restoring`, an attach failure other than a missing NIC keeps the
-    /// port (detached) for `reconcile` to retry: a restart loses no port.
-    fn add_port(&mut self, cfg: PortConfig, restoring: bool) -> Result<String, StateError> {
+    /// Validates, prepares the NIC and records the port (published, not
+    /// attached yet); `finish_port` completes it once the attach is done.
+    fn add_port(&mut self, cfg: PortConfig) -> Result<Pending, StateError> {
         let id = match cfg.id {
             Some(id) => {
                 check_object_name("port ID", &id)?;
@@ -687,7 +665,6 @@ impl State {
                 "NIC {ifname} has MTU {mtu}; the AF_XDP data path carries at most {MAX_MTU}"
             )));
         }
-        netdev::ensure_single_queue(&ifname).map_err(missing)?;
         if cfg.nic.kind != NicKind::Uplink {
             if let Err(e) = netdev::disable_ipv6(&ifname) {
                 log::debug!("disabling IPv6 on {ifname}: {e}");
@@ -733,51 +710,67 @@ impl State {
             },
         );
         self.publish();
+        Ok(Pending {
+            id,
+            slot,
+            ifname,
+            link_up: link_state == LinkState::Up,
+        })
+    }
+
+    /// Second half of `create_port`, under the lock again: brings the NIC
+    /// up and saves the port, or (attach failed) forgets it. When
+    /// `restoring`, an attach failure keeps the port (detached) for
+    /// `reconcile` to retry: a restart loses no port.
+    fn finish_port(
+        &mut self,
+        p: Pending,
+        attached: Result<crate::datapath::Attachment, crate::datapath::DatapathError>,
+        restoring: bool,
+    ) -> Result<String, StateError> {
+        if self.ports.get(&p.id).map(|e| e.slot) != Some(p.slot) {
+            // Deleted while it was attaching; the delete's detach, sent
+            // after our attach, undoes it.
+            return Err(StateError::NotFound(format!(
+                "port {} was deleted while it was being attached",
+                p.id
+            )));
+        }
         // Attach first, then bring the NIC up: attaching XDP to a veth that
         // is down costs a fraction of attaching it to one that is up.
-        let attached = self
-            .datapath
-            .attach(slot, &ifname)
-            .map_err(|e| StateError::Datapath(format!("attaching {ifname}: {e}")))
+        let attached = attached
+            .map_err(|e| StateError::Datapath(format!("attaching {}: {e}", p.ifname)))
             .and_then(|a| {
-                if link_state == LinkState::Up {
-                    netdev::set_up(&ifname, true)
+                if p.link_up {
+                    netdev::set_up(&p.ifname, true)
                         .map_err(|e| StateError::Datapath(e.to_string()))?;
                 }
                 Ok(a)
             });
         if restoring {
             if let Err(e) = attached {
-                log::warn!("port {id}: {e}; will retry");
+                log::warn!("port {}: {e}; will retry", p.id);
             }
-            return Ok(id);
+            return Ok(p.id);
         }
         if let Err(e) = attached.and_then(|_| self.persist()) {
-            self.remove_port(&id);
+            self.remove_port(&p.id);
             return Err(e);
         }
-        Ok(id)
+        Ok(p.id)
     }
 
     /// Retries attaching ports that are not attached but whose NIC exists
     /// (a restart racing the old process, a NIC that came back). Ports whose
     /// NIC is gone stay recorded until deleted (the CNI's DEL or GC).
-    pub fn reconcile(&mut self) {
-        let todo: Vec<(String, Slot, String)> = self
+    fn unattached(&self) -> (Arc<Datapath>, Vec<(String, Slot, String)>) {
+        let todo = self
             .ports
             .values()
             .filter(|e| self.datapath.attachment(e.slot).is_none())
             .map(|e| (e.port.id.clone(), e.slot, e.port.nic.ifname.clone()))
             .collect();
-        for (id, slot, ifname) in todo {
-            if netdev::ifindex(&ifname).is_err() {
-                continue;
-            }
-            match self.datapath.attach(slot, &ifname) {
-                Ok(_) => log::info!("port {id}: re-attached {ifname}"),
-                Err(e) => log::debug!("port {id}: attach {ifname} still failing: {e}"),
-            }
-        }
+        (self.datapath.clone(), todo)
     }
 
     /// Ports not attached to the data path right now.
@@ -877,4 +870,126 @@ impl State {
         }
         self.port(id)
     }
+}
+
+/// What `begin_create` found or made.
+enum Begun {
+    Exists(Box<VPort>),
+    Pending(Pending),
+}
+
+/// A port recorded and published whose NIC is being attached.
+struct Pending {
+    id: String,
+    slot: Slot,
+    ifname: String,
+    link_up: bool,
+}
+
+/// Locks the state, whatever a panicking holder left.
+pub fn lock_state(s: &Mutex<State>) -> MutexGuard<'_, State> {
+    s.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Creates a port and attaches its NIC. Returns the port and whether it
+/// was created (false: the same container ID + ifname already had it).
+/// The lock is held only to validate and record, and to finish: while the
+/// setup thread attaches, every other request is served.
+pub fn create_port(state: &Mutex<State>, cfg: PortConfig) -> Result<(VPort, bool), StateError> {
+    let (p, dp) = {
+        let mut s = lock_state(state);
+        match s.begin_create(cfg)? {
+            Begun::Exists(v) => return Ok((*v, false)),
+            Begun::Pending(p) => (p, s.datapath.clone()),
+        }
+    };
+    let r = dp.attach(p.slot, &p.ifname);
+    let mut s = lock_state(state);
+    let id = s.finish_port(p, r, false)?;
+    Ok((s.port(&id)?, true))
+}
+
+/// Loads the state directory and re-attaches every stored port whose NIC
+/// still exists; ports whose NIC is gone are dropped (their pod is gone).
+/// Returns (re-attached, dropped).
+pub fn restore(state: &Mutex<State>) -> Result<(usize, usize), StateError> {
+    let stored = lock_state(state).load()?;
+    let (mut ok, mut dropped) = (0, 0);
+    for p in stored {
+        let cfg = PortConfig {
+            id: Some(p.id.clone()),
+            switch: Some(p.switch.clone()),
+            nic: p.nic.clone(),
+            mac: p.mac,
+            vlan: p.vlan,
+            trunk: p.trunk.clone(),
+            mac_spoof_check: Some(p.mac_spoof_check),
+            link_state: Some(p.link_state),
+            qos: p.qos.clone(),
+            dhcp_guard: Some(p.dhcp_guard),
+            router_guard: Some(p.router_guard),
+            storm_limit: p.storm_limit,
+            acls: Some(p.acls.clone()),
+            acl_default: Some(p.acl_default),
+            owner: p.owner.clone(),
+        };
+        let begun = {
+            let mut s = lock_state(state);
+            s.add_port(cfg).map(|pending| (pending, s.datapath.clone()))
+        };
+        let r = begun.and_then(|(pending, dp)| {
+            let r = dp.attach(pending.slot, &pending.ifname);
+            lock_state(state).finish_port(pending, r, true)
+        });
+        match r {
+            Ok(_) => ok += 1,
+            Err(e) => {
+                log::warn!("dropping stored port {} ({}): {e}", p.id, p.nic.ifname);
+                dropped += 1;
+            }
+        }
+    }
+    lock_state(state).persist()?;
+    Ok((ok, dropped))
+}
+
+/// Retries attaching ports that are not attached but whose NIC exists
+/// (a restart racing the old process, a NIC that came back). Ports whose
+/// NIC is gone stay recorded until deleted (the CNI's DEL or GC).
+pub fn reconcile(state: &Mutex<State>) {
+    let (dp, todo) = lock_state(state).unattached();
+    for (id, slot, ifname) in todo {
+        if netdev::ifindex(&ifname).is_err() {
+            continue;
+        }
+        // The port may have been deleted meanwhile: attach only a slot
+        // that still belongs to it, and detach again if it went away.
+        match dp.attach(slot, &ifname) {
+            Ok(_) => {
+                let s = lock_state(state);
+                match s.slots.get(slot as usize).cloned().flatten() {
+                    Some(owner) if owner == id => log::info!("port {id}: re-attached {ifname}"),
+                    // Reused by a port being attached now: its own attach
+                    // (a different NIC) replaces ours.
+                    Some(_) => {}
+                    None => {
+                        let _ = dp.detach(slot);
+                    }
+                }
+            }
+            Err(e) => log::debug!("port {id}: attach {ifname} still failing: {e}"),
+        }
+    }
+}
+
+/// Creates the declared switches and ports that do not exist yet and
+/// updates those that do.
+pub fn apply_declared(state: &Mutex<State>, d: Declared) -> Result<(), StateError> {
+    let create = lock_state(state).apply_declared_here(d)?;
+    for p in create {
+        let nic = p.nic.ifname.clone();
+        let (port, _) = create_port(state, p)?;
+        log::info!("created declared port {} on {nic}", port.id);
+    }
+    Ok(())
 }

@@ -279,7 +279,7 @@ BAD_VALUES = {
     "trunk-vlan-5000": ({"uplink": {"enabled": True, "trunk": [{"minID": 100, "maxID": 5000}]}},
                         ("uplink", "trunk", 0), r"4,?094"),
     "native-vlan-0": ({"uplink": {"nativeVlan": 0}}, ("uplink", "nativeVlan"), r"\b1\b"),
-    "mtu-9000": ({"cni": {"mtu": 9000}}, ("cni", "mtu"), r"3,?818"),
+    "mtu-9001": ({"cni": {"mtu": 9001}}, ("cni", "mtu"), r"9,?000"),
     "trunk-vid": ({"uplink": {"enabled": True, "trunk": [{"vid": 3}]}}, ("uplink", "trunk", 0), r"vid"),
     "xdp-turbo": ({"xdpMode": "turbo"}, ("xdpMode",), r"native"),
     "poll-cpu": ({"pollCpu": "fast"}, ("pollCpu",), r"auto"),
@@ -374,7 +374,7 @@ def test_conflist_is_accepted_by_the_cni_plugin(case):
     assert len(podswitch) == 1
     conf = podswitch[0]
     assert conf["socket"] == "/run/podswitch/switchd.sock"
-    assert 1 <= conf["vlan"] <= 4094 and 68 <= conf["mtu"] <= 3818
+    assert 1 <= conf["vlan"] <= 4094 and 68 <= conf["mtu"] <= 9000
     assert set(conf) <= NAD_FIELDS
     assert_cni_accepts(conf, f"the {case} conflist's plugin entry")
     if case == "qos":
@@ -488,7 +488,7 @@ def test_nad_example(path):
             assert all(1 <= v <= 4094 for v in t.values()) and t.get("minID", 0) <= t.get("maxID", 4094)
         assert set(conf.get("qos", {})) <= QOS_FIELDS
         if "mtu" in conf:
-            assert 68 <= conf["mtu"] <= 3818
+            assert 68 <= conf["mtu"] <= 9000
         assert conf.get("linkState", "up") in ("up", "down")
 
 

@@ -282,7 +282,7 @@ def test_error_codes_from_real_bad_input(topo, env):
         ("old version", dict(conf=dict(cni.conf, cniVersion="0.2.0")), 1),
         ("typo", dict(conf={**cni.conf, "vlna": 100}), 7),
         ("vlan out of range", dict(conf=dict(cni.conf, vlan=5000)), 7),
-        ("mtu too big", dict(conf=dict(cni.conf, mtu=9000)), 7),
+        ("mtu too big", dict(conf=dict(cni.conf, mtu=9001)), 7),
         ("no container ID", dict(env={"CNI_CONTAINERID": None}), 4),
         ("bad netns", dict(env={"CNI_NETNS": "/proc/self/status"}), 4),
         ("unknown CNI_ARGS", dict(args="FOO=bar"), 4),

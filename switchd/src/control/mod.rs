@@ -28,6 +28,9 @@ pub struct Api {
     pub metrics: Arc<ApiMetrics>,
     /// The data path's poll CPU (answered on /readyz).
     pub poll_cpu: Option<usize>,
+    /// Every poll thread's CPU (empty when unpinned) and the thread count.
+    pub poll_cpus: Vec<usize>,
+    pub poll_threads: usize,
 }
 
 type Answer = Response<Full<Bytes>>;
@@ -153,7 +156,8 @@ impl Api {
                 if self.ready.load(Ordering::Acquire) {
                     // pollCpu: the CNI steers pods' receive processing off it.
                     Ok(ok(
-                        serde_json::json!({"status": "ready", "pollCpu": self.poll_cpu}),
+                        serde_json::json!({"status": "ready", "pollCpu": self.poll_cpu,
+                            "pollCpus": self.poll_cpus, "pollThreads": self.poll_threads}),
                     ))
                 } else {
                     Err(error(
@@ -222,10 +226,14 @@ impl Api {
                 Method::GET => Ok(json(StatusCode::OK, &self.with_state(|s| s.ports()).await?)),
                 Method::POST => {
                     let cfg: PortConfig = body(&bytes)?;
-                    let (port, created) = self
-                        .with_state(move |s| s.create_port(cfg))
-                        .await?
-                        .map_err(state_error)?;
+                    let st = self.state.clone();
+                    let (port, created) =
+                        tokio::task::spawn_blocking(move || crate::state::create_port(&st, cfg))
+                            .await
+                            .map_err(|e| {
+                                error(500, "internal", format!("request handler failed: {e}"))
+                            })?
+                            .map_err(state_error)?;
                     let status = if created {
                         StatusCode::CREATED
                     } else {

@@ -12,8 +12,11 @@ use std::os::fd::RawFd;
 
 static PROGRAM: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/xdp_redirect.o"));
 
-/// Most ports (XSKMAP and PORTS size in the BPF object).
+/// Most ports (PORTS size in the BPF object).
 pub const MAX_PORTS: u32 = 4096;
+/// Most queues per port with a socket, so the most poll threads (XSKS is
+/// keyed by slot × MAX_QUEUES + queue).
+pub const MAX_QUEUES: u32 = 64;
 
 #[derive(Debug, thiserror::Error)]
 pub enum BpfError {
@@ -137,16 +140,23 @@ impl XdpProgram {
         }
     }
 
-    /// Routes frames entering `ifindex` to the socket at `slot`.
-    pub fn bind(&mut self, ifindex: u32, slot: u32, xsk_fd: RawFd) -> Result<(), BpfError> {
-        self.xsks.set(slot, xsk_fd, 0).map_err(map_err("XSKS"))?;
+    /// Routes frames entering `ifindex` on queue `i` to `xsk_fds[i]`,
+    /// the sockets of port `slot`.
+    pub fn bind(&mut self, ifindex: u32, slot: u32, xsk_fds: &[RawFd]) -> Result<(), BpfError> {
+        for (q, fd) in xsk_fds.iter().enumerate() {
+            self.xsks
+                .set(slot * MAX_QUEUES + q as u32, *fd, 0)
+                .map_err(map_err("XSKS"))?;
+        }
         self.ports
             .insert(ifindex, slot, 0)
             .map_err(map_err("PORTS"))
     }
 
-    pub fn unbind(&mut self, ifindex: u32, slot: u32) {
+    pub fn unbind(&mut self, ifindex: u32, slot: u32, queues: u32) {
         let _ = self.ports.remove(&ifindex);
-        let _ = self.xsks.unset(slot);
+        for q in 0..queues.min(MAX_QUEUES) {
+            let _ = self.xsks.unset(slot * MAX_QUEUES + q);
+        }
     }
 }

@@ -1,15 +1,23 @@
-//! The AF_XDP data path: one poll thread owns the UMEM, every port's
-//! socket, the XDP program and the per-port rings; it reads the published
-//! snapshot once per round and runs the pure pipeline on each RX batch.
+//! The AF_XDP data path: poll threads that forward, and one setup thread
+//! that makes and breaks their sockets.
 //!
-//! The control plane talks to it through `Datapath`: attach/detach are
-//! commands over a channel (answered when done), configuration changes are
-//! new snapshots. The thread sleeps in poll() when no frame is pending, so
-//! an idle switch costs nothing.
+//! - Poll thread *i* owns a UMEM and serves queue *i* of every port, so a
+//!   forwarded frame moves by descriptor inside one thread. It reads the
+//!   published snapshot once per round and runs the pure pipeline on each
+//!   RX batch; it sleeps in poll() when no frame is pending.
+//! - The setup thread creates, binds and closes sockets, updates the XDP
+//!   program's maps and attaches the program; poll threads only swap ready
+//!   ports in and out between rounds, so a pod's ADD or DEL never pauses
+//!   forwarding for the others.
+//!
+//! The control plane talks to it through `Datapath`: attach and detach are
+//! messages to the setup thread, configuration changes are new snapshots.
 
 pub mod bpf;
+pub mod budget;
 pub use podswitch_shared::netdev;
-mod worker;
+mod poll;
+mod setup;
 pub mod xsk;
 
 use crate::pipeline::fdb::Slot;
@@ -17,7 +25,7 @@ use crate::snapshot::Snapshot;
 use arc_swap::ArcSwap;
 use std::collections::HashMap;
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{FromRawFd, OwnedFd};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -25,19 +33,17 @@ use std::time::Duration;
 pub use bpf::Mode;
 
 /// Data-path sizing.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct DatapathConfig {
-    /// UMEM frames (4 KiB each) shared by all ports.
+    /// UMEM frames (4 KiB each) of each poll thread.
     pub umem_frames: u32,
-    /// Most frames kept in one port's fill ring (fewer when many ports share the UMEM).
-    pub fill_per_port: u32,
-    /// Frames taken from one RX ring per round.
+    /// Descriptors taken from one RX ring per round.
     pub batch: usize,
     /// Attach XDP in the driver where possible (else the generic skb path).
     pub native_xdp: bool,
-    /// CPU the poll thread is pinned to, if any.
-    pub poll_cpu: Option<usize>,
-    /// How long the poll thread keeps polling after its last frame before
+    /// One entry per poll thread: the CPU it is pinned to, if any.
+    pub poll_cpus: Vec<Option<usize>>,
+    /// How long a poll thread keeps polling after its last frame before
     /// it sleeps in poll().
     pub spin: Duration,
 }
@@ -46,12 +52,17 @@ impl Default for DatapathConfig {
     fn default() -> Self {
         DatapathConfig {
             umem_frames: 16384,
-            fill_per_port: 2048,
             batch: 128,
             native_xdp: true,
-            poll_cpu: None,
+            poll_cpus: vec![None],
             spin: Duration::from_micros(50),
         }
+    }
+}
+
+impl DatapathConfig {
+    pub fn threads(&self) -> usize {
+        self.poll_cpus.len().max(1)
     }
 }
 
@@ -60,6 +71,10 @@ impl Default for DatapathConfig {
 pub struct Attachment {
     pub ifindex: u32,
     pub mode: Mode,
+    /// Queues with a socket (one per poll thread, at most).
+    pub queues: u32,
+    /// The netdev's MTU when attached.
+    pub mtu: u32,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -74,37 +89,40 @@ pub enum DatapathError {
     Start(String),
 }
 
-/// Why the poll thread could not attach a port.
-#[derive(Debug)]
-pub(crate) enum AttachFailure {
-    /// The netdev queue is still held by a socket being torn down (the
-    /// kernel releases it asynchronously); worth retrying shortly.
-    Busy(String),
-    Other(String),
-}
-
-pub(crate) enum Command {
+/// What the setup thread is asked (by the control plane and the poll threads).
+pub(crate) enum SetupMsg {
     Attach {
         slot: Slot,
         ifname: String,
-        reply: mpsc::SyncSender<Result<Attachment, AttachFailure>>,
+        reply: mpsc::SyncSender<Result<Attachment, String>>,
     },
     Detach {
         slot: Slot,
-        reply: mpsc::SyncSender<()>,
+    },
+    /// A poll thread let go of a socket: close it, then let the poll
+    /// thread reuse its frames.
+    Returned {
+        thread: usize,
+        instance: u32,
+        sock: Box<xsk::XskSocket>,
+    },
+    /// A poll thread saw the socket fail (netdev removed).
+    Gone {
+        slot: Slot,
     },
     Stop,
 }
 
-/// The control plane's handle on the poll thread.
+/// The control plane's handle on the data path. Every method takes
+/// `&self` and none holds a lock across the kernel's work, so the API can
+/// call it from many requests at once.
 pub struct Datapath {
     cfg: DatapathConfig,
-    cmds: mpsc::Sender<Command>,
-    wake: Arc<OwnedFd>,
+    setup: mpsc::Sender<SetupMsg>,
     snapshot: Arc<ArcSwap<Snapshot>>,
-    /// Slots the poll thread is serving; it removes a slot whose netdev vanished.
+    /// Slots being served; written by the setup thread.
     attached: Arc<Mutex<HashMap<Slot, Attachment>>>,
-    thread: Option<std::thread::JoinHandle<()>>,
+    threads: Vec<std::thread::JoinHandle<()>>,
 }
 
 /// Pins the calling thread to `cpu`.
@@ -125,121 +143,115 @@ fn pin(cpu: Option<usize>) -> Result<(), String> {
     Ok(())
 }
 
-const ANSWER_TIMEOUT: Duration = Duration::from_secs(10);
-const BUSY_RETRY: Duration = Duration::from_secs(3);
+const ANSWER_TIMEOUT: Duration = Duration::from_secs(15);
+
+fn eventfd() -> Result<Arc<OwnedFd>, DatapathError> {
+    // SAFETY: eventfd(2) with valid flags; the fd is owned right below.
+    let efd = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };
+    if efd < 0 {
+        return Err(DatapathError::Start(format!(
+            "eventfd: {}",
+            io::Error::last_os_error()
+        )));
+    }
+    // SAFETY: fresh fd we own.
+    Ok(Arc::new(unsafe { OwnedFd::from_raw_fd(efd) }))
+}
 
 impl Datapath {
-    /// Loads the XDP program, maps the UMEM and starts the poll thread.
+    /// Loads the XDP program, maps one UMEM per poll thread and starts the
+    /// poll threads and the setup thread.
     pub fn start(cfg: DatapathConfig) -> Result<Datapath, DatapathError> {
-        // SAFETY: eventfd(2) with valid flags; the fd is owned right below.
-        let efd = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };
-        if efd < 0 {
-            return Err(DatapathError::Start(format!(
-                "eventfd: {}",
-                io::Error::last_os_error()
-            )));
-        }
-        // SAFETY: fresh fd we own.
-        let wake = Arc::new(unsafe { OwnedFd::from_raw_fd(efd) });
+        let prog = bpf::XdpProgram::load().map_err(|e| DatapathError::Start(e.to_string()))?;
         let snapshot = Arc::new(ArcSwap::from_pointee(Snapshot::default()));
         let attached = Arc::new(Mutex::new(HashMap::new()));
-        let (tx, rx) = mpsc::channel();
-        let (ready_tx, ready_rx) = mpsc::sync_channel(1);
-        let (w, s, a) = (wake.clone(), snapshot.clone(), attached.clone());
-        let thread = std::thread::Builder::new()
-            .name("switchd-poll".into())
-            .spawn(move || {
-                match pin(cfg.poll_cpu).and_then(|()| worker::Worker::new(cfg, rx, w, s, a)) {
-                    Ok(mut worker) => {
+        let (setup_tx, setup_rx) = mpsc::channel();
+        let mut links = Vec::new();
+        let mut threads = Vec::new();
+        for (i, cpu) in cfg.poll_cpus.iter().copied().enumerate() {
+            let umem = xsk::Umem::new(cfg.umem_frames)
+                .map_err(|e| DatapathError::Start(format!("UMEM of poll thread {i}: {e}")))?;
+            let wake = eventfd()?;
+            let (tx, rx) = mpsc::channel();
+            links.push(setup::PollLink {
+                cmds: tx,
+                wake: wake.clone(),
+                umem: umem.area(),
+            });
+            let (ready_tx, ready_rx) = mpsc::sync_channel(1);
+            let (c, s, st) = (cfg.clone(), snapshot.clone(), setup_tx.clone());
+            let t = std::thread::Builder::new()
+                .name(format!("switchd-poll{i}"))
+                .spawn(move || match pin(cpu) {
+                    Ok(()) => {
                         let _ = ready_tx.send(Ok(()));
-                        worker.run();
+                        poll::PollThread::new(i, c, umem, rx, st, wake, s).run();
                     }
                     Err(e) => {
                         let _ = ready_tx.send(Err(e));
                     }
-                }
-            })
-            .map_err(|e| DatapathError::Start(e.to_string()))?;
-        match ready_rx.recv() {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => return Err(DatapathError::Start(e)),
-            Err(_) => return Err(DatapathError::Gone),
-        }
-        Ok(Datapath {
-            cfg,
-            cmds: tx,
-            wake,
-            snapshot,
-            attached,
-            thread: Some(thread),
-        })
-    }
-
-    fn kick(&self) {
-        let one: u64 = 1;
-        // SAFETY: writing 8 bytes from a live u64 to our eventfd.
-        unsafe {
-            libc::write(
-                self.wake.as_raw_fd(),
-                &one as *const u64 as *const libc::c_void,
-                8,
-            )
-        };
-    }
-
-    fn send(&self, c: Command) -> Result<(), DatapathError> {
-        self.cmds.send(c).map_err(|_| DatapathError::Gone)?;
-        self.kick();
-        Ok(())
-    }
-
-    /// Attaches the netdev `ifname` as port `slot`; returns once frames flow.
-    /// A queue still held by a just-closed socket is retried for a while
-    /// here, on the caller's thread, so the poll thread never sleeps.
-    pub fn attach(&self, slot: Slot, ifname: &str) -> Result<Attachment, DatapathError> {
-        let deadline = std::time::Instant::now() + BUSY_RETRY;
-        loop {
-            let (reply, answer) = mpsc::sync_channel(1);
-            self.send(Command::Attach {
-                slot,
-                ifname: ifname.to_string(),
-                reply,
-            })?;
-            match answer.recv_timeout(ANSWER_TIMEOUT) {
-                Ok(Ok(a)) => return Ok(a),
-                Ok(Err(AttachFailure::Busy(m))) => {
-                    if std::time::Instant::now() >= deadline {
-                        return Err(DatapathError::Attach(m));
-                    }
-                    std::thread::sleep(Duration::from_millis(20));
-                }
-                Ok(Err(AttachFailure::Other(m))) => return Err(DatapathError::Attach(m)),
-                Err(mpsc::RecvTimeoutError::Timeout) => {
-                    return Err(DatapathError::Timeout(ANSWER_TIMEOUT))
-                }
+                })
+                .map_err(|e| DatapathError::Start(e.to_string()))?;
+            threads.push(t);
+            match ready_rx.recv() {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => return Err(DatapathError::Start(e)),
                 Err(_) => return Err(DatapathError::Gone),
             }
         }
+        let (c, a) = (cfg.clone(), attached.clone());
+        let t = std::thread::Builder::new()
+            .name("switchd-setup".into())
+            .spawn(move || setup::SetupThread::new(c, prog, links, setup_rx, a).run())
+            .map_err(|e| DatapathError::Start(e.to_string()))?;
+        threads.push(t);
+        Ok(Datapath {
+            cfg,
+            setup: setup_tx,
+            snapshot,
+            attached,
+            threads,
+        })
     }
 
-    /// Stops serving port `slot` and reclaims its frames. Returns once the
-    /// poll thread has the command: the port is already out of the
-    /// published snapshot, so nothing is forwarded to or from it, and the
-    /// socket teardown (which waits out kernel grace periods) need not hold
-    /// the caller. Commands run in order: a later attach of the same slot
-    /// or NIC comes after this detach.
+    fn send(&self, m: SetupMsg) -> Result<(), DatapathError> {
+        self.setup.send(m).map_err(|_| DatapathError::Gone)
+    }
+
+    /// Attaches the netdev `ifname` as port `slot`; returns once frames
+    /// flow. The socket work happens on the setup thread; the caller only
+    /// waits (holding no lock of the control plane's).
+    pub fn attach(&self, slot: Slot, ifname: &str) -> Result<Attachment, DatapathError> {
+        let (reply, answer) = mpsc::sync_channel(1);
+        self.send(SetupMsg::Attach {
+            slot,
+            ifname: ifname.to_string(),
+            reply,
+        })?;
+        match answer.recv_timeout(ANSWER_TIMEOUT) {
+            Ok(Ok(a)) => Ok(a),
+            Ok(Err(m)) => Err(DatapathError::Attach(m)),
+            Err(mpsc::RecvTimeoutError::Timeout) => Err(DatapathError::Timeout(ANSWER_TIMEOUT)),
+            Err(_) => Err(DatapathError::Gone),
+        }
+    }
+
+    /// Stops serving port `slot`. Returns at once: the port is already out
+    /// of the published snapshot, so nothing is forwarded to or from it,
+    /// and the teardown (which waits out kernel grace periods) happens on
+    /// the setup thread. Messages run in order: a later attach of the same
+    /// slot or NIC comes after this detach.
     pub fn detach(&self, slot: Slot) -> Result<(), DatapathError> {
-        let (reply, _answer) = mpsc::sync_channel(1);
-        self.send(Command::Detach { slot, reply })
+        self.send(SetupMsg::Detach { slot })
     }
 
-    /// Publishes a new configuration; the poll thread uses it from its next round.
+    /// Publishes a new configuration; poll threads use it from their next round.
     pub fn publish(&self, snap: Snapshot) {
         self.snapshot.store(Arc::new(snap));
     }
 
-    pub fn config(&self) -> DatapathConfig {
-        self.cfg
+    pub fn config(&self) -> &DatapathConfig {
+        &self.cfg
     }
 
     pub fn attachment(&self, slot: Slot) -> Option<Attachment> {
@@ -253,8 +265,9 @@ impl Datapath {
 
 impl Drop for Datapath {
     fn drop(&mut self) {
-        let _ = self.send(Command::Stop);
-        if let Some(t) = self.thread.take() {
+        // The setup thread detaches every port and stops the poll threads.
+        let _ = self.send(SetupMsg::Stop);
+        for t in self.threads.drain(..) {
             let _ = t.join();
         }
     }

@@ -7,11 +7,16 @@
 //! compiles libxdp and libbpf in C; this file is the few hundred lines of
 //! it that switchd needs.
 //!
-//! Every socket binds one netdev's queue 0 in copy mode and shares the
-//! UMEM, each with its own fill and completion ring (the kernel requires
-//! that when sockets on different netdevs share a UMEM). A frame is named
-//! by its byte address in the UMEM; forwarding moves the address from one
-//! socket's RX ring to another's TX ring without copying the frame.
+//! Every socket binds one queue of one netdev in copy mode and shares its
+//! poll thread's UMEM, each with its own fill and completion ring (the
+//! kernel requires that when sockets on different netdevs share a UMEM). A
+//! frame is named by its byte address in the UMEM; forwarding moves the
+//! address from one socket's RX ring to another's TX ring without copying
+//! the frame.
+//!
+//! Multi-buffer (XDP_USE_SG): a frame longer than one chunk arrives as
+//! several descriptors, all but the last flagged `XDP_PKT_CONTD`; RX and TX
+//! here move whole frames only, never part of one.
 
 use std::ffi::c_void;
 use std::io;
@@ -32,6 +37,9 @@ const XDP_STATISTICS: i32 = 7;
 const XDP_MAX_TX_SKB_BUDGET: i32 = 9;
 const XDP_SHARED_UMEM: u16 = 1;
 const XDP_COPY: u16 = 2;
+const XDP_USE_SG: u16 = 1 << 4;
+/// Descriptor option: more fragments of this frame follow.
+pub const XDP_PKT_CONTD: u32 = 1;
 const XDP_PGOFF_RX_RING: i64 = 0;
 const XDP_PGOFF_TX_RING: i64 = 0x8000_0000;
 const XDP_UMEM_PGOFF_FILL_RING: i64 = 0x1_0000_0000;
@@ -42,6 +50,8 @@ pub const FRAME_SIZE: u64 = 4096;
 /// Where the kernel puts received data inside a chunk in copy mode
 /// (XDP_PACKET_HEADROOM); we place copies at the same offset.
 pub const RX_OFFSET: u64 = 256;
+/// Bytes of one fragment: a chunk less the headroom.
+pub const FRAG_SIZE: u64 = FRAME_SIZE - RX_OFFSET;
 
 #[repr(C)]
 #[derive(Default)]
@@ -157,6 +167,27 @@ pub struct Umem {
 // that owns the Umem is the only one that touches it from userspace.
 unsafe impl Send for Umem {}
 
+/// Where a UMEM lives, for registering it from another thread (the setup
+/// thread creates sockets; the poll thread owns the memory).
+#[derive(Debug, Clone, Copy)]
+pub struct UmemArea {
+    addr: u64,
+    len: u64,
+}
+
+impl UmemArea {
+    fn reg(&self) -> UmemReg {
+        UmemReg {
+            addr: self.addr,
+            len: self.len,
+            chunk_size: FRAME_SIZE as u32,
+            headroom: 0,
+            flags: 0,
+            tx_metadata_len: 0,
+        }
+    }
+}
+
 impl Umem {
     pub fn new(frames: u32) -> io::Result<Umem> {
         let len = frames as usize * FRAME_SIZE as usize;
@@ -231,14 +262,10 @@ impl Umem {
         dst
     }
 
-    fn reg(&self) -> UmemReg {
-        UmemReg {
+    pub fn area(&self) -> UmemArea {
+        UmemArea {
             addr: self.base.as_ptr() as u64,
             len: self.len as u64,
-            chunk_size: FRAME_SIZE as u32,
-            headroom: 0,
-            flags: 0,
-            tx_metadata_len: 0,
         }
     }
 }
@@ -371,18 +398,35 @@ impl<T: Copy> Ring<T> {
     }
 
     fn consume(&mut self, out: &mut Vec<T>, max: usize) -> usize {
-        let n = (self.available(max as u32) as usize).min(max);
-        for i in 0..n {
+        self.consume_until(out, max, |_| true)
+    }
+
+    /// Takes up to `max` entries (more if needed to finish a group), and
+    /// only up to the last entry for which `ends` is true, so that a group
+    /// of entries (a multi-buffer frame) is never split.
+    fn consume_until(&mut self, out: &mut Vec<T>, max: usize, ends: impl Fn(&T) -> bool) -> usize {
+        let avail = self.available(max as u32) as usize;
+        let start = out.len();
+        let mut take = 0;
+        for i in 0..avail {
             let idx = self.local.wrapping_add(i as u32) & self.mask;
             // SAFETY: idx < size; entries between our consumer and the
             // kernel's producer (Acquire-loaded) are complete.
-            out.push(unsafe { self.descs.add(idx as usize).read_volatile() });
+            let item = unsafe { self.descs.add(idx as usize).read_volatile() };
+            out.push(item);
+            if ends(&item) {
+                take = i + 1;
+                if take >= max {
+                    break;
+                }
+            }
         }
-        self.local = self.local.wrapping_add(n as u32);
+        out.truncate(start + take);
+        self.local = self.local.wrapping_add(take as u32);
         // SAFETY: `consumer` points into the live mapping; Release hands the
         // slots back after we read them.
         unsafe { (*self.consumer).store(self.local, Ordering::Release) };
-        n
+        take
     }
 }
 
@@ -413,7 +457,7 @@ impl Default for RingSizes {
     }
 }
 
-/// One AF_XDP socket bound to queue 0 of a netdev.
+/// One AF_XDP socket bound to one queue of a netdev.
 pub struct XskSocket {
     // Rings are declared before the fd so they are unmapped before close.
     rx: Ring<Desc>,
@@ -428,13 +472,16 @@ pub struct XskSocket {
 unsafe impl Send for XskSocket {}
 
 impl XskSocket {
-    /// Creates a socket on `ifindex` queue 0. With `share_with`, it shares
-    /// that live socket's UMEM; without, it registers `umem` itself.
+    /// Creates a socket on `ifindex` queue `queue`. With `share_with`, it
+    /// shares that live socket's UMEM (and its multi-buffer setting);
+    /// without, it registers `umem` itself, multi-buffer if `sg`.
     pub fn new(
-        umem: &Umem,
+        umem: UmemArea,
         ifindex: u32,
+        queue: u32,
         share_with: Option<RawFd>,
         sizes: RingSizes,
+        sg: bool,
     ) -> io::Result<Self> {
         // SAFETY: plain socket(2) call; the fd is owned right below.
         let raw = unsafe { libc::socket(AF_XDP, libc::SOCK_RAW | libc::SOCK_CLOEXEC, 0) };
@@ -466,11 +513,13 @@ impl XskSocket {
             // Shared sockets inherit copy mode; the kernel refuses flags on them.
             flags: if share_with.is_some() {
                 XDP_SHARED_UMEM
+            } else if sg {
+                XDP_COPY | XDP_USE_SG
             } else {
                 XDP_COPY
             },
             ifindex,
-            queue_id: 0,
+            queue_id: queue,
             shared_umem_fd: share_with.unwrap_or(0) as u32,
         };
         // SAFETY: `sa` is a valid sockaddr_xdp of the size passed.
@@ -508,14 +557,22 @@ impl XskSocket {
         self.fill.free(self.fill.size)
     }
 
-    /// Takes up to `max` received frames.
+    /// Takes received descriptors: whole frames only, about `max`
+    /// descriptors (a frame's fragments are never split).
     pub fn recv(&mut self, out: &mut Vec<Desc>, max: usize) -> usize {
-        self.rx.consume(out, max)
+        self.rx
+            .consume_until(out, max, |d| d.options & XDP_PKT_CONTD == 0)
     }
 
-    /// Queues frames for sending; returns how many fit.
+    /// Queues descriptors for sending, whole frames only; returns how many
+    /// descriptors went (a prefix of `descs` that ends a frame).
     pub fn send(&mut self, descs: &[Desc]) -> usize {
-        self.tx.produce(descs)
+        let free = self.tx.free(descs.len() as u32) as usize;
+        let mut n = free.min(descs.len());
+        while n > 0 && descs[n - 1].options & XDP_PKT_CONTD != 0 {
+            n -= 1;
+        }
+        self.tx.produce(&descs[..n])
     }
 
     /// Frames queued for TX that the kernel has not taken yet.

@@ -47,10 +47,12 @@ pub enum DropReason {
     RouterGuard = 8,
     /// Broadcast, multicast or unknown unicast over the port's storm limit.
     Storm = 9,
+    /// Longer than the egress port's MTU (never truncated).
+    Oversize = 10,
 }
 
 impl DropReason {
-    pub const COUNT: usize = 10;
+    pub const COUNT: usize = 11;
     pub const ALL: [DropReason; Self::COUNT] = [
         DropReason::Malformed,
         DropReason::Vlan,
@@ -62,6 +64,7 @@ impl DropReason {
         DropReason::DhcpGuard,
         DropReason::RouterGuard,
         DropReason::Storm,
+        DropReason::Oversize,
     ];
     pub fn as_str(self) -> &'static str {
         match self {
@@ -75,6 +78,7 @@ impl DropReason {
             DropReason::DhcpGuard => "dhcp-guard",
             DropReason::RouterGuard => "router-guard",
             DropReason::Storm => "storm",
+            DropReason::Oversize => "oversize",
         }
     }
 }
@@ -194,6 +198,24 @@ pub fn forward(
     now: u64,
     out: &mut Vec<Egress>,
 ) -> Result<Decision, DropReason> {
+    forward_len(snap, sw, fdb, limits, ingress, frame, frame.len(), now, out)
+}
+
+/// `forward` for a frame of `len` bytes of which `frame` holds the first
+/// (a multi-buffer frame's first fragment: every header the pipeline
+/// reads is in it).
+#[allow(clippy::too_many_arguments)]
+pub fn forward_len(
+    snap: &Snapshot,
+    sw: &SwitchView,
+    fdb: &mut Fdb,
+    limits: &mut Limits,
+    ingress: &PortView,
+    frame: &[u8],
+    len: usize,
+    now: u64,
+    out: &mut Vec<Egress>,
+) -> Result<Decision, DropReason> {
     out.clear();
     let hdr = ethernet::parse(frame).map_err(|e| match e {
         ParseError::Runt | ParseError::TruncatedTag | ParseError::BadSource => {
@@ -229,7 +251,7 @@ pub fn forward(
             return Err(DropReason::Acl);
         }
     }
-    let bits = frame.len() as u64 * 8;
+    let bits = len.max(frame.len()) as u64 * 8;
     fdb.learn(vlan, hdr.src, ingress.slot, now);
 
     let known = if hdr.dst.is_multicast() {
@@ -290,11 +312,9 @@ pub fn forward(
 
 #[cfg(test)]
 mod tests {
-    use super::acl::Acl;
     use super::fdb::Fdb;
     use super::vlan::{PortVlan, VlanSet};
     use super::*;
-    use crate::snapshot::PortCounters;
     use crate::wire::ethernet::tests::{tagged, tagged_with, untagged, A, B};
     use crate::wire::ethernet::TPID_8021AD;
     use podswitch_shared::model::MacAddr;

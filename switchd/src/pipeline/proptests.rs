@@ -5,7 +5,7 @@
 use super::fdb::{Fdb, Slot};
 use super::vlan::{PortVlan, VlanSet};
 use super::{forward, DropReason};
-use crate::snapshot::{PortCounters, PortView, Snapshot, SwitchView};
+use crate::snapshot::{PortView, Snapshot, SwitchView};
 use crate::wire::ethernet::{self, apply_tag_edit, TagEdit, TPID_8021AD, TPID_8021Q};
 use podswitch_shared::model::MacAddr;
 use proptest::prelude::*;

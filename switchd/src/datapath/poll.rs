@@ -1,92 +1,159 @@
-//! The poll thread. It alone owns the UMEM, the sockets, their rings and
-//! the frame bookkeeping; it reads the snapshot (published by the control
-//! plane) once per round and writes the per-port counters.
+//! One poll thread. It alone owns its UMEM, the frame bookkeeping and the
+//! rings of the sockets it serves (queue *i* of every port, for thread
+//! *i*); it reads the snapshot (published by the control plane) once per
+//! round and writes the per-port counters.
 //!
-//! Frame ownership: every UMEM frame is FREE (on our free list), HELD (in
-//! our hands during a round) or given to the kernel through one port's fill
-//! or TX ring (owner = that slot). Detaching a port reclaims every frame it
-//! owned, so port churn never leaks buffers.
+//! It never creates or closes a socket: the setup thread hands it ready
+//! sockets (`PollCmd::Add`) and takes them back (`PollCmd::Remove`) for
+//! closing, and the poll thread swaps its port set between rounds, as
+//! OVS's PMD threads reload their port lists. A closed socket's frames are
+//! reused only once the setup thread says the kernel let go of them
+//! (`PollCmd::Reclaim`).
+//!
+//! Frame ownership: every UMEM chunk is FREE (on the free list), HELD (in
+//! our hands during a round) or given to the kernel through one socket's
+//! fill or TX ring (owner = that socket's instance number). Removing a
+//! port reclaims every chunk its socket owned, so churn never leaks
+//! buffers; `Budget` decides how many chunks each fill ring gets.
 
-use super::bpf::XdpProgram;
-use super::xsk::{Desc, RingSizes, Umem, XskSocket, FRAME_SIZE};
-use super::{netdev, AttachFailure, Attachment, Command, DatapathConfig};
+use super::budget::Budget;
+use super::xsk::{Desc, Umem, XskSocket, FRAME_SIZE, XDP_PKT_CONTD};
+use super::{DatapathConfig, SetupMsg};
 use crate::pipeline::fdb::Slot;
-use crate::pipeline::{forward, qos, DropReason, Egress, Limits};
+use crate::pipeline::{forward_len, qos, DropReason, Egress, Limits};
 use crate::snapshot::{PortCounters, Snapshot};
-use crate::wire::ethernet::apply_tag_edit;
+use crate::wire::ethernet::{apply_tag_edit, HEADER_LEN, TAG_LEN};
 use arc_swap::ArcSwap;
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::mpsc;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 const FREE: u32 = u32::MAX;
 const HELD: u32 = u32::MAX - 1;
 const HOUSEKEEPING: Duration = Duration::from_secs(1);
 
+/// A socket the setup thread made, bound and ready to be filled.
+pub(crate) struct NewPort {
+    pub slot: Slot,
+    /// Names this socket's chunks in the ownership table.
+    pub instance: u32,
+    pub ifname: String,
+    /// Largest L2 payload the netdev takes (its MTU).
+    pub mtu: u32,
+    pub sock: XskSocket,
+}
+
+/// What the setup thread asks of a poll thread.
+pub(crate) enum PollCmd {
+    /// Serve this socket from the next round; answers once its fill ring
+    /// holds frames (or why it cannot be served).
+    Add {
+        port: Box<NewPort>,
+        reply: mpsc::SyncSender<Result<(), String>>,
+    },
+    /// Stop serving `slot` and hand its socket back (`SetupMsg::Returned`).
+    Remove { slot: Slot },
+    /// The socket of `instance` is closed: its chunks are ours again.
+    Reclaim { instance: u32 },
+    Stop,
+}
+
 struct Port {
     slot: Slot,
-    ifname: String,
-    ifindex: u32,
+    instance: u32,
+    mtu: u32,
     sock: XskSocket,
     /// Frames in the fill ring or being written by the kernel.
     filled: u32,
-    /// Frames to queue on this port's TX ring at the end of the round.
+    /// Received since the last refill (so it may get more than its minimum).
+    hungry: bool,
+    /// Descriptors to queue on this port's TX ring at the end of the round
+    /// (whole frames; all but a frame's last carry XDP_PKT_CONTD).
     tx_pending: Vec<Desc>,
     /// The TX ring holds frames the kernel has not sent yet.
     tx_backlog: bool,
+    /// The socket reported an error (netdev gone); not polled any more.
+    dead: bool,
 }
 
-pub(crate) struct Worker {
+pub(crate) struct PollThread {
+    index: usize,
     cfg: DatapathConfig,
     umem: Umem,
     free: Vec<u64>,
     owner: Vec<u32>,
-    prog: XdpProgram,
+    budget: Budget,
     ports: HashMap<Slot, Port>,
-    cmds: mpsc::Receiver<Command>,
+    cmds: mpsc::Receiver<PollCmd>,
+    setup: mpsc::Sender<SetupMsg>,
     wake: Arc<OwnedFd>,
     snapshot: Arc<ArcSwap<Snapshot>>,
-    attached: Arc<Mutex<HashMap<Slot, Attachment>>>,
     last_housekeeping: Instant,
     rx_buf: Vec<Desc>,
     comp_buf: Vec<u64>,
     out: Vec<Egress>,
     /// Rate limiters of every port (poll-thread state, synced to the snapshot).
     limits: Limits,
-    /// Frames from egress-rate-limited ports waiting for tokens.
-    shaped: HashMap<Slot, std::collections::VecDeque<Desc>>,
+    /// Frames from egress-rate-limited ports waiting for tokens (flat
+    /// descriptors, whole frames).
+    shaped: HashMap<Slot, VecDeque<Desc>>,
     pollfds: Vec<libc::pollfd>,
     poll_slots: Vec<Slot>,
     stop: bool,
 }
 
-impl Worker {
+/// Total length of the frame made of `descs`.
+fn frame_len(descs: &[Desc]) -> usize {
+    descs.iter().map(|d| d.len as usize).sum()
+}
+
+/// Splits a flat run of descriptors into whole frames.
+fn frames(descs: &[Desc]) -> impl Iterator<Item = &[Desc]> {
+    let mut rest = descs;
+    std::iter::from_fn(move || {
+        if rest.is_empty() {
+            return None;
+        }
+        let end = rest
+            .iter()
+            .position(|d| d.options & XDP_PKT_CONTD == 0)
+            .map(|i| i + 1)
+            .unwrap_or(rest.len());
+        let (f, r) = rest.split_at(end);
+        rest = r;
+        Some(f)
+    })
+}
+
+impl PollThread {
     pub(crate) fn new(
+        index: usize,
         cfg: DatapathConfig,
-        cmds: mpsc::Receiver<Command>,
+        umem: Umem,
+        cmds: mpsc::Receiver<PollCmd>,
+        setup: mpsc::Sender<SetupMsg>,
         wake: Arc<OwnedFd>,
         snapshot: Arc<ArcSwap<Snapshot>>,
-        attached: Arc<Mutex<HashMap<Slot, Attachment>>>,
-    ) -> Result<Self, String> {
-        let umem = Umem::new(cfg.umem_frames).map_err(|e| e.to_string())?;
-        let prog = XdpProgram::load().map_err(|e| e.to_string())?;
+    ) -> Self {
         let n = umem.frames();
-        Ok(Worker {
+        let batch = cfg.batch;
+        PollThread {
+            index,
             cfg,
             umem,
             // Pop from the end: low addresses first (just tidier in dumps).
             free: (0..n as u64).rev().map(|i| i * FRAME_SIZE).collect(),
             owner: vec![FREE; n as usize],
-            prog,
+            budget: Budget::new(n),
             ports: HashMap::new(),
             cmds,
+            setup,
             wake,
             snapshot,
-            attached,
             last_housekeeping: Instant::now(),
-            rx_buf: Vec::with_capacity(cfg.batch),
+            rx_buf: Vec::with_capacity(batch * 2),
             comp_buf: Vec::with_capacity(1024),
             out: Vec::with_capacity(64),
             limits: Limits::default(),
@@ -94,7 +161,7 @@ impl Worker {
             pollfds: Vec::new(),
             poll_slots: Vec::new(),
             stop: false,
-        })
+        }
     }
 
     fn now(&self) -> u64 {
@@ -115,11 +182,19 @@ impl Worker {
         }
     }
 
+    fn release_all(&mut self, descs: &[Desc]) {
+        for d in descs {
+            self.release(d.addr);
+        }
+    }
+
     pub(crate) fn run(&mut self) {
         log::info!(
-            "data path running: {} UMEM frames of {} bytes",
+            "poll thread {} running: {} UMEM frames of {} bytes, up to {} ports",
+            self.index,
             self.umem.frames(),
-            FRAME_SIZE
+            FRAME_SIZE,
+            self.budget.max_ports()
         );
         let mut last_work = Instant::now();
         while !self.stop {
@@ -149,164 +224,123 @@ impl Worker {
         }
         let slots: Vec<Slot> = self.ports.keys().copied().collect();
         for s in slots {
-            self.detach(s);
+            self.remove(s);
         }
     }
 
     fn commands(&mut self) {
         while let Ok(c) = self.cmds.try_recv() {
             match c {
-                Command::Attach {
-                    slot,
-                    ifname,
-                    reply,
-                } => {
-                    let r = self.attach(slot, &ifname);
-                    match &r {
-                        Err(AttachFailure::Other(e)) => {
-                            log::warn!("attach {ifname} as slot {slot}: {e}")
-                        }
-                        Err(AttachFailure::Busy(e)) => {
-                            log::debug!("attach {ifname} as slot {slot}: {e}")
-                        }
-                        Ok(_) => {}
-                    }
+                PollCmd::Add { port, reply } => {
+                    let r = self.add(*port);
                     let _ = reply.send(r);
                 }
-                Command::Detach { slot, reply } => {
-                    self.detach(slot);
-                    let _ = reply.send(());
-                }
-                Command::Stop => self.stop = true,
+                PollCmd::Remove { slot } => self.remove(slot),
+                PollCmd::Reclaim { instance } => self.reclaim(instance),
+                PollCmd::Stop => self.stop = true,
             }
         }
     }
 
-    fn attach(&mut self, slot: Slot, ifname: &str) -> Result<Attachment, AttachFailure> {
-        if let Some(p) = self.ports.get(&slot) {
-            if p.ifname == ifname {
-                if let Some(a) = self.attachment(slot) {
-                    return Ok(a);
-                }
-            }
-            self.detach(slot);
+    fn add(&mut self, p: NewPort) -> Result<(), String> {
+        if self.ports.contains_key(&p.slot) {
+            // The setup thread removes a slot before reusing it; a
+            // duplicate would be a bug there: refuse, keep the old one.
+            return Err(format!("slot {} is already served", p.slot));
         }
-        let ifindex = netdev::ifindex(ifname).map_err(|e| AttachFailure::Other(e.to_string()))?;
-        let share = self.ports.values().next().map(|p| p.sock.fd());
-        let sock =
-            XskSocket::new(&self.umem, ifindex, share, RingSizes::default()).map_err(|e| {
-                let m = format!("AF_XDP socket on {ifname}: {e}");
-                if e.kind() == std::io::ErrorKind::ResourceBusy {
-                    AttachFailure::Busy(m)
-                } else {
-                    AttachFailure::Other(m)
-                }
-            })?;
-        let fd = sock.fd();
+        if let Err(e) = self.budget.add_port() {
+            // The socket goes back to be closed off this thread.
+            let _ = self.setup.send(SetupMsg::Returned {
+                thread: self.index,
+                instance: p.instance,
+                sock: Box::new(p.sock),
+            });
+            return Err(e.to_string());
+        }
+        let slot = p.slot;
         self.ports.insert(
             slot,
             Port {
                 slot,
-                ifname: ifname.to_string(),
-                ifindex,
-                sock,
+                instance: p.instance,
+                mtu: p.mtu,
+                sock: p.sock,
                 filled: 0,
+                hungry: false,
                 tx_pending: Vec::new(),
                 tx_backlog: false,
+                dead: false,
             },
         );
         self.refill(slot);
-        let bound = self
-            .prog
-            .bind(ifindex, slot, fd)
-            .map_err(|e| e.to_string())
-            .and_then(|()| {
-                self.prog
-                    .attach(ifindex, self.cfg.native_xdp)
-                    .map_err(|e| e.to_string())
-            });
-        match bound {
-            Ok(mode) => {
-                let a = Attachment { ifindex, mode };
-                self.attached
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .insert(slot, a);
-                self.rebuild_pollfds();
-                log::info!(
-                    "attached {ifname} (ifindex {ifindex}) as slot {slot}, {} XDP",
-                    mode.as_str()
-                );
-                Ok(a)
-            }
-            Err(e) => {
-                self.detach(slot);
-                Err(AttachFailure::Other(e))
-            }
-        }
+        self.rebuild_pollfds();
+        log::debug!(
+            "poll thread {}: serving {} as slot {slot}",
+            self.index,
+            p.ifname
+        );
+        Ok(())
     }
 
-    fn attachment(&self, slot: Slot) -> Option<Attachment> {
-        self.attached
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(&slot)
-            .copied()
+    /// Stops serving `slot`: frames in our hands go back to the free list
+    /// now; the socket goes back to the setup thread to be closed, and the
+    /// chunks it still owns come back with `Reclaim`.
+    fn remove(&mut self, slot: Slot) {
+        let Some(p) = self.ports.remove(&slot) else {
+            return;
+        };
+        self.budget.remove_port(p.filled);
+        let mut pending: Vec<u64> = p.tx_pending.iter().map(|d| d.addr).collect();
+        if let Some(q) = self.shaped.remove(&slot) {
+            pending.extend(q.iter().map(|d| d.addr));
+        }
+        for a in pending {
+            self.release(a);
+        }
+        self.rebuild_pollfds();
+        let _ = self.setup.send(SetupMsg::Returned {
+            thread: self.index,
+            instance: p.instance,
+            sock: Box::new(p.sock),
+        });
     }
 
-    fn detach(&mut self, slot: Slot) {
-        self.attached
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(&slot);
-        if let Some(p) = self.ports.remove(&slot) {
-            self.prog.unbind(p.ifindex, slot);
-            self.prog.detach(p.ifindex);
-            let mut pending: Vec<u64> = p.tx_pending.iter().map(|d| d.addr).collect();
-            if let Some(q) = self.shaped.remove(&slot) {
-                pending.extend(q.iter().map(|d| d.addr));
+    fn reclaim(&mut self, instance: u32) {
+        let mut n = 0;
+        for i in 0..self.owner.len() {
+            if self.owner[i] == instance {
+                self.owner[i] = FREE;
+                self.free.push(i as u64 * FRAME_SIZE);
+                n += 1;
             }
-            drop(p); // closes the socket: the kernel lets go of its frames
-            for a in pending {
-                self.release(a);
-            }
-            let mut reclaimed = 0;
-            for i in 0..self.owner.len() {
-                if self.owner[i] == slot {
-                    self.owner[i] = FREE;
-                    self.free.push(i as u64 * FRAME_SIZE);
-                    reclaimed += 1;
-                }
-            }
-            log::info!("detached slot {slot}, reclaimed {reclaimed} frames");
-            self.rebuild_pollfds();
         }
+        log::debug!(
+            "poll thread {}: reclaimed {n} frames of socket {instance}",
+            self.index
+        );
     }
 
     fn refill(&mut self, slot: Slot) {
-        let nports = self.ports.len() as u32;
         let Some(p) = self.ports.get_mut(&slot) else {
             return;
         };
-        // Each port may hold up to its share of half the UMEM in its fill
-        // ring (bursts are absorbed there), capped by the configured depth.
-        let share = self.umem.frames() / (2 * (nports + 1));
-        let target = share.clamp(64, self.cfg.fill_per_port);
-        let want = target.saturating_sub(p.filled) as usize;
-        if want < 16 && p.filled > 0 {
-            return; // refill in batches
-        }
-        let n = want.min(self.free.len()).min(p.sock.fill_free() as usize);
-        if n == 0 {
+        let hungry = std::mem::replace(&mut p.hungry, false);
+        let want = self
+            .budget
+            .grant(p.filled, self.free.len() as u32, hungry)
+            .min(p.sock.fill_free()) as usize;
+        if want == 0 {
             return;
         }
-        // Give the top `n` of the free stack; whatever did not fit stays.
-        let start = self.free.len() - n;
+        // Give the top `want` of the free stack; whatever did not fit stays.
+        let start = self.free.len() - want;
         let given = p.sock.fill(&self.free[start..]);
         for a in self.free.drain(start..start + given) {
-            self.owner[(a / FRAME_SIZE) as usize] = slot;
+            self.owner[(a / FRAME_SIZE) as usize] = p.instance;
         }
+        let old = p.filled;
         p.filled += given as u32;
+        self.budget.set_filled(old, p.filled);
     }
 
     /// One pass over every port: completions, RX batch, refill; then TX.
@@ -345,12 +379,18 @@ impl Worker {
         let Some(p) = self.ports.get_mut(&slot) else {
             return false;
         };
+        if p.dead {
+            return false;
+        }
         self.rx_buf.clear();
         let n = p.sock.recv(&mut self.rx_buf, self.cfg.batch);
         if n == 0 {
             return false;
         }
+        let old = p.filled;
         p.filled = p.filled.saturating_sub(n as u32);
+        p.hungry = true;
+        self.budget.set_filled(old, p.filled);
         let batch = std::mem::take(&mut self.rx_buf);
         for d in &batch {
             if let Some(o) = self.owner.get_mut(Self::frame_index(d.addr)) {
@@ -358,26 +398,25 @@ impl Worker {
             }
         }
         if let Some(p) = snap.port(slot) {
-            for d in &batch {
+            for f in frames(&batch) {
                 PortCounters::add(&p.counters.rx_packets, 1);
-                PortCounters::add(&p.counters.rx_bytes, d.len as u64);
+                PortCounters::add(&p.counters.rx_bytes, frame_len(f) as u64);
             }
         }
         if self.limits.egress(slot).is_some() {
-            // Shaped port: queue (bounded), then send what the rate allows.
+            // Shaped port: queue (bounded, whole frames), then send what
+            // the rate allows.
             let limit = self.limits.egress_queue_limit(slot);
             let q = self.shaped.entry(slot).or_default();
             let mut over = Vec::new();
-            for d in &batch {
+            for f in frames(&batch) {
                 if q.len() < limit {
-                    q.push_back(*d);
+                    q.extend(f.iter().copied());
                 } else {
-                    over.push(d.addr);
-                }
-            }
-            if let Some(p) = snap.port(slot) {
-                for _ in &over {
-                    p.counters.count_drop(DropReason::Qos);
+                    over.extend(f.iter().map(|d| d.addr));
+                    if let Some(p) = snap.port(slot) {
+                        p.counters.count_drop(DropReason::Qos);
+                    }
                 }
             }
             for a in over {
@@ -400,15 +439,20 @@ impl Worker {
         };
         let mut go = Vec::new();
         match self.limits.egress(slot) {
-            Some(bucket) => {
-                while let Some(d) = q.front() {
-                    if bucket.admit(d.len as u64 * 8, now) == qos::Admit::No {
-                        break;
-                    }
-                    go.push(*d);
-                    q.pop_front();
+            Some(bucket) => loop {
+                let Some(end) = q
+                    .iter()
+                    .position(|d| d.options & XDP_PKT_CONTD == 0)
+                    .map(|i| i + 1)
+                else {
+                    break;
+                };
+                let bits: u64 = q.iter().take(end).map(|d| d.len as u64 * 8).sum();
+                if bucket.admit(bits, now) == qos::Admit::No {
+                    break;
                 }
-            }
+                go.extend(q.drain(..end));
+            },
             // The limit was removed: everything goes.
             None => go.extend(q.drain(..)),
         }
@@ -429,88 +473,121 @@ impl Worker {
         match (ingress, sw) {
             (Some(ingress), Some(sw)) => {
                 let mut fdb = sw.fdb.lock().unwrap_or_else(|e| e.into_inner());
-                for d in batch {
+                for f in frames(batch) {
                     let mut out = std::mem::take(&mut self.out);
-                    let frame = self.umem.frame(d.addr, d.len as usize);
-                    match forward(
+                    let head = self.umem.frame(f[0].addr, f[0].len as usize);
+                    match forward_len(
                         snap,
                         sw,
                         &mut fdb,
                         &mut self.limits,
                         ingress,
-                        frame,
+                        head,
+                        frame_len(f),
                         now,
                         &mut out,
                     ) {
                         Err(why) => {
                             ingress.counters.count_drop(why);
-                            self.release(d.addr);
+                            self.release_all(f);
                         }
-                        Ok(dec) => self.fan_out(snap, *d, dec.tagged, &out),
+                        Ok(dec) => self.fan_out(snap, f, dec.tagged, &out),
                     }
                     self.out = out;
                 }
             }
             // A port mid-removal or not yet published: nothing to forward to.
-            _ => {
-                for d in batch {
-                    self.release(d.addr);
-                }
-            }
+            _ => self.release_all(batch),
         }
     }
 
-    /// Queues the frame `d` on every egress port: copies for all but the
-    /// last, the original (edited in place) for the last.
-    fn fan_out(&mut self, snap: &Snapshot, d: Desc, tagged: bool, out: &[Egress]) {
+    /// Copies the frame `f` into free chunks; None (nothing taken) if the
+    /// free list runs dry.
+    fn copy(&mut self, f: &[Desc]) -> Option<Vec<Desc>> {
+        if self.free.len() < f.len() {
+            return None;
+        }
+        let mut copy = Vec::with_capacity(f.len());
+        for d in f {
+            let chunk = self.free.pop()?;
+            self.owner[Self::frame_index(chunk)] = HELD;
+            let addr = self.umem.copy_frame(d.addr, d.len as usize, chunk);
+            copy.push(Desc {
+                addr,
+                len: d.len,
+                options: d.options & XDP_PKT_CONTD,
+            });
+        }
+        Some(copy)
+    }
+
+    /// Queues the frame `f` on every egress port: copies for all but the
+    /// last, the original (edited in place) for the last. Every port that
+    /// does not get it counts why.
+    fn fan_out(&mut self, snap: &Snapshot, f: &[Desc], tagged: bool, out: &[Egress]) {
         let mut original_used = false;
+        let len = frame_len(f);
         for (i, e) in out.iter().enumerate() {
             let last = i + 1 == out.len();
             let Some(eport) = snap.port(e.slot) else {
                 continue;
             };
-            if !self.ports.contains_key(&e.slot) {
+            let Some(mtu) = self.ports.get(&e.slot).filter(|p| !p.dead).map(|p| p.mtu) else {
                 eport.counters.count_drop(DropReason::LinkDown);
                 continue;
+            };
+            // What the egress netdev would carry as payload: the frame
+            // after the tag edit, less the Ethernet header and any tag.
+            let payload = len - HEADER_LEN - if tagged { TAG_LEN } else { 0 };
+            if payload > mtu as usize {
+                eport.counters.count_drop(DropReason::Oversize);
+                continue;
             }
-            let addr = if last {
+            let frags: Vec<Desc> = if last {
                 original_used = true;
-                d.addr
+                f.iter()
+                    .map(|d| Desc {
+                        options: d.options & XDP_PKT_CONTD,
+                        ..*d
+                    })
+                    .collect()
             } else {
-                match self.free.pop() {
-                    Some(chunk) => {
-                        self.owner[Self::frame_index(chunk)] = HELD;
-                        self.umem.copy_frame(d.addr, d.len as usize, chunk)
-                    }
+                match self.copy(f) {
+                    Some(c) => c,
                     None => {
                         eport.counters.count_drop(DropReason::NoBuffer);
                         continue;
                     }
                 }
             };
-            let (chunk, off) = self.umem.chunk_mut(addr);
-            let base = addr - off as u64;
-            match apply_tag_edit(chunk, off, d.len as usize, tagged, e.edit) {
+            let first = frags[0];
+            let (chunk, off) = self.umem.chunk_mut(first.addr);
+            let base = first.addr - off as u64;
+            match apply_tag_edit(chunk, off, first.len as usize, tagged, e.edit) {
                 Ok((noff, nlen)) => {
-                    self.owner[Self::frame_index(base)] = e.slot;
-                    if let Some(p) = self.ports.get_mut(&e.slot) {
-                        p.tx_pending.push(Desc {
-                            addr: base + noff as u64,
-                            len: nlen as u32,
-                            options: 0,
-                        });
+                    let Some(p) = self.ports.get_mut(&e.slot) else {
+                        continue;
+                    };
+                    for d in &frags {
+                        self.owner[Self::frame_index(d.addr)] = p.instance;
                     }
+                    p.tx_pending.push(Desc {
+                        addr: base + noff as u64,
+                        len: nlen as u32,
+                        options: first.options,
+                    });
+                    p.tx_pending.extend_from_slice(&frags[1..]);
                 }
                 Err(_) => {
                     // Received frames always have 256 bytes of headroom;
                     // this would be a kernel surprise, not a user's frame.
                     eport.counters.count_drop(DropReason::NoBuffer);
-                    self.release(addr);
+                    self.release_all(&frags);
                 }
             }
         }
         if !original_used {
-            self.release(d.addr);
+            self.release_all(f);
         }
     }
 
@@ -527,10 +604,11 @@ impl Worker {
                 worked = true;
                 let n = p.sock.send(&p.tx_pending);
                 if let Some(c) = counters {
-                    PortCounters::add(&c.tx_packets, n as u64);
-                    let bytes: u64 = p.tx_pending[..n].iter().map(|d| d.len as u64).sum();
-                    PortCounters::add(&c.tx_bytes, bytes);
-                    for _ in n..p.tx_pending.len() {
+                    let (sent, rest) = p.tx_pending.split_at(n);
+                    let sent_frames = frames(sent).count() as u64;
+                    PortCounters::add(&c.tx_packets, sent_frames);
+                    PortCounters::add(&c.tx_bytes, frame_len(sent) as u64);
+                    for _ in frames(rest) {
                         c.count_drop(DropReason::NoBuffer);
                     }
                 }
@@ -559,7 +637,7 @@ impl Worker {
             events: libc::POLLIN,
             revents: 0,
         });
-        for p in self.ports.values() {
+        for p in self.ports.values().filter(|p| !p.dead) {
             self.pollfds.push(libc::pollfd {
                 fd: p.sock.fd(),
                 events: libc::POLLIN,
@@ -575,7 +653,10 @@ impl Worker {
         let fronts: Vec<(Slot, u64)> = self
             .shaped
             .iter()
-            .filter_map(|(s, q)| q.front().map(|d| (*s, d.len as u64 * 8)))
+            .filter_map(|(s, q)| {
+                let end = q.iter().position(|d| d.options & XDP_PKT_CONTD == 0)? + 1;
+                Some((*s, q.iter().take(end).map(|d| d.len as u64 * 8).sum()))
+            })
             .collect();
         fronts
             .into_iter()
@@ -622,37 +703,61 @@ impl Worker {
             .map(|(_, s)| *s)
             .collect();
         for s in dead {
-            log::warn!("slot {s}: socket error (netdev removed?); detaching");
-            self.detach(s);
+            // Stop polling it here; the setup thread detaches the port.
+            if let Some(p) = self.ports.get_mut(&s) {
+                log::warn!("slot {s}: socket error (netdev removed?); detaching");
+                p.dead = true;
+                let _ = self.setup.send(SetupMsg::Gone { slot: s });
+            }
         }
+        self.rebuild_pollfds();
     }
 
     fn housekeeping(&mut self) {
         self.last_housekeeping = Instant::now();
         let now = self.now();
         let snap = self.snapshot.load();
-        for sw in &snap.switches {
-            let mut fdb = sw.fdb.lock().unwrap_or_else(|e| e.into_inner());
-            fdb.sweep(now);
+        if self.index == 0 {
+            for sw in &snap.switches {
+                let mut fdb = sw.fdb.lock().unwrap_or_else(|e| e.into_inner());
+                fdb.sweep(now);
+            }
         }
         for p in self.ports.values() {
             if let (Ok(st), Some(v)) = (p.sock.stats(), snap.port(p.slot)) {
                 v.counters.set_kernel_drops(
                     st.rx_dropped + st.rx_ring_full + st.rx_fill_ring_empty_descs,
                 );
-                log::debug!("slot {} kernel stats {:?}", p.slot, st);
             }
         }
-        // A netdev that vanished (pod deleted under us) or was replaced.
-        let gone: Vec<Slot> = self
-            .ports
-            .values()
-            .filter(|p| netdev::ifindex(&p.ifname).ok() != Some(p.ifindex))
-            .map(|p| p.slot)
-            .collect();
-        for s in gone {
-            log::warn!("slot {s}: its netdev is gone; detaching");
-            self.detach(s);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn d(addr: u64, len: u32, more: bool) -> Desc {
+        Desc {
+            addr,
+            len,
+            options: if more { XDP_PKT_CONTD } else { 0 },
         }
+    }
+
+    #[test]
+    fn frames_split_on_the_last_fragment() {
+        let v = [
+            d(0, 60, false),
+            d(4096, 3840, true),
+            d(8192, 3840, true),
+            d(12288, 1000, false),
+            d(16384, 64, false),
+        ];
+        let f: Vec<&[Desc]> = frames(&v).collect();
+        assert_eq!(f.len(), 3);
+        assert_eq!(f[1].len(), 3);
+        assert_eq!(frame_len(f[1]), 8680);
+        assert_eq!(frame_len(f[2]), 64);
     }
 }

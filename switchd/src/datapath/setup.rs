@@ -1,0 +1,377 @@
+//! The setup thread: everything slow about a port happens here, never on a
+//! poll thread. It creates and binds a port's AF_XDP sockets (one per
+//! queue, each sharing its poll thread's UMEM), hands them to the poll
+//! threads, then points the XDP program's maps at them and attaches the
+//! program; on detach it does the reverse and closes the sockets the poll
+//! threads hand back (the close waits out the kernel's grace periods).
+//!
+//! Written by: this thread (`attached`, the BPF maps, socket lifetimes).
+//! Read by: the API (`attached`), the kernel (maps).
+
+use super::bpf::XdpProgram;
+use super::poll::{NewPort, PollCmd};
+use super::xsk::{RingSizes, UmemArea, XskSocket};
+use super::{netdev, Attachment, DatapathConfig, SetupMsg};
+use crate::pipeline::fdb::Slot;
+use std::collections::{HashMap, VecDeque};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// How long an attach waits for the kernel to release a queue that a
+/// just-closed socket still holds.
+const BUSY_RETRY: Duration = Duration::from_secs(3);
+/// How long a poll thread may take to take a new socket in.
+const POLL_ANSWER: Duration = Duration::from_secs(5);
+/// How often the ports' netdevs are checked for having vanished.
+const NETDEV_CHECK: Duration = Duration::from_secs(1);
+
+/// A poll thread as the setup thread sees it.
+pub(crate) struct PollLink {
+    pub cmds: mpsc::Sender<PollCmd>,
+    pub wake: Arc<OwnedFd>,
+    pub umem: UmemArea,
+}
+
+impl PollLink {
+    fn send(&self, c: PollCmd) -> bool {
+        let ok = self.cmds.send(c).is_ok();
+        kick(&self.wake);
+        ok
+    }
+}
+
+/// Wakes a thread sleeping in poll() on `efd`.
+pub(crate) fn kick(efd: &OwnedFd) {
+    let one: u64 = 1;
+    // SAFETY: writing 8 bytes from a live u64 to our eventfd.
+    unsafe {
+        libc::write(
+            efd.as_raw_fd(),
+            &one as *const u64 as *const libc::c_void,
+            8,
+        )
+    };
+}
+
+struct PortRecord {
+    ifname: String,
+    ifindex: u32,
+    /// (thread, raw fd) of each queue's socket; the poll thread owns the
+    /// socket, and only this thread closes it, so the fd stays valid while
+    /// it is listed here.
+    sockets: Vec<(usize, RawFd)>,
+    attachment: Attachment,
+}
+
+/// Why an attach failed.
+enum Failure {
+    /// A queue is still held by a socket being torn down.
+    Busy(String),
+    Other(String),
+}
+
+impl Failure {
+    fn message(self) -> String {
+        match self {
+            Failure::Busy(m) | Failure::Other(m) => m,
+        }
+    }
+}
+
+pub(crate) struct SetupThread {
+    cfg: DatapathConfig,
+    prog: XdpProgram,
+    polls: Vec<PollLink>,
+    msgs: mpsc::Receiver<SetupMsg>,
+    ports: HashMap<Slot, PortRecord>,
+    attached: Arc<Mutex<HashMap<Slot, Attachment>>>,
+    next_instance: u32,
+    /// Messages that arrived while an attach was waiting on the kernel.
+    deferred: VecDeque<SetupMsg>,
+    stop: bool,
+}
+
+impl SetupThread {
+    pub(crate) fn new(
+        cfg: DatapathConfig,
+        prog: XdpProgram,
+        polls: Vec<PollLink>,
+        msgs: mpsc::Receiver<SetupMsg>,
+        attached: Arc<Mutex<HashMap<Slot, Attachment>>>,
+    ) -> Self {
+        SetupThread {
+            cfg,
+            prog,
+            polls,
+            msgs,
+            ports: HashMap::new(),
+            attached,
+            next_instance: 1,
+            deferred: VecDeque::new(),
+            stop: false,
+        }
+    }
+
+    pub(crate) fn run(&mut self) {
+        let mut last_check = Instant::now();
+        while !self.stop {
+            let msg = match self.deferred.pop_front() {
+                Some(m) => Some(m),
+                None => match self.msgs.recv_timeout(NETDEV_CHECK) {
+                    Ok(m) => Some(m),
+                    Err(mpsc::RecvTimeoutError::Timeout) => None,
+                    Err(mpsc::RecvTimeoutError::Disconnected) => break,
+                },
+            };
+            if let Some(m) = msg {
+                self.handle(m);
+            }
+            if last_check.elapsed() >= NETDEV_CHECK {
+                last_check = Instant::now();
+                self.check_netdevs();
+            }
+        }
+        let slots: Vec<Slot> = self.ports.keys().copied().collect();
+        for s in slots {
+            self.detach(s);
+        }
+        for p in &self.polls {
+            p.send(PollCmd::Stop);
+        }
+        // Close what the poll threads hand back while they stop.
+        while let Ok(m) = self.msgs.recv_timeout(Duration::from_millis(200)) {
+            if let SetupMsg::Returned { sock, .. } = m {
+                drop(sock);
+            }
+        }
+    }
+
+    fn handle(&mut self, m: SetupMsg) {
+        match m {
+            SetupMsg::Attach {
+                slot,
+                ifname,
+                reply,
+            } => {
+                let r = self.attach_retrying(slot, &ifname);
+                if let Err(e) = &r {
+                    log::warn!("attach {ifname} as slot {slot}: {e}");
+                }
+                let _ = reply.send(r);
+            }
+            SetupMsg::Detach { slot } => self.detach(slot),
+            SetupMsg::Returned {
+                thread,
+                instance,
+                sock,
+            } => {
+                // Closing waits for the kernel to stop using the socket's
+                // frames; after that the poll thread may reuse them.
+                drop(sock);
+                if let Some(p) = self.polls.get(thread) {
+                    p.send(PollCmd::Reclaim { instance });
+                }
+            }
+            SetupMsg::Gone { slot } => {
+                if self.ports.contains_key(&slot) {
+                    log::warn!("slot {slot}: socket error; detaching");
+                    self.detach(slot);
+                }
+            }
+            SetupMsg::Stop => self.stop = true,
+        }
+    }
+
+    /// Handles the messages that are waiting, except new attaches (kept for
+    /// later): a socket handed back may be the one holding the queue.
+    fn drain_returns(&mut self) {
+        while let Ok(m) = self.msgs.try_recv() {
+            match m {
+                m @ SetupMsg::Returned { .. } => self.handle(m),
+                m => self.deferred.push_back(m),
+            }
+        }
+    }
+
+    fn attach_retrying(&mut self, slot: Slot, ifname: &str) -> Result<Attachment, String> {
+        let deadline = Instant::now() + BUSY_RETRY;
+        loop {
+            match self.attach(slot, ifname) {
+                Ok(a) => return Ok(a),
+                Err(Failure::Busy(m)) if Instant::now() < deadline => {
+                    log::debug!("attach {ifname}: {m}; retrying");
+                    self.drain_returns();
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                Err(f) => return Err(f.message()),
+            }
+        }
+    }
+
+    fn instance(&mut self) -> u32 {
+        let i = self.next_instance;
+        // Never the poll threads' FREE/HELD markers, never 0.
+        self.next_instance = if i >= u32::MAX - 16 { 1 } else { i + 1 };
+        i
+    }
+
+    /// A live socket of poll thread `t`, to share its UMEM registration.
+    fn share_fd(&self, t: usize) -> Option<RawFd> {
+        self.ports
+            .values()
+            .flat_map(|p| p.sockets.iter())
+            .find(|(thread, _)| *thread == t)
+            .map(|(_, fd)| *fd)
+    }
+
+    fn attach(&mut self, slot: Slot, ifname: &str) -> Result<Attachment, Failure> {
+        if let Some(p) = self.ports.get(&slot) {
+            if p.ifname == ifname {
+                return Ok(p.attachment);
+            }
+            self.detach(slot);
+        }
+        let other = |e: netdev::NetdevError| Failure::Other(e.to_string());
+        let ifindex = netdev::ifindex(ifname).map_err(other)?;
+        let mtu = netdev::mtu(ifname).map_err(other)?;
+        let threads = self.polls.len() as u32;
+        let queues = netdev::fit_queues(ifname, threads).map_err(other)?;
+        // Queue q is served by thread q.
+        let mut made = Vec::new();
+        for q in 0..queues.min(threads) {
+            let t = q as usize;
+            let share = self.share_fd(t);
+            let sock = XskSocket::new(
+                self.polls[t].umem,
+                ifindex,
+                q,
+                share,
+                RingSizes::default(),
+                true,
+            )
+            .map_err(|e| {
+                let m = format!("AF_XDP socket on {ifname} queue {q}: {e}");
+                if e.kind() == std::io::ErrorKind::ResourceBusy {
+                    Failure::Busy(m)
+                } else {
+                    Failure::Other(m)
+                }
+            })?;
+            let instance = self.instance();
+            made.push((t, instance, sock));
+        }
+        // Hand the sockets to their poll threads; each fills its ring.
+        let mut sockets = Vec::new();
+        let mut fds = Vec::new();
+        let mut failure = None;
+        for (t, instance, sock) in made {
+            let fd = sock.fd();
+            let (reply, answer) = mpsc::sync_channel(1);
+            self.polls[t].send(PollCmd::Add {
+                port: Box::new(NewPort {
+                    slot,
+                    instance,
+                    ifname: ifname.to_string(),
+                    mtu,
+                    sock,
+                }),
+                reply,
+            });
+            match answer.recv_timeout(POLL_ANSWER) {
+                Ok(Ok(())) => {
+                    sockets.push((t, fd));
+                    fds.push(fd);
+                }
+                Ok(Err(e)) => {
+                    failure.get_or_insert(e);
+                }
+                Err(_) => {
+                    failure.get_or_insert(format!("poll thread {t} did not take the socket in"));
+                }
+            }
+        }
+        let bound = match failure {
+            Some(e) => Err(e),
+            None => self
+                .prog
+                .bind(ifindex, slot, &fds)
+                .map_err(|e| e.to_string())
+                .and_then(|()| {
+                    self.prog
+                        .attach(ifindex, self.cfg.native_xdp)
+                        .map_err(|e| e.to_string())
+                }),
+        };
+        let mode = match bound {
+            Ok(mode) => mode,
+            Err(e) => {
+                self.prog.unbind(ifindex, slot, queues);
+                for (t, _) in &sockets {
+                    self.polls[*t].send(PollCmd::Remove { slot });
+                }
+                return Err(Failure::Other(e));
+            }
+        };
+        let attachment = Attachment {
+            ifindex,
+            mode,
+            queues: sockets.len() as u32,
+            mtu,
+        };
+        self.ports.insert(
+            slot,
+            PortRecord {
+                ifname: ifname.to_string(),
+                ifindex,
+                sockets,
+                attachment,
+            },
+        );
+        self.attached
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(slot, attachment);
+        log::info!(
+            "attached {ifname} (ifindex {ifindex}, MTU {mtu}) as slot {slot}: {} queue(s), {} XDP",
+            attachment.queues,
+            mode.as_str()
+        );
+        Ok(attachment)
+    }
+
+    /// Stops frames reaching the port's sockets, then asks the poll
+    /// threads to hand the sockets back for closing.
+    fn detach(&mut self, slot: Slot) {
+        self.attached
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&slot);
+        let Some(p) = self.ports.remove(&slot) else {
+            return;
+        };
+        self.prog
+            .unbind(p.ifindex, slot, p.sockets.len() as u32);
+        self.prog.detach(p.ifindex);
+        for (t, _) in &p.sockets {
+            self.polls[*t].send(PollCmd::Remove { slot });
+        }
+        log::info!("detached slot {slot} ({})", p.ifname);
+    }
+
+    /// Detaches ports whose netdev vanished (the pod was deleted under
+    /// us) or was replaced by another of the same name.
+    fn check_netdevs(&mut self) {
+        let gone: Vec<Slot> = self
+            .ports
+            .iter()
+            .filter(|(_, p)| netdev::ifindex(&p.ifname).ok() != Some(p.ifindex))
+            .map(|(s, _)| *s)
+            .collect();
+        for s in gone {
+            log::warn!("slot {s}: its netdev is gone; detaching");
+            self.detach(s);
+        }
+    }
+}
