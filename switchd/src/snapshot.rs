@@ -1,7 +1,7 @@
 //! What the data path reads: an immutable picture of the switches and
 //! ports, published by the control plane (arc-swap) and loaded by a poll
-//! thread once per batch. Per-port counters are shared atomics whose single
-//! writer is the poll thread that owns the port.
+//! thread once per batch. Per-port counters have one slot per poll thread,
+//! whose single writer is that thread.
 
 use crate::pipeline::acl::Acl;
 use crate::pipeline::fdb::{Fdb, Slot};
@@ -11,46 +11,83 @@ use podswitch_shared::model::{MacAddr, PortStats, Qos};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 
-/// Counters of one port. Written by one poll thread, read by the API.
+/// One poll thread's counters of one port. Single writer (that thread),
+/// so a plain load/store replaces a locked read-modify-write per frame;
+/// aligned to a cache line so threads do not share one.
 #[derive(Debug, Default)]
-pub struct PortCounters {
+#[repr(align(64))]
+pub struct ThreadCounters {
     pub rx_packets: AtomicU64,
     pub rx_bytes: AtomicU64,
     pub tx_packets: AtomicU64,
     pub tx_bytes: AtomicU64,
     drops: [AtomicU64; DropReason::COUNT],
-    /// Frames the kernel could not hand to the port's socket (RX ring full,
-    /// fill ring empty), read from XDP_STATISTICS by the poll thread.
+    /// Frames the kernel could not hand to this thread's socket of the
+    /// port (RX ring full, fill ring empty), read from XDP_STATISTICS.
     kernel_drops: AtomicU64,
 }
 
-impl PortCounters {
+impl ThreadCounters {
     #[inline]
     pub fn add(c: &AtomicU64, n: u64) {
-        // Single writer: a plain load/store avoids a locked RMW per frame.
         c.store(c.load(Relaxed).wrapping_add(n), Relaxed);
     }
     #[inline]
     pub fn count_drop(&self, why: DropReason) {
         Self::add(&self.drops[why as usize], 1);
     }
-    pub fn dropped(&self, why: DropReason) -> u64 {
-        let n = self.drops[why as usize].load(Relaxed);
-        if why == DropReason::NoBuffer {
-            n + self.kernel_drops.load(Relaxed)
-        } else {
-            n
-        }
-    }
     pub fn set_kernel_drops(&self, n: u64) {
         self.kernel_drops.store(n, Relaxed);
     }
+}
+
+/// Counters of one port: one slot per poll thread (written by that
+/// thread only), summed when the API or /metrics reads them.
+#[derive(Debug)]
+pub struct PortCounters {
+    threads: Box<[ThreadCounters]>,
+}
+
+impl Default for PortCounters {
+    fn default() -> Self {
+        PortCounters::new(1)
+    }
+}
+
+impl PortCounters {
+    pub fn new(threads: usize) -> Self {
+        PortCounters {
+            threads: (0..threads.max(1)).map(|_| ThreadCounters::default()).collect(),
+        }
+    }
+
+    /// The slot poll thread `thread` writes.
+    #[inline]
+    pub fn t(&self, thread: usize) -> &ThreadCounters {
+        &self.threads[thread % self.threads.len()]
+    }
+
+    fn sum(&self, f: impl Fn(&ThreadCounters) -> u64) -> u64 {
+        self.threads.iter().map(f).fold(0, u64::wrapping_add)
+    }
+
+    pub fn dropped(&self, why: DropReason) -> u64 {
+        self.sum(|t| {
+            let n = t.drops[why as usize].load(Relaxed);
+            if why == DropReason::NoBuffer {
+                n + t.kernel_drops.load(Relaxed)
+            } else {
+                n
+            }
+        })
+    }
+
     pub fn to_stats(&self, acl: &Acl) -> PortStats {
         PortStats {
-            rx_packets: self.rx_packets.load(Relaxed),
-            rx_bytes: self.rx_bytes.load(Relaxed),
-            tx_packets: self.tx_packets.load(Relaxed),
-            tx_bytes: self.tx_bytes.load(Relaxed),
+            rx_packets: self.sum(|t| t.rx_packets.load(Relaxed)),
+            rx_bytes: self.sum(|t| t.rx_bytes.load(Relaxed)),
+            tx_packets: self.sum(|t| t.tx_packets.load(Relaxed)),
+            tx_bytes: self.sum(|t| t.tx_bytes.load(Relaxed)),
             drops: DropReason::ALL
                 .iter()
                 .map(|r| (r.as_str().to_string(), self.dropped(*r)))
@@ -58,6 +95,27 @@ impl PortCounters {
                 .collect(),
             acl_hits: acl.hits(),
         }
+    }
+}
+
+#[cfg(test)]
+mod counter_tests {
+    use super::*;
+
+    #[test]
+    fn per_thread_slots_sum_when_read() {
+        let c = PortCounters::new(3);
+        ThreadCounters::add(&c.t(0).rx_packets, 5);
+        ThreadCounters::add(&c.t(2).rx_packets, 7);
+        c.t(1).count_drop(DropReason::Oversize);
+        c.t(2).count_drop(DropReason::Oversize);
+        c.t(0).set_kernel_drops(4);
+        c.t(1).count_drop(DropReason::NoBuffer);
+        let s = c.to_stats(&Acl::default());
+        assert_eq!(s.rx_packets, 12);
+        assert_eq!(c.dropped(DropReason::Oversize), 2);
+        assert_eq!(c.dropped(DropReason::NoBuffer), 5);
+        assert_eq!(std::mem::align_of::<ThreadCounters>(), 64);
     }
 }
 
@@ -80,6 +138,31 @@ pub struct PortView {
     /// Rules and their hit counters; replaced (counters reset) when the rules change.
     pub acl: Arc<Acl>,
     pub counters: Arc<PortCounters>,
+    /// Poll threads with a socket on the port (threads 0..served serve
+    /// its queues 0..served); 0 while it is not attached. A thread beyond
+    /// hands the port's frames to thread `index % served`.
+    pub served: u32,
+    /// The poll thread that owns the port's rate limiters and shaping
+    /// queue (one of the serving threads).
+    pub home: usize,
+}
+
+impl PortView {
+    /// The poll thread that transmits to this port for a frame decided
+    /// on `thread`, or None when no thread serves it.
+    pub fn tx_thread(&self, thread: usize) -> Option<usize> {
+        match self.served as usize {
+            0 => None,
+            n if thread < n => Some(thread),
+            n => Some(thread % n),
+        }
+    }
+
+    /// Frames from this port must be processed on its home thread: its
+    /// egress shaper or storm limit lives there.
+    pub fn limited_from(&self) -> bool {
+        self.storm_limit.is_some() || self.qos.as_ref().is_some_and(|q| q.egress_rate.is_some())
+    }
 }
 
 #[cfg(test)]
@@ -100,6 +183,8 @@ impl PortView {
             storm_limit: None,
             acl: Arc::new(Acl::default()),
             counters: Arc::new(PortCounters::default()),
+            served: 1,
+            home: 0,
         }
     }
 }

@@ -255,7 +255,15 @@ impl State {
                     statics[si].push((v.get(), mac, e.slot));
                 }
             }
+            let threads = self.datapath.config().threads() as u32;
+            let served = self
+                .datapath
+                .attachment(e.slot)
+                .map(|a| a.queues.min(threads))
+                .unwrap_or(0);
             ports[e.slot as usize] = Some(PortView {
+                served,
+                home: (e.slot % served.max(1)) as usize,
                 id: e.port.id.clone(),
                 slot: e.slot,
                 switch: si,
@@ -705,7 +713,7 @@ impl State {
             PortEntry {
                 port,
                 slot,
-                counters: Arc::new(PortCounters::default()),
+                counters: Arc::new(PortCounters::new(self.datapath.config().threads())),
                 acl,
             },
         );
@@ -747,6 +755,10 @@ impl State {
                 }
                 Ok(a)
             });
+        if attached.is_ok() {
+            // Now the poll threads serving it are known (PortView::served).
+            self.publish();
+        }
         if restoring {
             if let Err(e) = attached {
                 log::warn!("port {}: {e}; will retry", p.id);
@@ -966,9 +978,12 @@ pub fn reconcile(state: &Mutex<State>) {
         // that still belongs to it, and detach again if it went away.
         match dp.attach(slot, &ifname) {
             Ok(_) => {
-                let s = lock_state(state);
+                let mut s = lock_state(state);
                 match s.slots.get(slot as usize).cloned().flatten() {
-                    Some(owner) if owner == id => log::info!("port {id}: re-attached {ifname}"),
+                    Some(owner) if owner == id => {
+                        s.publish();
+                        log::info!("port {id}: re-attached {ifname}")
+                    }
                     // Reused by a port being attached now: its own attach
                     // (a different NIC) replaces ours.
                     Some(_) => {}

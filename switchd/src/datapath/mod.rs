@@ -15,6 +15,7 @@
 
 pub mod bpf;
 pub mod budget;
+mod mesh;
 pub use podswitch_shared::netdev;
 mod poll;
 mod setup;
@@ -168,10 +169,20 @@ impl Datapath {
         let (setup_tx, setup_rx) = mpsc::channel();
         let mut links = Vec::new();
         let mut threads = Vec::new();
-        for (i, cpu) in cfg.poll_cpus.iter().copied().enumerate() {
+        let mut umems = Vec::new();
+        let mut wakes = Vec::new();
+        for i in 0..cfg.threads() {
             let umem = xsk::Umem::new(cfg.umem_frames)
                 .map_err(|e| DatapathError::Start(format!("UMEM of poll thread {i}: {e}")))?;
-            let wake = eventfd()?;
+            wakes.push(eventfd()?);
+            umems.push(umem);
+        }
+        let mesh = Arc::new(mesh::Mesh::new(
+            umems.iter().map(|u| u.mapping()).collect(),
+            wakes.clone(),
+        ));
+        for (i, (umem, wake)) in umems.into_iter().zip(wakes).enumerate() {
+            let cpu = cfg.poll_cpus.get(i).copied().flatten();
             let (tx, rx) = mpsc::channel();
             links.push(setup::PollLink {
                 cmds: tx,
@@ -179,13 +190,13 @@ impl Datapath {
                 umem: umem.area(),
             });
             let (ready_tx, ready_rx) = mpsc::sync_channel(1);
-            let (c, s, st) = (cfg.clone(), snapshot.clone(), setup_tx.clone());
+            let (c, s, st, m) = (cfg.clone(), snapshot.clone(), setup_tx.clone(), mesh.clone());
             let t = std::thread::Builder::new()
                 .name(format!("switchd-poll{i}"))
                 .spawn(move || match pin(cpu) {
                     Ok(()) => {
                         let _ = ready_tx.send(Ok(()));
-                        poll::PollThread::new(i, c, umem, rx, st, wake, s).run();
+                        poll::PollThread::new(i, c, umem, rx, st, wake, s, m).run();
                     }
                     Err(e) => {
                         let _ = ready_tx.send(Err(e));

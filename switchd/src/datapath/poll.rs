@@ -17,11 +17,12 @@
 //! buffers; `Budget` decides how many chunks each fill ring gets.
 
 use super::budget::Budget;
+use super::mesh::{Handoff, Kind, Mesh, MAX_FRAGS};
 use super::xsk::{Desc, Umem, XskSocket, FRAME_SIZE, XDP_PKT_CONTD};
 use super::{DatapathConfig, SetupMsg};
 use crate::pipeline::fdb::Slot;
 use crate::pipeline::{forward_len, qos, DropReason, Egress, Limits};
-use crate::snapshot::{PortCounters, Snapshot};
+use crate::snapshot::{Snapshot, ThreadCounters};
 use crate::wire::ethernet::{apply_tag_edit, HEADER_LEN, TAG_LEN};
 use arc_swap::ArcSwap;
 use std::collections::{HashMap, VecDeque};
@@ -101,6 +102,10 @@ pub(crate) struct PollThread {
     shaped: HashMap<Slot, VecDeque<Desc>>,
     pollfds: Vec<libc::pollfd>,
     poll_slots: Vec<Slot>,
+    /// Queues to and from the other poll threads.
+    mesh: Arc<Mesh>,
+    /// Threads this round handed frames or chunks to (bit i: thread i).
+    notify: u64,
     stop: bool,
 }
 
@@ -136,6 +141,7 @@ impl PollThread {
         setup: mpsc::Sender<SetupMsg>,
         wake: Arc<OwnedFd>,
         snapshot: Arc<ArcSwap<Snapshot>>,
+        mesh: Arc<Mesh>,
     ) -> Self {
         let n = umem.frames();
         let batch = cfg.batch;
@@ -156,10 +162,12 @@ impl PollThread {
             rx_buf: Vec::with_capacity(batch * 2),
             comp_buf: Vec::with_capacity(1024),
             out: Vec::with_capacity(64),
-            limits: Limits::default(),
+            limits: Limits::new(index),
             shaped: HashMap::new(),
             pollfds: Vec::new(),
             poll_slots: Vec::new(),
+            mesh,
+            notify: 0,
             stop: false,
         }
     }
@@ -349,6 +357,10 @@ impl PollThread {
         let now = self.now();
         self.limits.sync(&snap, now);
         let mut worked = false;
+        if self.mesh.threads() > 1 {
+            self.collect_returns();
+            worked |= self.take_handoffs(&snap, now);
+        }
         let slots: Vec<Slot> = self.ports.keys().copied().collect();
         for &slot in &slots {
             self.reap_completions(slot);
@@ -359,7 +371,137 @@ impl PollThread {
             self.refill(slot);
         }
         worked |= self.transmit(&snap);
+        while self.notify != 0 {
+            let t = self.notify.trailing_zeros() as usize;
+            self.notify &= self.notify - 1;
+            self.mesh.notify(t);
+        }
         worked
+    }
+
+    /// Frees the chunks other threads are done with.
+    fn collect_returns(&mut self) {
+        for other in 0..self.mesh.threads() {
+            if other == self.index {
+                continue;
+            }
+            while let Some(a) = self.mesh.returned(self.index, other) {
+                self.release(a);
+            }
+        }
+    }
+
+    /// Hands the frame `f` (our chunks) to thread `dst`; on a full queue
+    /// the frame is dropped and counted on `count_on`.
+    fn hand_off(&mut self, snap: &Snapshot, dst: usize, kind: Kind, slot: Slot, f: &[Desc], count_on: Slot) {
+        if f.len() > MAX_FRAGS {
+            if let Some(p) = snap.port(count_on) {
+                p.counters.t(self.index).count_drop(DropReason::Oversize);
+            }
+            self.release_all(f);
+            return;
+        }
+        let mut frags = [Desc::default(); MAX_FRAGS];
+        frags[..f.len()].copy_from_slice(f);
+        let h = Handoff {
+            kind,
+            slot,
+            nfrags: f.len() as u8,
+            frags,
+        };
+        match self.mesh.push(self.index, dst, h) {
+            Ok(()) => self.notify |= 1 << dst,
+            Err(_) => {
+                if let Some(p) = snap.port(count_on) {
+                    p.counters.t(self.index).count_drop(DropReason::NoBuffer);
+                }
+                self.release_all(f);
+            }
+        }
+    }
+
+    /// Takes the frames other threads handed here: copies them into our
+    /// chunks, gives theirs back, then sends or processes them.
+    fn take_handoffs(&mut self, snap: &Snapshot, now: u64) -> bool {
+        let mut worked = false;
+        let mesh = self.mesh.clone();
+        for src in 0..mesh.threads() {
+            if src == self.index {
+                continue;
+            }
+            for _ in 0..self.cfg.batch * 4 {
+                let Some(h) = mesh.pop_for(self.index, src) else {
+                    break;
+                };
+                worked = true;
+                let mine = self.copy_in(&mesh, src, h.frags());
+                for d in h.frags() {
+                    mesh.give_back(src, self.index, d.addr);
+                }
+                self.notify |= 1 << src;
+                let Some(mine) = mine else {
+                    if let Some(p) = snap.port(h.slot) {
+                        p.counters.t(self.index).count_drop(DropReason::NoBuffer);
+                    }
+                    continue;
+                };
+                match h.kind {
+                    Kind::Transmit { limit } => {
+                        if let Some(l) = limit {
+                            let bits = frame_len(&mine) as u64 * 8;
+                            if self.limits.admit_ingress(h.slot, l, bits, now) == qos::Admit::No {
+                                if let Some(p) = snap.port(h.slot) {
+                                    p.counters.t(self.index).count_drop(DropReason::Qos);
+                                }
+                                self.release_all(&mine);
+                                continue;
+                            }
+                        }
+                        self.queue_tx(snap, h.slot, &mine);
+                    }
+                    Kind::Process => self.ingest(snap, h.slot, &mine, now),
+                }
+            }
+        }
+        worked
+    }
+
+    /// Copies a handed-over frame from thread `src`'s chunks into ours.
+    fn copy_in(&mut self, mesh: &Mesh, src: usize, f: &[Desc]) -> Option<Vec<Desc>> {
+        if self.free.len() < f.len() {
+            return None;
+        }
+        let mut out = Vec::with_capacity(f.len());
+        for d in f {
+            let chunk = self.free.pop()?;
+            self.owner[Self::frame_index(chunk)] = HELD;
+            let bytes = mesh.bytes(src, d);
+            let addr = self.umem.write_frame(chunk, bytes);
+            out.push(Desc {
+                addr,
+                len: bytes.len() as u32,
+                options: d.options & XDP_PKT_CONTD,
+            });
+        }
+        Some(out)
+    }
+
+    /// Puts a ready frame (our chunks) on `slot`'s TX queue, if we serve it.
+    fn queue_tx(&mut self, snap: &Snapshot, slot: Slot, f: &[Desc]) {
+        match self.ports.get_mut(&slot).filter(|p| !p.dead) {
+            Some(p) => {
+                for d in f {
+                    self.owner[Self::frame_index(d.addr)] = p.instance;
+                }
+                p.tx_pending.extend_from_slice(f);
+            }
+            None => {
+                if let Some(p) = snap.port(slot) {
+                    p.counters.t(self.index).count_drop(DropReason::LinkDown);
+                }
+                self.release_all(f);
+            }
+        }
     }
 
     fn reap_completions(&mut self, slot: Slot) {
@@ -397,38 +539,54 @@ impl PollThread {
                 *o = HELD;
             }
         }
-        if let Some(p) = snap.port(slot) {
+        let view = snap.port(slot);
+        if let Some(p) = view {
+            let c = p.counters.t(self.index);
             for f in frames(&batch) {
-                PortCounters::add(&p.counters.rx_packets, 1);
-                PortCounters::add(&p.counters.rx_bytes, frame_len(f) as u64);
+                ThreadCounters::add(&c.rx_packets, 1);
+                ThreadCounters::add(&c.rx_bytes, frame_len(f) as u64);
             }
         }
+        match view.filter(|p| p.limited_from() && p.home != self.index) {
+            // Its shaper or storm limit lives on its home thread.
+            Some(p) => {
+                let home = p.home;
+                for f in frames(&batch) {
+                    self.hand_off(snap, home, Kind::Process, slot, f, slot);
+                }
+            }
+            None => self.ingest(snap, slot, &batch, now),
+        }
+        self.rx_buf = batch;
+        true
+    }
+
+    /// Frames (our chunks) that entered the switch on `slot`: shaped if the
+    /// port has an egress rate, then forwarded.
+    fn ingest(&mut self, snap: &Snapshot, slot: Slot, batch: &[Desc], now: u64) {
         if self.limits.egress(slot).is_some() {
             // Shaped port: queue (bounded, whole frames), then send what
             // the rate allows.
             let limit = self.limits.egress_queue_limit(slot);
             let q = self.shaped.entry(slot).or_default();
             let mut over = Vec::new();
-            for f in frames(&batch) {
+            for f in frames(batch) {
                 if q.len() < limit {
                     q.extend(f.iter().copied());
                 } else {
                     over.extend(f.iter().map(|d| d.addr));
                     if let Some(p) = snap.port(slot) {
-                        p.counters.count_drop(DropReason::Qos);
+                        p.counters.t(self.index).count_drop(DropReason::Qos);
                     }
                 }
             }
             for a in over {
                 self.release(a);
             }
-            self.rx_buf = batch;
             self.drain_shaped(snap, slot, now);
-            return true;
+            return;
         }
-        self.forward_batch(snap, slot, &batch, now);
-        self.rx_buf = batch;
-        true
+        self.forward_batch(snap, slot, batch, now);
     }
 
     /// Forwards the frames of a shaped port that its rate allows now.
@@ -488,7 +646,7 @@ impl PollThread {
                         &mut out,
                     ) {
                         Err(why) => {
-                            ingress.counters.count_drop(why);
+                            ingress.counters.t(self.index).count_drop(why);
                             self.release_all(f);
                         }
                         Ok(dec) => self.fan_out(snap, f, dec.tagged, &out),
@@ -522,8 +680,9 @@ impl PollThread {
     }
 
     /// Queues the frame `f` on every egress port: copies for all but the
-    /// last, the original (edited in place) for the last. Every port that
-    /// does not get it counts why.
+    /// last, the original (edited in place) for the last. A port served by
+    /// another thread (or rate-limited there) gets it through the mesh.
+    /// Every port that does not get it counts why.
     fn fan_out(&mut self, snap: &Snapshot, f: &[Desc], tagged: bool, out: &[Egress]) {
         let mut original_used = false;
         let len = frame_len(f);
@@ -532,15 +691,25 @@ impl PollThread {
             let Some(eport) = snap.port(e.slot) else {
                 continue;
             };
-            let Some(mtu) = self.ports.get(&e.slot).filter(|p| !p.dead).map(|p| p.mtu) else {
-                eport.counters.count_drop(DropReason::LinkDown);
+            let target = match e.limit {
+                Some(_) => Some(eport.home),
+                None => eport.tx_thread(self.index),
+            };
+            let local = target == Some(self.index);
+            let mtu = if local {
+                self.ports.get(&e.slot).filter(|p| !p.dead).map(|p| p.mtu)
+            } else {
+                target.map(|_| u32::MAX)
+            };
+            let (Some(target), Some(mtu)) = (target, mtu) else {
+                eport.counters.t(self.index).count_drop(DropReason::LinkDown);
                 continue;
             };
             // What the egress netdev would carry as payload: the frame
             // after the tag edit, less the Ethernet header and any tag.
             let payload = len - HEADER_LEN - if tagged { TAG_LEN } else { 0 };
             if payload > mtu as usize {
-                eport.counters.count_drop(DropReason::Oversize);
+                eport.counters.t(self.index).count_drop(DropReason::Oversize);
                 continue;
             }
             let frags: Vec<Desc> = if last {
@@ -555,7 +724,7 @@ impl PollThread {
                 match self.copy(f) {
                     Some(c) => c,
                     None => {
-                        eport.counters.count_drop(DropReason::NoBuffer);
+                        eport.counters.t(self.index).count_drop(DropReason::NoBuffer);
                         continue;
                     }
                 }
@@ -563,27 +732,25 @@ impl PollThread {
             let first = frags[0];
             let (chunk, off) = self.umem.chunk_mut(first.addr);
             let base = first.addr - off as u64;
-            match apply_tag_edit(chunk, off, first.len as usize, tagged, e.edit) {
-                Ok((noff, nlen)) => {
-                    let Some(p) = self.ports.get_mut(&e.slot) else {
-                        continue;
-                    };
-                    for d in &frags {
-                        self.owner[Self::frame_index(d.addr)] = p.instance;
-                    }
-                    p.tx_pending.push(Desc {
-                        addr: base + noff as u64,
-                        len: nlen as u32,
-                        options: first.options,
-                    });
-                    p.tx_pending.extend_from_slice(&frags[1..]);
-                }
-                Err(_) => {
-                    // Received frames always have 256 bytes of headroom;
-                    // this would be a kernel surprise, not a user's frame.
-                    eport.counters.count_drop(DropReason::NoBuffer);
-                    self.release_all(&frags);
-                }
+            let Ok((noff, nlen)) = apply_tag_edit(chunk, off, first.len as usize, tagged, e.edit)
+            else {
+                // Received frames always have 256 bytes of headroom;
+                // this would be a kernel surprise, not a user's frame.
+                eport.counters.t(self.index).count_drop(DropReason::NoBuffer);
+                self.release_all(&frags);
+                continue;
+            };
+            let mut edited = frags;
+            edited[0] = Desc {
+                addr: base + noff as u64,
+                len: nlen as u32,
+                options: first.options,
+            };
+            if local {
+                self.queue_tx(snap, e.slot, &edited);
+            } else {
+                let kind = Kind::Transmit { limit: e.limit };
+                self.hand_off(snap, target, kind, e.slot, &edited, e.slot);
             }
         }
         if !original_used {
@@ -593,21 +760,22 @@ impl PollThread {
 
     /// Moves each port's pending frames onto its TX ring and kicks it.
     fn transmit(&mut self, snap: &Snapshot) -> bool {
+        let index = self.index;
         let mut worked = false;
         let mut unsent: Vec<u64> = Vec::new();
         for p in self.ports.values_mut() {
             if p.tx_pending.is_empty() && !p.tx_backlog {
                 continue;
             }
-            let counters = snap.port(p.slot).map(|v| &v.counters);
+            let counters = snap.port(p.slot).map(|v| v.counters.t(index));
             if !p.tx_pending.is_empty() {
                 worked = true;
                 let n = p.sock.send(&p.tx_pending);
                 if let Some(c) = counters {
                     let (sent, rest) = p.tx_pending.split_at(n);
                     let sent_frames = frames(sent).count() as u64;
-                    PortCounters::add(&c.tx_packets, sent_frames);
-                    PortCounters::add(&c.tx_bytes, frame_len(sent) as u64);
+                    ThreadCounters::add(&c.tx_packets, sent_frames);
+                    ThreadCounters::add(&c.tx_bytes, frame_len(sent) as u64);
                     for _ in frames(rest) {
                         c.count_drop(DropReason::NoBuffer);
                     }
@@ -671,6 +839,9 @@ impl PollThread {
         if self.pollfds.is_empty() {
             self.rebuild_pollfds();
         }
+        if !self.mesh.about_to_sleep(self.index) {
+            return;
+        }
         for p in &mut self.pollfds {
             p.revents = 0;
         }
@@ -682,6 +853,7 @@ impl PollThread {
                 timeout_ms,
             )
         };
+        self.mesh.awake(self.index);
         if r <= 0 {
             return;
         }
@@ -725,7 +897,7 @@ impl PollThread {
         }
         for p in self.ports.values() {
             if let (Ok(st), Some(v)) = (p.sock.stats(), snap.port(p.slot)) {
-                v.counters.set_kernel_drops(
+                v.counters.t(self.index).set_kernel_drops(
                     st.rx_dropped + st.rx_ring_full + st.rx_fill_ring_empty_descs,
                 );
             }

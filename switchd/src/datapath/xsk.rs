@@ -23,6 +23,7 @@ use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
 
 const AF_XDP: i32 = 44;
 const SOL_XDP: i32 = 283;
@@ -161,11 +162,50 @@ fn getsockopt<T: Default>(fd: RawFd, opt: i32) -> io::Result<T> {
 pub struct Umem {
     base: NonNull<u8>,
     len: usize,
+    map: Arc<Mapping>,
 }
 
-// SAFETY: the mapping is plain memory owned by this value; the poll thread
-// that owns the Umem is the only one that touches it from userspace.
+// SAFETY: the mapping is plain memory; the poll thread that owns the Umem
+// is the only one that writes it from userspace (other threads only read
+// chunks handed to them, see mesh.rs).
 unsafe impl Send for Umem {}
+
+/// The UMEM's memory, unmapped when the last holder lets go: its poll
+/// thread, or the hand-off mesh through which other poll threads read
+/// chunks handed to them (so a thread that stops first cannot pull the
+/// memory from under a reader).
+#[derive(Debug)]
+pub struct Mapping {
+    base: NonNull<u8>,
+    len: usize,
+}
+
+// SAFETY: plain memory; who may touch which chunk when is the hand-off
+// protocol's business (mesh.rs), not this handle's.
+unsafe impl Send for Mapping {}
+// SAFETY: as above; the handle itself is immutable.
+unsafe impl Sync for Mapping {}
+
+impl Mapping {
+    pub fn base(&self) -> *const u8 {
+        self.base.as_ptr()
+    }
+    pub fn len(&self) -> usize {
+        self.len
+    }
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+}
+
+impl Drop for Mapping {
+    fn drop(&mut self) {
+        // SAFETY: unmapping exactly what Umem::new mapped, once, when no
+        // holder is left; sockets that registered it pinned the pages in
+        // the kernel, so this only removes our view.
+        unsafe { libc::munmap(self.base.as_ptr() as *mut c_void, self.len) };
+    }
+}
 
 /// Where a UMEM lives, for registering it from another thread (the setup
 /// thread creates sockets; the poll thread owns the memory).
@@ -205,11 +245,18 @@ impl Umem {
         if p == libc::MAP_FAILED {
             return Err(last_err("mmap UMEM"));
         }
+        let base =
+            NonNull::new(p as *mut u8).ok_or_else(|| io::Error::other("mmap returned null"))?;
         Ok(Umem {
-            base: NonNull::new(p as *mut u8)
-                .ok_or_else(|| io::Error::other("mmap returned null"))?,
+            base,
             len,
+            map: Arc::new(Mapping { base, len }),
         })
+    }
+
+    /// A handle that keeps the memory mapped (for the hand-off mesh).
+    pub fn mapping(&self) -> Arc<Mapping> {
+        self.map.clone()
     }
 
     pub fn frames(&self) -> u32 {
@@ -262,6 +309,20 @@ impl Umem {
         dst
     }
 
+    /// Writes `bytes` (at most one fragment's worth) into the chunk
+    /// `to_chunk` at RX_OFFSET; returns their address.
+    pub fn write_frame(&mut self, to_chunk: u64, bytes: &[u8]) -> u64 {
+        let dst = (to_chunk & !(FRAME_SIZE - 1)) + RX_OFFSET;
+        let (start, len) = self.span(dst, bytes.len());
+        // SAFETY: span() keeps [start, start+len) inside one chunk of the
+        // live mapping; `bytes` is another thread's UMEM or ours, never
+        // this chunk (a free chunk is in no one's hands).
+        unsafe {
+            std::ptr::copy_nonoverlapping(bytes.as_ptr(), self.base.as_ptr().add(start), len)
+        };
+        dst
+    }
+
     pub fn area(&self) -> UmemArea {
         UmemArea {
             addr: self.base.as_ptr() as u64,
@@ -270,13 +331,6 @@ impl Umem {
     }
 }
 
-impl Drop for Umem {
-    fn drop(&mut self) {
-        // SAFETY: unmapping exactly what `new` mapped; sockets using it are
-        // closed first (the worker drops them before the Umem).
-        unsafe { libc::munmap(self.base.as_ptr() as *mut c_void, self.len) };
-    }
-}
 
 /// A mapped single-producer/single-consumer ring shared with the kernel.
 struct Ring<T: Copy> {

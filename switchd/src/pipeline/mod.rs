@@ -88,6 +88,18 @@ impl DropReason {
 pub struct Egress {
     pub slot: Slot,
     pub edit: TagEdit,
+    /// The egress port's ingress-rate limiter lives on another poll thread
+    /// (the port's home): the caller hands the frame there, and that
+    /// thread admits it (`Limits::admit_ingress`) before sending.
+    pub limit: Option<Limited>,
+}
+
+/// What the home thread needs to admit a frame to a rate-limited port.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limited {
+    /// The sending port and its minimum-bandwidth weight.
+    pub from: Slot,
+    pub weight: u32,
 }
 
 /// What the pipeline decided for a frame it accepted.
@@ -112,11 +124,16 @@ pub struct PortLimits {
     pub storm: Option<TokenBucket>,
 }
 
-/// Every port's limiters, indexed by slot, kept in step with the snapshot.
+/// The limiters of the ports homed on one poll thread, indexed by slot,
+/// kept in step with the snapshot. A port's limiters live on its home
+/// thread only (`PortView::home`), so a limit holds however many threads
+/// its frames arrive on; the other threads hand those frames over.
 #[derive(Debug, Default)]
 pub struct Limits {
     ports: Vec<PortLimits>,
     generation: u64,
+    /// The poll thread these limiters (and the counters it writes) belong to.
+    pub thread: usize,
 }
 
 fn sync_bucket(b: &mut Option<TokenBucket>, want: Option<(u64, u64)>, now: u64) {
@@ -139,7 +156,7 @@ impl Limits {
         self.ports
             .resize_with(snap.ports.len(), PortLimits::default);
         for (i, l) in self.ports.iter_mut().enumerate() {
-            let Some(p) = snap.ports[i].as_ref() else {
+            let Some(p) = snap.ports[i].as_ref().filter(|p| p.home == self.thread) else {
                 *l = PortLimits::default();
                 continue;
             };
@@ -164,8 +181,25 @@ impl Limits {
         }
     }
 
+    /// Limiters for the poll thread `thread`.
+    pub fn new(thread: usize) -> Self {
+        Limits {
+            thread,
+            ..Limits::default()
+        }
+    }
+
     fn get(&mut self, slot: Slot) -> Option<&mut PortLimits> {
         self.ports.get_mut(slot as usize)
+    }
+
+    /// Admits a frame of `bits` to `slot` (homed here) under its
+    /// ingress-rate limit, from the sender a remote thread handed over.
+    pub fn admit_ingress(&mut self, slot: Slot, from: Limited, bits: u64, now: u64) -> Admit {
+        match self.get(slot).and_then(|l| l.ingress.as_mut()) {
+            Some(lim) => lim.admit(from.from, from.weight, bits, now),
+            None => Admit::Yes,
+        }
     }
 
     /// The egress shaper's bucket of a port, if it has an egress rate.
@@ -280,19 +314,30 @@ pub fn forward_len(
         if !p.acl.is_open() {
             let l = if p.acl.needs_l3() { l3() } else { None };
             if !p.acl.allows(Dir::Inbound, &hdr, l.as_ref()) {
-                p.counters.count_drop(DropReason::Acl);
+                p.counters.t(limits.thread).count_drop(DropReason::Acl);
                 return;
             }
         }
-        if let Some(lim) = limits.get(p.slot).and_then(|l| l.ingress.as_mut()) {
-            if lim.admit(ingress.slot, weight, bits, now) == Admit::No {
-                p.counters.count_drop(DropReason::Qos);
-                return;
+        let mut limit = None;
+        if p.qos.as_ref().is_some_and(|q| q.ingress_rate.is_some()) {
+            if p.home == limits.thread {
+                if let Some(lim) = limits.get(p.slot).and_then(|l| l.ingress.as_mut()) {
+                    if lim.admit(ingress.slot, weight, bits, now) == Admit::No {
+                        p.counters.t(limits.thread).count_drop(DropReason::Qos);
+                        return;
+                    }
+                }
+            } else {
+                limit = Some(Limited {
+                    from: ingress.slot,
+                    weight,
+                });
             }
         }
         out.push(Egress {
             slot: p.slot,
             edit: p.vlan.egress(vlan),
+            limit,
         });
     };
     match target {
@@ -399,7 +444,11 @@ mod tests {
     }
 
     fn eg(slot: Slot, edit: TagEdit) -> Egress {
-        Egress { slot, edit }
+        Egress {
+            slot,
+            edit,
+            limit: None,
+        }
     }
 
     #[test]
