@@ -761,7 +761,7 @@ pub struct FdbEntry {
 }
 
 /// How the data path runs (`GET /v1/datapath`).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct DatapathInfo {
     /// CPU the first poll thread is pinned to; pods' receive processing
@@ -785,6 +785,32 @@ pub struct DatapathInfo {
     pub max_mtu: u32,
     pub ports: usize,
     pub attached_ports: usize,
+    /// Each poll thread's share of the work.
+    #[serde(default)]
+    pub threads: Vec<PollThreadInfo>,
+}
+
+/// One poll thread (`GET /v1/datapath`, `switchctl datapath`).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PollThreadInfo {
+    pub index: usize,
+    /// CPU it is pinned to, if any.
+    pub cpu: Option<usize>,
+    /// Linux thread ID (for per-thread CPU time in /proc).
+    pub tid: u32,
+    /// Port queues it serves.
+    pub ports: u32,
+    /// UMEM frames on its free list (the rest are in rings or in flight).
+    pub free_frames: u32,
+    pub rx_packets: u64,
+    pub tx_packets: u64,
+    /// Frames handed to / taken from other poll threads (ports with fewer
+    /// queues than threads, rate limiters homed on another thread).
+    pub handoff_out: u64,
+    pub handoff_in: u64,
+    /// CPU time the thread has used, in seconds.
+    pub cpu_seconds: f64,
 }
 
 fn one() -> usize {

@@ -153,7 +153,7 @@ pub fn render(state: &State, api: &ApiMetrics, start_time: f64) -> String {
         &mut o,
         "podswitch_port_drops_total",
         "counter",
-        "Frames dropped at the port, by reason (malformed, vlan, spoof, link-down, no-buffer, qos, acl, dhcp-guard, router-guard, storm).",
+        "Frames dropped at the port, by reason (malformed, vlan, spoof, link-down, no-buffer, qos, acl, dhcp-guard, router-guard, storm, oversize).",
     );
     for p in &ports {
         let drops = p
@@ -230,6 +230,59 @@ pub fn render(state: &State, api: &ApiMetrics, start_time: f64) -> String {
             s.max_fdb_entries
         );
     }
+    let info = state.datapath_info();
+    type PickT = fn(&podswitch_shared::model::PollThreadInfo) -> String;
+    let per_thread: [(&str, &str, &str, PickT); 7] = [
+        (
+            "podswitch_poll_thread_receive_packets_total",
+            "counter",
+            "Frames a poll thread took from its sockets' RX rings.",
+            |t| t.rx_packets.to_string(),
+        ),
+        (
+            "podswitch_poll_thread_transmit_packets_total",
+            "counter",
+            "Frames a poll thread put on its sockets' TX rings.",
+            |t| t.tx_packets.to_string(),
+        ),
+        (
+            "podswitch_poll_thread_handoff_out_total",
+            "counter",
+            "Frames a poll thread handed to another (egress port without a queue on it, or rate-limited on another thread).",
+            |t| t.handoff_out.to_string(),
+        ),
+        (
+            "podswitch_poll_thread_handoff_in_total",
+            "counter",
+            "Frames a poll thread took from other poll threads.",
+            |t| t.handoff_in.to_string(),
+        ),
+        (
+            "podswitch_poll_thread_ports",
+            "gauge",
+            "Port queues a poll thread serves.",
+            |t| t.ports.to_string(),
+        ),
+        (
+            "podswitch_poll_thread_free_frames",
+            "gauge",
+            "UMEM frames on a poll thread's free list.",
+            |t| t.free_frames.to_string(),
+        ),
+        (
+            "podswitch_poll_thread_cpu_seconds_total",
+            "counter",
+            "CPU time a poll thread has used.",
+            |t| format!("{:.3}", t.cpu_seconds),
+        ),
+    ];
+    for (name, kind, help, pick) in per_thread {
+        head(&mut o, name, kind, help);
+        for t in &info.threads {
+            let _ = writeln!(o, "{name}{{thread=\"{}\"}} {}", t.index, pick(t));
+        }
+    }
+
     let fdb = state.fdb_counters();
     head(
         &mut o,

@@ -303,6 +303,7 @@ impl State {
             max_mtu: MAX_MTU,
             ports: self.ports.len(),
             attached_ports: self.ports.len() - self.detached_ports(),
+            threads: self.datapath.threads(),
         }
     }
 

@@ -6,7 +6,7 @@ use anyhow::{bail, Context};
 use clap::{Parser, Subcommand, ValueEnum};
 use podswitch_shared::client::Client;
 use podswitch_shared::model::{
-    AclAction, AclRule, FdbEntry, LinkState, MacAddr, Nic, NicKind, PortConfig, PortUpdate,
+    AclAction, AclRule, DatapathInfo, FdbEntry, LinkState, MacAddr, Nic, NicKind, PortConfig, PortUpdate,
     SwitchConfig, TrunkRange, VPort, VSwitch, VlanId, VlanMode,
 };
 use podswitch_shared::DEFAULT_SOCKET;
@@ -55,6 +55,9 @@ enum Cmd {
     },
     /// Check that switchd is alive and ready.
     Status,
+    /// How the data path runs: poll threads (CPU, ports, frames, hand-offs,
+    /// CPU time), frame budget, MTU limit.
+    Datapath,
 }
 
 #[derive(Subcommand)]
@@ -547,6 +550,40 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                                 r.port.clone(),
                                 r.kind.clone(),
                                 r.age_seconds.to_string(),
+                            ]
+                        })
+                        .collect(),
+                )
+            })
+        }
+        Cmd::Datapath => {
+            let d: DatapathInfo = c.get("/v1/datapath")?;
+            emit(out, &d, |d| {
+                println!(
+                    "{} poll thread(s), {} XDP, {} UMEM frames per thread (up to {} ports), MTU up to {}, {} of {} ports attached",
+                    d.poll_threads,
+                    d.xdp_mode,
+                    d.umem_frames,
+                    d.max_ports,
+                    d.max_mtu,
+                    d.attached_ports,
+                    d.ports
+                );
+                table(
+                    &["THREAD", "CPU", "PORTS", "FREE-FRAMES", "RX", "TX", "HANDOFF-OUT", "HANDOFF-IN", "CPU-S"],
+                    d.threads
+                        .iter()
+                        .map(|t| {
+                            vec![
+                                t.index.to_string(),
+                                t.cpu.map(|c| c.to_string()).unwrap_or_else(|| "-".into()),
+                                t.ports.to_string(),
+                                t.free_frames.to_string(),
+                                t.rx_packets.to_string(),
+                                t.tx_packets.to_string(),
+                                t.handoff_out.to_string(),
+                                t.handoff_in.to_string(),
+                                format!("{:.2}", t.cpu_seconds),
                             ]
                         })
                         .collect(),

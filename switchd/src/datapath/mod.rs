@@ -27,6 +27,7 @@ use arc_swap::ArcSwap;
 use std::collections::HashMap;
 use std::io;
 use std::os::fd::{FromRawFd, OwnedFd};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::Relaxed};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -90,6 +91,58 @@ pub enum DatapathError {
     Start(String),
 }
 
+/// A poll thread's own counters. Single writer (that thread, plain
+/// load/store), read by the API.
+#[derive(Debug, Default)]
+pub struct ThreadStats {
+    pub tid: AtomicU32,
+    pub ports: AtomicU32,
+    pub free_frames: AtomicU32,
+    pub rx_packets: AtomicU64,
+    pub tx_packets: AtomicU64,
+    pub handoff_out: AtomicU64,
+    pub handoff_in: AtomicU64,
+}
+
+impl ThreadStats {
+    #[inline]
+    pub(crate) fn add(c: &AtomicU64, n: u64) {
+        c.store(c.load(Relaxed).wrapping_add(n), Relaxed);
+    }
+
+    fn info(&self, index: usize, cpu: Option<usize>) -> podswitch_shared::model::PollThreadInfo {
+        let tid = self.tid.load(Relaxed);
+        podswitch_shared::model::PollThreadInfo {
+            index,
+            cpu,
+            tid,
+            ports: self.ports.load(Relaxed),
+            free_frames: self.free_frames.load(Relaxed),
+            rx_packets: self.rx_packets.load(Relaxed),
+            tx_packets: self.tx_packets.load(Relaxed),
+            handoff_out: self.handoff_out.load(Relaxed),
+            handoff_in: self.handoff_in.load(Relaxed),
+            cpu_seconds: thread_cpu_seconds(tid),
+        }
+    }
+}
+
+/// CPU seconds (user + system) of thread `tid` of this process.
+fn thread_cpu_seconds(tid: u32) -> f64 {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/self/task/{tid}/stat")) else {
+        return 0.0;
+    };
+    // Fields after the command name (which may hold spaces) in parentheses.
+    let Some((_, rest)) = stat.rsplit_once(')') else {
+        return 0.0;
+    };
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+    (ticks(11) + ticks(12)) as f64 / hz
+}
+
 /// What the setup thread is asked (by the control plane and the poll threads).
 pub(crate) enum SetupMsg {
     Attach {
@@ -123,6 +176,7 @@ pub struct Datapath {
     snapshot: Arc<ArcSwap<Snapshot>>,
     /// Slots being served; written by the setup thread.
     attached: Arc<Mutex<HashMap<Slot, Attachment>>>,
+    stats: Vec<Arc<ThreadStats>>,
     threads: Vec<std::thread::JoinHandle<()>>,
 }
 
@@ -171,6 +225,7 @@ impl Datapath {
         let mut threads = Vec::new();
         let mut umems = Vec::new();
         let mut wakes = Vec::new();
+        let stats: Vec<Arc<ThreadStats>> = (0..cfg.threads()).map(|_| Arc::default()).collect();
         for i in 0..cfg.threads() {
             let umem = xsk::Umem::new(cfg.umem_frames)
                 .map_err(|e| DatapathError::Start(format!("UMEM of poll thread {i}: {e}")))?;
@@ -191,12 +246,23 @@ impl Datapath {
             });
             let (ready_tx, ready_rx) = mpsc::sync_channel(1);
             let (c, s, st, m) = (cfg.clone(), snapshot.clone(), setup_tx.clone(), mesh.clone());
+            let ts = stats[i].clone();
             let t = std::thread::Builder::new()
                 .name(format!("switchd-poll{i}"))
                 .spawn(move || match pin(cpu) {
                     Ok(()) => {
                         let _ = ready_tx.send(Ok(()));
-                        poll::PollThread::new(i, c, umem, rx, st, wake, s, m).run();
+                        // SAFETY: gettid has no preconditions.
+                        ts.tid.store(unsafe { libc::gettid() } as u32, Relaxed);
+                        let links = poll::Links {
+                            cmds: rx,
+                            setup: st,
+                            wake,
+                            snapshot: s,
+                            mesh: m,
+                            stats: ts,
+                        };
+                        poll::PollThread::new(i, c, umem, links).run();
                     }
                     Err(e) => {
                         let _ = ready_tx.send(Err(e));
@@ -221,6 +287,7 @@ impl Datapath {
             setup: setup_tx,
             snapshot,
             attached,
+            stats,
             threads,
         })
     }
@@ -263,6 +330,15 @@ impl Datapath {
 
     pub fn config(&self) -> &DatapathConfig {
         &self.cfg
+    }
+
+    /// Each poll thread's counters and CPU time.
+    pub fn threads(&self) -> Vec<podswitch_shared::model::PollThreadInfo> {
+        self.stats
+            .iter()
+            .enumerate()
+            .map(|(i, s)| s.info(i, self.cfg.poll_cpus.get(i).copied().flatten()))
+            .collect()
     }
 
     pub fn attachment(&self, slot: Slot) -> Option<Attachment> {

@@ -19,7 +19,7 @@
 use super::budget::Budget;
 use super::mesh::{Handoff, Kind, Mesh, MAX_FRAGS};
 use super::xsk::{Desc, Umem, XskSocket, FRAME_SIZE, XDP_PKT_CONTD};
-use super::{DatapathConfig, SetupMsg};
+use super::{DatapathConfig, SetupMsg, ThreadStats};
 use crate::pipeline::fdb::Slot;
 use crate::pipeline::{forward_len, qos, DropReason, Egress, Limits};
 use crate::snapshot::{Snapshot, ThreadCounters};
@@ -28,6 +28,7 @@ use arc_swap::ArcSwap;
 use std::collections::{HashMap, VecDeque};
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::mpsc;
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -44,6 +45,16 @@ pub(crate) struct NewPort {
     /// Largest L2 payload the netdev takes (its MTU).
     pub mtu: u32,
     pub sock: XskSocket,
+}
+
+/// What a poll thread is connected to.
+pub(crate) struct Links {
+    pub cmds: mpsc::Receiver<PollCmd>,
+    pub setup: mpsc::Sender<SetupMsg>,
+    pub wake: Arc<OwnedFd>,
+    pub snapshot: Arc<ArcSwap<Snapshot>>,
+    pub mesh: Arc<Mesh>,
+    pub stats: Arc<ThreadStats>,
 }
 
 /// What the setup thread asks of a poll thread.
@@ -106,6 +117,7 @@ pub(crate) struct PollThread {
     mesh: Arc<Mesh>,
     /// Threads this round handed frames or chunks to (bit i: thread i).
     notify: u64,
+    stats: Arc<ThreadStats>,
     stop: bool,
 }
 
@@ -133,16 +145,15 @@ fn frames(descs: &[Desc]) -> impl Iterator<Item = &[Desc]> {
 }
 
 impl PollThread {
-    pub(crate) fn new(
-        index: usize,
-        cfg: DatapathConfig,
-        umem: Umem,
-        cmds: mpsc::Receiver<PollCmd>,
-        setup: mpsc::Sender<SetupMsg>,
-        wake: Arc<OwnedFd>,
-        snapshot: Arc<ArcSwap<Snapshot>>,
-        mesh: Arc<Mesh>,
-    ) -> Self {
+    pub(crate) fn new(index: usize, cfg: DatapathConfig, umem: Umem, links: Links) -> Self {
+        let Links {
+            cmds,
+            setup,
+            wake,
+            snapshot,
+            mesh,
+            stats,
+        } = links;
         let n = umem.frames();
         let batch = cfg.batch;
         PollThread {
@@ -168,6 +179,7 @@ impl PollThread {
             poll_slots: Vec::new(),
             mesh,
             notify: 0,
+            stats,
             stop: false,
         }
     }
@@ -410,7 +422,10 @@ impl PollThread {
             frags,
         };
         match self.mesh.push(self.index, dst, h) {
-            Ok(()) => self.notify |= 1 << dst,
+            Ok(()) => {
+                self.notify |= 1 << dst;
+                ThreadStats::add(&self.stats.handoff_out, 1);
+            }
             Err(_) => {
                 if let Some(p) = snap.port(count_on) {
                     p.counters.t(self.index).count_drop(DropReason::NoBuffer);
@@ -434,6 +449,7 @@ impl PollThread {
                     break;
                 };
                 worked = true;
+                ThreadStats::add(&self.stats.handoff_in, 1);
                 let mine = self.copy_in(&mesh, src, h.frags());
                 for d in h.frags() {
                     mesh.give_back(src, self.index, d.addr);
@@ -529,6 +545,7 @@ impl PollThread {
         if n == 0 {
             return false;
         }
+        ThreadStats::add(&self.stats.rx_packets, n as u64);
         let old = p.filled;
         p.filled = p.filled.saturating_sub(n as u32);
         p.hungry = true;
@@ -771,6 +788,7 @@ impl PollThread {
             if !p.tx_pending.is_empty() {
                 worked = true;
                 let n = p.sock.send(&p.tx_pending);
+                ThreadStats::add(&self.stats.tx_packets, frames(&p.tx_pending[..n]).count() as u64);
                 if let Some(c) = counters {
                     let (sent, rest) = p.tx_pending.split_at(n);
                     let sent_frames = frames(sent).count() as u64;
@@ -798,6 +816,8 @@ impl PollThread {
     }
 
     fn rebuild_pollfds(&mut self) {
+        self.stats.ports.store(self.ports.len() as u32, Relaxed);
+        self.stats.free_frames.store(self.free.len() as u32, Relaxed);
         self.pollfds.clear();
         self.poll_slots.clear();
         self.pollfds.push(libc::pollfd {
@@ -887,6 +907,8 @@ impl PollThread {
 
     fn housekeeping(&mut self) {
         self.last_housekeeping = Instant::now();
+        self.stats.free_frames.store(self.free.len() as u32, Relaxed);
+        self.stats.ports.store(self.ports.len() as u32, Relaxed);
         let now = self.now();
         let snap = self.snapshot.load();
         if self.index == 0 {
