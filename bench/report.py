@@ -9,7 +9,7 @@ import statistics
 import sys
 from collections import defaultdict
 
-TOPOS = ["wire", "bridge", "ovs-afxdp", "switchd", "switchd-norps", "wire+offload", "bridge+offload"]
+TOPOS = ["wire", "bridge", "ovs-afxdp", "switchd", "switchd-norps", "switchd-2t", "wire+offload", "bridge+offload"]
 # metric, column title, format, ratio reference ("wire" or None)
 COLUMNS = [
     ("udp_rx_pps", "UDP 60 B received, kpps", lambda v: f"{v / 1000:.0f}", True),
@@ -115,6 +115,9 @@ def main(path):
     out.append("- " + headline("switchd TCP / bridge (offloads off)", "switchd", "bridge", "tcp_gbps"))
     out.append("- " + headline("switchd TCP / ovs-afxdp", "switchd", "ovs-afxdp", "tcp_gbps"))
     out.append("- " + headline("switchd RTT p50 / ovs-afxdp", "switchd", "ovs-afxdp", "rtt_p50_us"))
+    out.append("- " + headline("switchd-2t UDP pps / switchd", "switchd-2t", "switchd", "udp_rx_pps"))
+    out.append("- " + headline("switchd-2t TCP / switchd", "switchd-2t", "switchd", "tcp_gbps"))
+    out.append("- " + headline("switchd TCP / bridge (offloads on)", "switchd", "bridge+offload", "tcp_gbps"))
     for t in ("switchd", "ovs-afxdp"):
         v = values(t, "idle_cpu_pct")
         if v:

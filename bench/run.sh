@@ -25,7 +25,7 @@ ROOT=$PWD
 
 # ---------------------------------------------------------------- settings
 REPS=${REPS:-3}
-TOPOS=${TOPOS:-"wire bridge ovs-afxdp switchd switchd-norps"}
+TOPOS=${TOPOS:-"wire bridge ovs-afxdp switchd switchd-norps switchd-2t"}
 UDP_SECS=${UDP_SECS:-5}        # trafgen run time
 UDP_WARM=${UDP_WARM:-1}        # ... of which the first UDP_WARM s are not counted
 UDP_WIN=${UDP_WIN:-3}          # counting window
@@ -46,7 +46,7 @@ MAC1=02:00:00:c9:00:01 MAC2=02:00:00:c9:00:02
 HZ=$(getconf CLK_TCK)
 
 for t in $TOPOS; do
-  case $t in wire|bridge|ovs-afxdp|switchd|switchd-norps) ;; *) echo "bench: unknown topology '$t'" >&2; exit 2;; esac
+  case $t in wire|bridge|ovs-afxdp|switchd|switchd-norps|switchd-2t) ;; *) echo "bench: unknown topology '$t'" >&2; exit 2;; esac
 done
 [[ $REPS =~ ^[1-9][0-9]*$ ]] || { echo "bench: REPS must be a positive integer" >&2; exit 2; }
 (( UDP_WARM + UDP_WIN < UDP_SECS )) || { echo "bench: need UDP_WARM + UDP_WIN < UDP_SECS" >&2; exit 2; }
@@ -166,11 +166,12 @@ pod_offloads() {  # off: TX checksum off (takes TSO/GSO with it); on: defaults b
     fi
   done
 }
-node_veths() {  # pod eth0 <-> host end in the node namespace
-  ip -n $NS_NODE link add $H1 numtxqueues 1 numrxqueues 1 type veth \
-     peer name eth0 netns $NS_A numtxqueues 1 numrxqueues 1 || return 1
-  ip -n $NS_NODE link add $H2 numtxqueues 1 numrxqueues 1 type veth \
-     peer name eth0 netns $NS_B numtxqueues 1 numrxqueues 1 || return 1
+node_veths() {  # pod eth0 <-> host end in the node namespace (QUEUES queues each end)
+  local q=${QUEUES:-1}
+  ip -n $NS_NODE link add $H1 numtxqueues $q numrxqueues $q type veth \
+     peer name eth0 netns $NS_A numtxqueues $q numrxqueues $q || return 1
+  ip -n $NS_NODE link add $H2 numtxqueues $q numrxqueues $q type veth \
+     peer name eth0 netns $NS_B numtxqueues $q numrxqueues $q || return 1
   ip -n $NS_NODE link set $H1 up && ip -n $NS_NODE link set $H2 up
 }
 
@@ -217,6 +218,9 @@ setup_ovs_afxdp() {
   grep -q 'native XDP mode will be in use' "$R/ovs-vswitchd.log" || log "note: OVS AF_XDP not in native mode: $(grep -o '[^|]*XDP mode will be in use' "$R/ovs-vswitchd.log" | tail -1)"
 }
 setup_switchd_norps() { RPS_STEERING=0 setup_switchd; }
+# Two poll threads on CPUs 0 and 1, pod veths with two queues (what the CNI
+# creates for a two-thread switchd); every CPU polls, so no RPS steering.
+setup_switchd_2t() { QUEUES=2 POLL_ARGS="--poll-cpus 0-$(( $(nproc) > 1 ? 1 : 0 ))" RPS_STEERING=0 setup_switchd; }
 
 setup_switchd() {
   local ctl=("$SWITCHCTL" --socket "$WORK/s.sock") i n
@@ -225,6 +229,7 @@ setup_switchd() {
   # ip netns exec (and taskset) exec switchd: $! is the daemon's PID
   # switchd pins its poll thread itself (--poll-cpu, default: the last CPU)
   local pin=(); [[ -n $SWITCHD_CPU ]] && pin=(--poll-cpu "$SWITCHD_CPU")
+  [[ -n ${POLL_ARGS:-} ]] && pin=($POLL_ARGS)
   # shellcheck disable=SC2086
   ip netns exec $NS_NODE "$SWITCHD" --socket "$WORK/s.sock" --state-dir "$WORK/state" "${pin[@]}" $SWITCHD_ARGS >"$WORK/switchd.log" 2>&1 &
   SWITCHD_PID=$! SW_PID=$!
