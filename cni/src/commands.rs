@@ -64,7 +64,12 @@ fn ensure_ready(conf: &NetConf, c: &Client) -> CniResult<Ready> {
             let mut poll_cpus: Vec<usize> = v
                 .get("pollCpus")
                 .and_then(Value::as_array)
-                .map(|a| a.iter().filter_map(Value::as_u64).map(|c| c as usize).collect())
+                .map(|a| {
+                    a.iter()
+                        .filter_map(Value::as_u64)
+                        .map(|c| c as usize)
+                        .collect()
+                })
                 .unwrap_or_default();
             if poll_cpus.is_empty() {
                 // An older switchd: one poll thread, maybe pinned.

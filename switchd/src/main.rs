@@ -107,7 +107,9 @@ fn poll_cpus(args: &Args) -> anyhow::Result<Vec<Option<usize>>> {
             n.parse::<usize>()
                 .ok()
                 .filter(|c| online.contains(c))
-                .with_context(|| format!("--poll-cpu {n}: not an online CPU (online: {online:?})"))?,
+                .with_context(|| {
+                    format!("--poll-cpu {n}: not an online CPU (online: {online:?})")
+                })?,
         ),
     }])
 }
@@ -173,8 +175,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
     // Re-attach stored ports while the API already answers (readyz: 503).
     let st = state.clone();
     let restored = tokio::task::spawn_blocking(move || state::restore(&st))
-    .await
-    .context("restore task")?;
+        .await
+        .context("restore task")?;
     let (ok, dropped) = restored.context("restoring state")?;
     // Ports whose NIC exists but did not attach yet (e.g. the previous
     // switchd's sockets are still being torn down): give them a moment.
@@ -199,9 +201,9 @@ async fn run(args: Args) -> anyhow::Result<()> {
             .with_context(|| format!("{} is not a valid switches file", f.display()))?;
         let st = state.clone();
         tokio::task::spawn_blocking(move || state::apply_declared(&st, decl))
-        .await
-        .context("switches-file task")?
-        .with_context(|| format!("applying {}", f.display()))?;
+            .await
+            .context("switches-file task")?
+            .with_context(|| format!("applying {}", f.display()))?;
     }
     ready.store(true, Ordering::Release);
     log::info!("ready: {ok} port(s) re-attached, {dropped} dropped (NIC gone)");

@@ -7,11 +7,11 @@
 
 use crate::datapath::{netdev, Datapath};
 use crate::pipeline::acl::Acl;
-use crate::pipeline::fdb::{Fdb, Slot};
+use crate::pipeline::fdb::Slot;
+use crate::pipeline::snapshot::{PortCounters, PortView, Snapshot, SwitchView};
 use crate::pipeline::vlan::PortVlan;
-use crate::snapshot::{PortCounters, PortView, Snapshot, SwitchView};
 use podswitch_shared::model::{
-    check_ifname, check_object_name, AclAction, FdbEntry, LinkState, MacAddr, NicKind, PortConfig,
+    check_ifname, check_object_name, AclAction, FdbEntry, LinkState, NicKind, PortConfig,
     PortStatus, PortUpdate, SwitchConfig, VPort, VSwitch, VlanId, VlanMode,
 };
 use serde::{Deserialize, Serialize};
@@ -85,7 +85,8 @@ const STATE_FILE: &str = "state.json";
 
 struct SwitchEntry {
     sw: VSwitch,
-    fdb: Arc<Mutex<Fdb>>,
+    /// Names the switch's tables in the poll threads (never reused).
+    id: u32,
 }
 
 struct PortEntry {
@@ -93,6 +94,8 @@ struct PortEntry {
     slot: Slot,
     counters: Arc<PortCounters>,
     acl: Arc<Acl>,
+    /// Bumped when the MACs learned behind the port must be forgotten.
+    flush_gen: u64,
 }
 
 pub struct State {
@@ -103,6 +106,12 @@ pub struct State {
     datapath: Arc<Datapath>,
     default_aging: u32,
     generation: u64,
+    next_switch_id: u32,
+    /// Source of `PortEntry::flush_gen` values (never reused).
+    next_flush_gen: u64,
+    /// What was published last, to send the poll threads only what changed.
+    last_ports: Vec<Option<PortView>>,
+    last_switches: Vec<SwitchView>,
     /// Wakes the thread that fsyncs the state file and directory.
     syncer: std::sync::mpsc::Sender<()>,
 }
@@ -132,10 +141,6 @@ fn start_syncer(dir: &Path) -> std::sync::mpsc::Sender<()> {
     tx
 }
 
-fn lock(f: &Mutex<Fdb>) -> std::sync::MutexGuard<'_, Fdb> {
-    f.lock().unwrap_or_else(|e| e.into_inner())
-}
-
 impl State {
     /// An empty state (with the `default` switch) over `dir`. Call
     /// `restore` to load and re-attach what `dir` holds.
@@ -148,6 +153,10 @@ impl State {
             datapath: Arc::new(datapath),
             default_aging,
             generation: 0,
+            next_switch_id: 1,
+            next_flush_gen: 1,
+            last_ports: Vec::new(),
+            last_switches: Vec::new(),
             syncer: start_syncer(dir),
         };
         s.insert_switch(VSwitch {
@@ -161,9 +170,15 @@ impl State {
     }
 
     fn insert_switch(&mut self, sw: VSwitch) {
-        let fdb = Arc::new(Mutex::new(Fdb::new(sw.aging_seconds, sw.max_fdb_entries)));
+        let id = self.next_switch_id;
+        self.next_switch_id += 1;
         self.switches
-            .insert(sw.name.clone(), SwitchEntry { sw, fdb });
+            .insert(sw.name.clone(), SwitchEntry { sw, id });
+    }
+
+    fn flush_gen(&mut self) -> u64 {
+        self.next_flush_gen += 1;
+        self.next_flush_gen
     }
 
     /// Loads the state directory's switches and returns its ports, for
@@ -220,7 +235,9 @@ impl State {
         Ok(())
     }
 
-    /// Builds and publishes the snapshot the poll thread reads.
+    /// Builds and publishes the snapshot the poll threads read, with the
+    /// slots that changed since the last one (a typed change), so a PATCH
+    /// of one port costs the poll threads that port, not a rescan.
     fn publish(&mut self) {
         self.generation += 1;
         let index: BTreeMap<&str, usize> = self
@@ -234,12 +251,15 @@ impl State {
             .switches
             .values()
             .map(|e| SwitchView {
+                id: e.id,
                 name: e.sw.name.clone(),
                 ports: Vec::new(),
-                fdb: e.fdb.clone(),
+                aging_seconds: e.sw.aging_seconds,
+                max_fdb_entries: e.sw.max_fdb_entries,
+                statics: Vec::new(),
             })
             .collect();
-        let mut statics: Vec<Vec<(u16, MacAddr, Slot)>> = vec![Vec::new(); switches.len()];
+        let threads = self.datapath.config().threads() as u32;
         for e in self.ports.values() {
             let Some(&si) = index.get(e.port.switch.as_str()) else {
                 continue;
@@ -252,10 +272,9 @@ impl State {
                     VlanMode::Trunk { native, .. } => *native,
                 };
                 if let Some(v) = home {
-                    statics[si].push((v.get(), mac, e.slot));
+                    switches[si].statics.push((v.get(), mac, e.slot));
                 }
             }
-            let threads = self.datapath.config().threads() as u32;
             let served = self
                 .datapath
                 .attachment(e.slot)
@@ -264,6 +283,7 @@ impl State {
             ports[e.slot as usize] = Some(PortView {
                 served,
                 home: (e.slot % served.max(1)) as usize,
+                flush_gen: e.flush_gen,
                 id: e.port.id.clone(),
                 slot: e.slot,
                 switch: si,
@@ -279,13 +299,44 @@ impl State {
                 counters: e.counters.clone(),
             });
         }
-        for (sw, st) in switches.iter().zip(&statics) {
-            lock(&sw.fdb).set_static(st);
-        }
+        let same_switches = switches.len() == self.last_switches.len()
+            && switches.iter().zip(&self.last_switches).all(|(a, b)| {
+                (
+                    a.id,
+                    &a.name,
+                    &a.ports,
+                    a.aging_seconds,
+                    a.max_fdb_entries,
+                    &a.statics,
+                ) == (
+                    b.id,
+                    &b.name,
+                    &b.ports,
+                    b.aging_seconds,
+                    b.max_fdb_entries,
+                    &b.statics,
+                )
+            });
+        let changed = (same_switches && ports.len() == self.last_ports.len()).then(|| {
+            ports
+                .iter()
+                .zip(&self.last_ports)
+                .enumerate()
+                .filter(|(_, (a, b))| match (a, b) {
+                    (Some(a), Some(b)) => !a.same_as(b),
+                    (None, None) => false,
+                    _ => true,
+                })
+                .map(|(i, _)| i as Slot)
+                .collect()
+        });
+        self.last_ports = ports.clone();
+        self.last_switches = switches.clone();
         self.datapath.publish(Snapshot {
             generation: self.generation,
             ports,
             switches,
+            changed,
         });
     }
 
@@ -326,12 +377,9 @@ impl State {
                     if (aging, max) != (e.sw.aging_seconds, e.sw.max_fdb_entries) {
                         e.sw.aging_seconds = aging;
                         e.sw.max_fdb_entries = max;
-                        let mut f = lock(&e.fdb);
-                        f.set_aging(aging);
-                        f.set_limit(max);
-                        drop(f);
                         log::info!("updated declared switch {}", sw.name);
                         self.persist()?;
+                        self.publish();
                     }
                 }
             }
@@ -375,7 +423,7 @@ impl State {
                     .filter(|p| p.port.switch == e.sw.name)
                     .count(),
             ),
-            fdb_entries: Some(lock(&e.fdb).len()),
+            fdb_entries: self.datapath.fdb(e.id, false).map(|f| f.len),
             ..e.sw.clone()
         }
     }
@@ -460,7 +508,7 @@ impl State {
         self.switches
             .values()
             .map(|e| {
-                let f = lock(&e.fdb);
+                let f = self.datapath.fdb(e.id, false).unwrap_or_default();
                 (e.sw.name.clone(), f.moves, f.limit_hits)
             })
             .collect()
@@ -471,7 +519,11 @@ impl State {
             .switches
             .get(name)
             .ok_or_else(|| StateError::NotFound(format!("no switch named {name:?}")))?;
-        let rows = lock(&e.fdb).rows(crate::clock::now_ns());
+        let rows = self
+            .datapath
+            .fdb(e.id, true)
+            .ok_or_else(|| StateError::Datapath("the poll threads did not answer".into()))?
+            .rows;
         Ok(rows
             .into_iter()
             .filter_map(|r| {
@@ -709,6 +761,7 @@ impl State {
             return Err(e);
         }
         let acl = Arc::new(Acl::new(port.acls.clone(), port.acl_default));
+        let flush_gen = self.flush_gen();
         self.ports.insert(
             id.clone(),
             PortEntry {
@@ -716,6 +769,7 @@ impl State {
                 slot,
                 counters: Arc::new(PortCounters::new(self.datapath.config().threads())),
                 acl,
+                flush_gen,
             },
         );
         self.publish();
@@ -798,11 +852,9 @@ impl State {
         let e = self.ports.remove(id)?;
         self.slots[e.slot as usize] = None;
         self.publish();
+        // The slot left the snapshot: the poll threads forget its MACs.
         if let Err(err) = self.datapath.detach(e.slot) {
             log::warn!("detaching port {id}: {err}");
-        }
-        if let Some(sw) = self.switches.get(&e.port.switch) {
-            lock(&sw.fdb).flush_port(e.slot);
         }
         Some(e)
     }
@@ -823,7 +875,6 @@ impl State {
             .get(id)
             .ok_or_else(|| StateError::NotFound(format!("no port with ID {id:?}")))?;
         let mut p = e.port.clone();
-        let slot = e.slot;
         if let Some(v) = u.vlan {
             p.vlan = v;
         }
@@ -865,18 +916,18 @@ impl State {
                 .map_err(|e| StateError::Datapath(e.to_string()))?;
         }
         let flush = p.mode() != old.mode() || p.link_state == LinkState::Down || p.mac != old.mac;
+        let gen = if flush { Some(self.flush_gen()) } else { None };
         if let Some(e) = self.ports.get_mut(id) {
             if p.acls != e.port.acls || p.acl_default != e.port.acl_default {
                 e.acl = Arc::new(Acl::new(p.acls.clone(), p.acl_default));
             }
+            if let Some(g) = gen {
+                // The poll threads forget the MACs learned behind it.
+                e.flush_gen = g;
+            }
             e.port = p;
         }
         self.publish();
-        if flush {
-            if let Some(sw) = self.switches.get(&old.switch) {
-                lock(&sw.fdb).flush_port(slot);
-            }
-        }
         if let Err(err) = self.persist() {
             log::error!("port {id} changed live but not saved: {err}");
             return Err(err);

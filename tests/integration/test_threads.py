@@ -52,11 +52,14 @@ def test_two_threads_serve_two_queues_and_flows_stay_in_order(topo, two_threads)
     pods = [PodNs(topo, f"q{i}") for i in range(4)]
     for p in pods:
         cni.add(p)
+    idle = PodNs(topo, "idle")
+    idle_port = cni.add(idle)["interfaces"][0]["name"]
     assert all(rx_queues(p) == 2 for p in pods), "the CNI gives pod veths one queue per poll thread"
     ports = node.ok("GET", "/v1/ports")
     assert all(p["status"]["queues"] == 2 for p in ports), [p["status"] for p in ports]
     a, b, c, d = pods
     assert a.ping(b.addr()) and c.ping(d.addr())
+    sent_to_idle = node.ok("GET", f"/v1/ports/{idle_port}")["stats"]["txPackets"]
     # Two UDP flows at once, several streams each so both queues carry some.
     import threading
     res = {}
@@ -74,6 +77,12 @@ def test_two_threads_serve_two_queues_and_flows_stay_in_order(topo, two_threads)
         assert ooo == 0, f"flow {name} was reordered: {ooo}"
         assert s["packets"] > 1000
     assert set(res) == {"ab", "cd"}
+    # Each thread's table knows what the other learned: the flows' unicast
+    # is not flooded to a bystander on the VLAN.
+    flooded = node.ok("GET", f"/v1/ports/{idle_port}")["stats"]["txPackets"] - sent_to_idle
+    assert flooded < 100, f"{flooded} frames of the two flows were flooded to an idle pod"
+    macs = {e["mac"] for e in node.ok("GET", "/v1/switches/default/fdb")}
+    assert len(macs) >= 4, macs
     threads = node.ok("GET", "/v1/datapath")["threads"]
     print("threads:", [(t["index"], t["rxPackets"], t["txPackets"], t["handoffOut"]) for t in threads])
     assert all(t["rxPackets"] > 100 for t in threads), f"traffic should reach both threads: {threads}"

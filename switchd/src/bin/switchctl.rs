@@ -6,8 +6,8 @@ use anyhow::{bail, Context};
 use clap::{Parser, Subcommand, ValueEnum};
 use podswitch_shared::client::Client;
 use podswitch_shared::model::{
-    AclAction, AclRule, DatapathInfo, FdbEntry, LinkState, MacAddr, Nic, NicKind, PortConfig, PortUpdate,
-    SwitchConfig, TrunkRange, VPort, VSwitch, VlanId, VlanMode,
+    AclAction, AclRule, DatapathInfo, FdbEntry, LinkState, MacAddr, Nic, NicKind, PortConfig,
+    PortUpdate, SwitchConfig, TrunkRange, VPort, VSwitch, VlanId, VlanMode,
 };
 use podswitch_shared::DEFAULT_SOCKET;
 use serde::Serialize;
@@ -570,7 +570,17 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     d.ports
                 );
                 table(
-                    &["THREAD", "CPU", "PORTS", "FREE-FRAMES", "RX", "TX", "HANDOFF-OUT", "HANDOFF-IN", "CPU-S"],
+                    &[
+                        "THREAD",
+                        "CPU",
+                        "PORTS",
+                        "FREE-FRAMES",
+                        "RX",
+                        "TX",
+                        "HANDOFF-OUT",
+                        "HANDOFF-IN",
+                        "CPU-S",
+                    ],
                     d.threads
                         .iter()
                         .map(|t| {

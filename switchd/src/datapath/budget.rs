@@ -238,7 +238,12 @@ mod tests {
         for _ in 0..200 {
             s.receive(a, 64);
         }
-        assert!(s.filled[a] <= s.b.target(), "{} > {}", s.filled[a], s.b.target());
+        assert!(
+            s.filled[a] <= s.b.target(),
+            "{} > {}",
+            s.filled[a],
+            s.b.target()
+        );
     }
 
     #[test]

@@ -22,6 +22,7 @@ use super::xsk::{Desc, Mapping};
 use crate::pipeline::fdb::Slot;
 use crate::pipeline::Limited;
 use crossbeam_queue::ArrayQueue;
+use podswitch_shared::model::MacAddr;
 use std::os::fd::OwnedFd;
 use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
 use std::sync::Arc;
@@ -43,6 +44,16 @@ pub enum Kind {
     Process,
 }
 
+/// A MAC one poll thread learned, for the others' tables.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Learn {
+    /// `SwitchView::id`.
+    pub switch: u32,
+    pub vlan: u16,
+    pub mac: MacAddr,
+    pub slot: Slot,
+}
+
 /// One frame crossing threads, naming the sender's chunks.
 #[derive(Debug, Clone, Copy)]
 pub struct Handoff {
@@ -58,7 +69,6 @@ impl Handoff {
     }
 }
 
-
 /// The queues between every ordered pair of poll threads.
 pub struct Mesh {
     n: usize,
@@ -66,6 +76,8 @@ pub struct Mesh {
     frames: Vec<ArrayQueue<Handoff>>,
     /// [src * n + dst]: chunk addresses dst is done with, for src to free.
     returns: Vec<ArrayQueue<u64>>,
+    /// [src * n + dst]: MACs src learned, for dst's tables.
+    learns: Vec<ArrayQueue<Learn>>,
     umems: Vec<Arc<Mapping>>,
     wakes: Vec<Arc<OwnedFd>>,
     /// Set by a thread about to sleep in poll(), so senders know to wake it.
@@ -83,6 +95,7 @@ impl Mesh {
             returns: (0..pairs)
                 .map(|_| ArrayQueue::new(DEPTH * MAX_FRAGS))
                 .collect(),
+            learns: (0..pairs).map(|_| ArrayQueue::new(DEPTH)).collect(),
             sleeping: (0..n).map(|_| AtomicBool::new(false)).collect(),
             umems,
             wakes,
@@ -90,11 +103,34 @@ impl Mesh {
     }
 
     /// Whether anything waits for thread `t`: frames, or chunks to free.
+    /// (Learned MACs wait for its next round: they need no wake-up.)
     pub fn pending_for(&self, t: usize) -> bool {
         (0..self.n).any(|o| {
-            self.frames.get(o * self.n + t).is_some_and(|q| !q.is_empty())
-                || self.returns.get(t * self.n + o).is_some_and(|q| !q.is_empty())
+            self.frames
+                .get(o * self.n + t)
+                .is_some_and(|q| !q.is_empty())
+                || self
+                    .returns
+                    .get(t * self.n + o)
+                    .is_some_and(|q| !q.is_empty())
         })
+    }
+
+    /// Tells every other thread that `src` learned `l`. A full queue drops
+    /// it: that thread floods to the MAC until it learns it itself.
+    pub fn announce(&self, src: usize, l: Learn) {
+        for dst in 0..self.n {
+            if dst != src {
+                if let Some(q) = self.learns.get(src * self.n + dst) {
+                    let _ = q.push(l);
+                }
+            }
+        }
+    }
+
+    /// The next MAC thread `src` learned, for `dst`.
+    pub fn learned(&self, dst: usize, src: usize) -> Option<Learn> {
+        self.learns.get(src * self.n + dst)?.pop()
     }
 
     /// Thread `t` is about to sleep; returns false (stay awake) if
@@ -202,6 +238,7 @@ mod tests {
         let m = Mesh {
             frames: (0..9).map(|_| ArrayQueue::new(4)).collect(),
             returns: (0..9).map(|_| ArrayQueue::new(4)).collect(),
+            learns: (0..9).map(|_| ArrayQueue::new(4)).collect(),
             sleeping: (0..3).map(|_| AtomicBool::new(false)).collect(),
             ..m
         };
@@ -219,6 +256,16 @@ mod tests {
         m.give_back(0, 2, 4096);
         assert_eq!(m.returned(0, 2), Some(4096));
         assert_eq!(m.returned(0, 1), None);
+        let l = Learn {
+            switch: 1,
+            vlan: 10,
+            mac: MacAddr([2, 0, 0, 0, 0, 1]),
+            slot: 4,
+        };
+        m.announce(1, l);
+        assert_eq!(m.learned(0, 1), Some(l));
+        assert_eq!(m.learned(2, 1), Some(l));
+        assert_eq!(m.learned(1, 1), None, "not to itself");
     }
 
     #[test]

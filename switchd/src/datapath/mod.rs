@@ -22,7 +22,7 @@ mod setup;
 pub mod xsk;
 
 use crate::pipeline::fdb::Slot;
-use crate::snapshot::Snapshot;
+use crate::pipeline::snapshot::Snapshot;
 use arc_swap::ArcSwap;
 use std::collections::HashMap;
 use std::io;
@@ -177,7 +177,20 @@ pub struct Datapath {
     /// Slots being served; written by the setup thread.
     attached: Arc<Mutex<HashMap<Slot, Attachment>>>,
     stats: Vec<Arc<ThreadStats>>,
+    /// Each poll thread's command queue and wake-up (for FDB reports).
+    polls: Vec<(mpsc::Sender<poll::PollCmd>, Arc<OwnedFd>)>,
     threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+/// A switch's forwarding table as the poll threads hold it.
+#[derive(Debug, Default, Clone)]
+pub struct FdbView {
+    /// Thread 0's rows (every thread learns what the others announce).
+    pub rows: Vec<crate::pipeline::fdb::Row>,
+    pub len: usize,
+    /// Summed over the threads (each counts what it saw itself).
+    pub moves: u64,
+    pub limit_hits: u64,
 }
 
 /// Pins the calling thread to `cpu`.
@@ -245,7 +258,12 @@ impl Datapath {
                 umem: umem.area(),
             });
             let (ready_tx, ready_rx) = mpsc::sync_channel(1);
-            let (c, s, st, m) = (cfg.clone(), snapshot.clone(), setup_tx.clone(), mesh.clone());
+            let (c, s, st, m) = (
+                cfg.clone(),
+                snapshot.clone(),
+                setup_tx.clone(),
+                mesh.clone(),
+            );
             let ts = stats[i].clone();
             let t = std::thread::Builder::new()
                 .name(format!("switchd-poll{i}"))
@@ -276,6 +294,10 @@ impl Datapath {
                 Err(_) => return Err(DatapathError::Gone),
             }
         }
+        let polls = links
+            .iter()
+            .map(|l| (l.cmds.clone(), l.wake.clone()))
+            .collect();
         let (c, a) = (cfg.clone(), attached.clone());
         let t = std::thread::Builder::new()
             .name("switchd-setup".into())
@@ -288,6 +310,7 @@ impl Datapath {
             snapshot,
             attached,
             stats,
+            polls,
             threads,
         })
     }
@@ -330,6 +353,35 @@ impl Datapath {
 
     pub fn config(&self) -> &DatapathConfig {
         &self.cfg
+    }
+
+    /// The forwarding table of switch `id` (`SwitchView::id`), asked of the
+    /// poll threads that own it (each answers between two rounds); rows
+    /// only if `rows`. None if a thread did not answer within a second.
+    pub fn fdb(&self, id: u32, rows: bool) -> Option<FdbView> {
+        let mut answers = Vec::new();
+        for (i, (tx, wake)) in self.polls.iter().enumerate() {
+            let (reply, answer) = mpsc::sync_channel(1);
+            tx.send(poll::PollCmd::Fdb {
+                switch: id,
+                rows: rows && i == 0,
+                reply,
+            })
+            .ok()?;
+            setup::kick(wake);
+            answers.push(answer);
+        }
+        let mut v = FdbView::default();
+        for (i, a) in answers.into_iter().enumerate() {
+            let r = a.recv_timeout(Duration::from_secs(1)).ok()?;
+            if i == 0 {
+                v.rows = r.rows;
+                v.len = r.len;
+            }
+            v.moves += r.moves;
+            v.limit_hits += r.limit_hits;
+        }
+        Some(v)
     }
 
     /// Each poll thread's counters and CPU time.

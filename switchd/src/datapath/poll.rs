@@ -17,18 +17,18 @@
 //! buffers; `Budget` decides how many chunks each fill ring gets.
 
 use super::budget::Budget;
-use super::mesh::{Handoff, Kind, Mesh, MAX_FRAGS};
+use super::mesh::{Handoff, Kind, Learn, Mesh, MAX_FRAGS};
 use super::xsk::{Desc, Umem, XskSocket, FRAME_SIZE, XDP_PKT_CONTD};
 use super::{DatapathConfig, SetupMsg, ThreadStats};
-use crate::pipeline::fdb::Slot;
+use crate::pipeline::fdb::{Fdb, Row, Slot};
+use crate::pipeline::snapshot::{Snapshot, ThreadCounters};
 use crate::pipeline::{forward_len, qos, DropReason, Egress, Limits};
-use crate::snapshot::{Snapshot, ThreadCounters};
 use crate::wire::ethernet::{apply_tag_edit, HEADER_LEN, TAG_LEN};
 use arc_swap::ArcSwap;
 use std::collections::{HashMap, VecDeque};
 use std::os::fd::{AsRawFd, OwnedFd};
-use std::sync::mpsc;
 use std::sync::atomic::Ordering::Relaxed;
+use std::sync::mpsc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -66,10 +66,30 @@ pub(crate) enum PollCmd {
         reply: mpsc::SyncSender<Result<(), String>>,
     },
     /// Stop serving `slot` and hand its socket back (`SetupMsg::Returned`).
-    Remove { slot: Slot },
+    Remove {
+        slot: Slot,
+    },
+    /// Report this thread's table of switch `switch` (`SwitchView::id`):
+    /// its size and counters, and its rows if `rows`.
+    Fdb {
+        switch: u32,
+        rows: bool,
+        reply: mpsc::SyncSender<FdbReport>,
+    },
     /// The socket of `instance` is closed: its chunks are ours again.
-    Reclaim { instance: u32 },
+    Reclaim {
+        instance: u32,
+    },
     Stop,
+}
+
+/// One poll thread's view of one switch's forwarding table.
+#[derive(Debug, Default, Clone)]
+pub struct FdbReport {
+    pub rows: Vec<Row>,
+    pub len: usize,
+    pub moves: u64,
+    pub limit_hits: u64,
 }
 
 struct Port {
@@ -118,6 +138,13 @@ pub(crate) struct PollThread {
     /// Threads this round handed frames or chunks to (bit i: thread i).
     notify: u64,
     stats: Arc<ThreadStats>,
+    /// This thread's learned MACs, per switch (`SwitchView::id`): owned
+    /// here, no lock; kept in step with the other threads by `Learn`s.
+    fdbs: HashMap<u32, Fdb>,
+    /// Per slot, the `flush_gen` whose MACs the tables hold.
+    flush_seen: Vec<u64>,
+    /// Snapshot generation the tables were last synced to.
+    fdb_generation: u64,
     stop: bool,
 }
 
@@ -180,6 +207,9 @@ impl PollThread {
             mesh,
             notify: 0,
             stats,
+            fdbs: HashMap::new(),
+            flush_seen: Vec::new(),
+            fdb_generation: 0,
             stop: false,
         }
     }
@@ -256,6 +286,23 @@ impl PollThread {
                     let _ = reply.send(r);
                 }
                 PollCmd::Remove { slot } => self.remove(slot),
+                PollCmd::Fdb {
+                    switch,
+                    rows,
+                    reply,
+                } => {
+                    let now = self.now();
+                    let r = match self.fdbs.get(&switch) {
+                        Some(f) => FdbReport {
+                            rows: if rows { f.rows(now) } else { Vec::new() },
+                            len: f.len(),
+                            moves: f.moves,
+                            limit_hits: f.limit_hits,
+                        },
+                        None => FdbReport::default(),
+                    };
+                    let _ = reply.send(r);
+                }
                 PollCmd::Reclaim { instance } => self.reclaim(instance),
                 PollCmd::Stop => self.stop = true,
             }
@@ -368,8 +415,10 @@ impl PollThread {
         let snap = self.snapshot.load_full();
         let now = self.now();
         self.limits.sync(&snap, now);
+        self.sync_fdbs(&snap);
         let mut worked = false;
         if self.mesh.threads() > 1 {
+            self.take_learns(&snap, now);
             self.collect_returns();
             worked |= self.take_handoffs(&snap, now);
         }
@@ -391,6 +440,68 @@ impl PollThread {
         worked
     }
 
+    /// Keeps the tables in step with the snapshot: one per switch with its
+    /// settings and static entries, and no MAC behind a slot whose
+    /// `flush_gen` moved on (a typed change touches only its own slots).
+    fn sync_fdbs(&mut self, snap: &Snapshot) {
+        if snap.generation == self.fdb_generation {
+            return;
+        }
+        let seen = std::mem::replace(&mut self.fdb_generation, snap.generation);
+        let all: Vec<Slot>;
+        let slots: &[Slot] = match snap.changed_since(seen) {
+            Some(c) => c,
+            None => {
+                self.fdbs
+                    .retain(|id, _| snap.switches.iter().any(|s| s.id == *id));
+                for sw in &snap.switches {
+                    let f = self
+                        .fdbs
+                        .entry(sw.id)
+                        .or_insert_with(|| Fdb::new(sw.aging_seconds, sw.max_fdb_entries));
+                    f.set_aging(sw.aging_seconds);
+                    f.set_limit(sw.max_fdb_entries);
+                    f.set_static(&sw.statics);
+                }
+                all = (0..snap.ports.len().max(self.flush_seen.len()) as Slot).collect();
+                &all
+            }
+        };
+        if self.flush_seen.len() < snap.ports.len() {
+            self.flush_seen.resize(snap.ports.len(), u64::MAX);
+        }
+        for &s in slots {
+            let want = snap.port(s).map(|p| p.flush_gen).unwrap_or(u64::MAX);
+            if let Some(had) = self.flush_seen.get_mut(s as usize) {
+                if *had != want {
+                    *had = want;
+                    for f in self.fdbs.values_mut() {
+                        f.flush_port(s);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Takes in the MACs the other threads learned (for ports that still
+    /// are where they say).
+    fn take_learns(&mut self, snap: &Snapshot, now: u64) {
+        for src in 0..self.mesh.threads() {
+            if src == self.index {
+                continue;
+            }
+            while let Some(l) = self.mesh.learned(self.index, src) {
+                let here = snap
+                    .port(l.slot)
+                    .and_then(|p| snap.switches.get(p.switch))
+                    .is_some_and(|sw| sw.id == l.switch);
+                if let (true, Some(f)) = (here, self.fdbs.get_mut(&l.switch)) {
+                    f.learn_remote(l.vlan, l.mac, l.slot, now);
+                }
+            }
+        }
+    }
+
     /// Frees the chunks other threads are done with.
     fn collect_returns(&mut self) {
         for other in 0..self.mesh.threads() {
@@ -405,7 +516,15 @@ impl PollThread {
 
     /// Hands the frame `f` (our chunks) to thread `dst`; on a full queue
     /// the frame is dropped and counted on `count_on`.
-    fn hand_off(&mut self, snap: &Snapshot, dst: usize, kind: Kind, slot: Slot, f: &[Desc], count_on: Slot) {
+    fn hand_off(
+        &mut self,
+        snap: &Snapshot,
+        dst: usize,
+        kind: Kind,
+        slot: Slot,
+        f: &[Desc],
+        count_on: Slot,
+    ) {
         if f.len() > MAX_FRAGS {
             if let Some(p) = snap.port(count_on) {
                 p.counters.t(self.index).count_drop(DropReason::Oversize);
@@ -647,7 +766,12 @@ impl PollThread {
         let sw = ingress.and_then(|i| snap.switches.get(i.switch));
         match (ingress, sw) {
             (Some(ingress), Some(sw)) => {
-                let mut fdb = sw.fdb.lock().unwrap_or_else(|e| e.into_inner());
+                // Out of the map for the batch (fan_out needs &mut self).
+                let mut fdb = self
+                    .fdbs
+                    .remove(&sw.id)
+                    .unwrap_or_else(|| Fdb::new(sw.aging_seconds, sw.max_fdb_entries));
+                let announce = self.mesh.threads() > 1;
                 for f in frames(batch) {
                     let mut out = std::mem::take(&mut self.out);
                     let head = self.umem.frame(f[0].addr, f[0].len as usize);
@@ -666,10 +790,26 @@ impl PollThread {
                             ingress.counters.t(self.index).count_drop(why);
                             self.release_all(f);
                         }
-                        Ok(dec) => self.fan_out(snap, f, dec.tagged, &out),
+                        Ok(dec) => {
+                            if announce && dec.learned.announce() {
+                                if let Ok(h) = crate::wire::ethernet::parse(head) {
+                                    self.mesh.announce(
+                                        self.index,
+                                        Learn {
+                                            switch: sw.id,
+                                            vlan: dec.vlan,
+                                            mac: h.src,
+                                            slot,
+                                        },
+                                    );
+                                }
+                            }
+                            self.fan_out(snap, f, dec.tagged, &out)
+                        }
                     }
                     self.out = out;
                 }
+                self.fdbs.insert(sw.id, fdb);
             }
             // A port mid-removal or not yet published: nothing to forward to.
             _ => self.release_all(batch),
@@ -719,14 +859,20 @@ impl PollThread {
                 target.map(|_| u32::MAX)
             };
             let (Some(target), Some(mtu)) = (target, mtu) else {
-                eport.counters.t(self.index).count_drop(DropReason::LinkDown);
+                eport
+                    .counters
+                    .t(self.index)
+                    .count_drop(DropReason::LinkDown);
                 continue;
             };
             // What the egress netdev would carry as payload: the frame
             // after the tag edit, less the Ethernet header and any tag.
             let payload = len - HEADER_LEN - if tagged { TAG_LEN } else { 0 };
             if payload > mtu as usize {
-                eport.counters.t(self.index).count_drop(DropReason::Oversize);
+                eport
+                    .counters
+                    .t(self.index)
+                    .count_drop(DropReason::Oversize);
                 continue;
             }
             let frags: Vec<Desc> = if last {
@@ -741,7 +887,10 @@ impl PollThread {
                 match self.copy(f) {
                     Some(c) => c,
                     None => {
-                        eport.counters.t(self.index).count_drop(DropReason::NoBuffer);
+                        eport
+                            .counters
+                            .t(self.index)
+                            .count_drop(DropReason::NoBuffer);
                         continue;
                     }
                 }
@@ -753,7 +902,10 @@ impl PollThread {
             else {
                 // Received frames always have 256 bytes of headroom;
                 // this would be a kernel surprise, not a user's frame.
-                eport.counters.t(self.index).count_drop(DropReason::NoBuffer);
+                eport
+                    .counters
+                    .t(self.index)
+                    .count_drop(DropReason::NoBuffer);
                 self.release_all(&frags);
                 continue;
             };
@@ -788,7 +940,10 @@ impl PollThread {
             if !p.tx_pending.is_empty() {
                 worked = true;
                 let n = p.sock.send(&p.tx_pending);
-                ThreadStats::add(&self.stats.tx_packets, frames(&p.tx_pending[..n]).count() as u64);
+                ThreadStats::add(
+                    &self.stats.tx_packets,
+                    frames(&p.tx_pending[..n]).count() as u64,
+                );
                 if let Some(c) = counters {
                     let (sent, rest) = p.tx_pending.split_at(n);
                     let sent_frames = frames(sent).count() as u64;
@@ -817,7 +972,9 @@ impl PollThread {
 
     fn rebuild_pollfds(&mut self) {
         self.stats.ports.store(self.ports.len() as u32, Relaxed);
-        self.stats.free_frames.store(self.free.len() as u32, Relaxed);
+        self.stats
+            .free_frames
+            .store(self.free.len() as u32, Relaxed);
         self.pollfds.clear();
         self.poll_slots.clear();
         self.pollfds.push(libc::pollfd {
@@ -907,15 +1064,14 @@ impl PollThread {
 
     fn housekeeping(&mut self) {
         self.last_housekeeping = Instant::now();
-        self.stats.free_frames.store(self.free.len() as u32, Relaxed);
+        self.stats
+            .free_frames
+            .store(self.free.len() as u32, Relaxed);
         self.stats.ports.store(self.ports.len() as u32, Relaxed);
         let now = self.now();
         let snap = self.snapshot.load();
-        if self.index == 0 {
-            for sw in &snap.switches {
-                let mut fdb = sw.fdb.lock().unwrap_or_else(|e| e.into_inner());
-                fdb.sweep(now);
-            }
+        for f in self.fdbs.values_mut() {
+            f.sweep(now);
         }
         for p in self.ports.values() {
             if let (Ok(st), Some(v)) = (p.sock.stats(), snap.port(p.slot)) {

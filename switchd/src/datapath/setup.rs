@@ -351,8 +351,7 @@ impl SetupThread {
         let Some(p) = self.ports.remove(&slot) else {
             return;
         };
-        self.prog
-            .unbind(p.ifindex, slot, p.sockets.len() as u32);
+        self.prog.unbind(p.ifindex, slot, p.sockets.len() as u32);
         self.prog.detach(p.ifindex);
         for (t, _) in &p.sockets {
             self.polls[*t].send(PollCmd::Remove { slot });

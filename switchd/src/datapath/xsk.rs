@@ -331,7 +331,6 @@ impl Umem {
     }
 }
 
-
 /// A mapped single-producer/single-consumer ring shared with the kernel.
 struct Ring<T: Copy> {
     map: NonNull<c_void>,

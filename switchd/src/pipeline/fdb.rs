@@ -4,6 +4,11 @@
 //! Time is passed in (nanoseconds on a monotonic clock) so aging is tested
 //! without sleeping. Aged entries are ignored on lookup and removed by
 //! `sweep`, which the datapath calls from its housekeeping tick.
+//!
+//! Each poll thread owns one `Fdb` per switch: no lock. What one thread
+//! learns it announces to the others (`Learned::announce`), which take it
+//! in with `learn_remote`; a live entry is announced again every quarter
+//! of the aging time, so no thread ages out a MAC that another still sees.
 
 use podswitch_shared::model::MacAddr;
 use std::collections::HashMap;
@@ -51,6 +56,8 @@ fn unkey(k: u64) -> (u16, MacAddr) {
 struct Entry {
     slot: Slot,
     last_seen: u64,
+    /// When this thread last announced the entry to the others.
+    announced: u64,
     is_static: bool,
 }
 
@@ -58,7 +65,11 @@ struct Entry {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Learned {
     New,
-    Refreshed,
+    /// Seen again behind the same port; `announce`: time to tell the
+    /// other poll threads again (a quarter of the aging time passed).
+    Refreshed {
+        announce: bool,
+    },
     /// The MAC was known behind another port and now lives here.
     Moved {
         from: Slot,
@@ -67,6 +78,16 @@ pub enum Learned {
     LimitReached,
     /// A static entry owns this MAC; nothing changed.
     Static,
+}
+
+impl Learned {
+    /// Whether the other poll threads should hear of it.
+    pub fn announce(self) -> bool {
+        matches!(
+            self,
+            Learned::New | Learned::Moved { .. } | Learned::Refreshed { announce: true }
+        )
+    }
 }
 
 /// One row, for the API.
@@ -128,8 +149,13 @@ impl Fdb {
             e.last_seen = now;
             e.slot = slot;
             return if from == slot || expired {
-                Learned::Refreshed
+                let announce = expired || now.saturating_sub(e.announced) >= aging_ns / 4;
+                if announce {
+                    e.announced = now;
+                }
+                Learned::Refreshed { announce }
             } else {
+                e.announced = now;
                 self.moves += 1;
                 Learned::Moved { from }
             };
@@ -143,11 +169,40 @@ impl Fdb {
             Entry {
                 slot,
                 last_seen: now,
+                announced: now,
                 is_static: false,
             },
         );
         self.learned += 1;
         Learned::New
+    }
+
+    /// Takes in what another poll thread learned: like `learn`, but not
+    /// counted (the thread that saw it counts moves and refusals) and not
+    /// announced again.
+    pub fn learn_remote(&mut self, vlan: u16, mac: MacAddr, slot: Slot, now: u64) {
+        let k = key(vlan, mac);
+        if let Some(e) = self.map.get_mut(&k) {
+            if !e.is_static {
+                e.slot = slot;
+                e.last_seen = now;
+                e.announced = now;
+            }
+            return;
+        }
+        if self.learned >= self.limit {
+            return;
+        }
+        self.map.insert(
+            k,
+            Entry {
+                slot,
+                last_seen: now,
+                announced: now,
+                is_static: false,
+            },
+        );
+        self.learned += 1;
     }
 
     /// The port behind `mac` on `vlan`, if known and not aged out.
@@ -168,6 +223,7 @@ impl Fdb {
                 Entry {
                     slot,
                     last_seen: 0,
+                    announced: 0,
                     is_static: true,
                 },
             );
@@ -246,8 +302,41 @@ mod tests {
         assert_eq!(f.learn(10, m(1), 3, 0), Learned::New);
         assert_eq!(f.lookup(10, m(1), SEC), Some(3));
         assert_eq!(f.lookup(20, m(1), SEC), None, "keyed by VLAN too");
-        assert_eq!(f.learn(10, m(1), 3, 2 * SEC), Learned::Refreshed);
+        assert_eq!(
+            f.learn(10, m(1), 3, 2 * SEC),
+            Learned::Refreshed { announce: false }
+        );
         assert_eq!(f.len(), 1);
+    }
+
+    #[test]
+    fn announced_when_new_moved_or_every_quarter_aging() {
+        let mut f = Fdb::new(300, 10);
+        assert!(f.learn(1, m(1), 0, 0).announce());
+        assert!(!f.learn(1, m(1), 0, 10 * SEC).announce());
+        assert!(
+            f.learn(1, m(1), 0, 76 * SEC).announce(),
+            "a quarter of 300 s passed"
+        );
+        assert!(!f.learn(1, m(1), 0, 77 * SEC).announce());
+        assert!(f.learn(1, m(1), 4, 78 * SEC).announce(), "moved");
+    }
+
+    #[test]
+    fn remote_learns_are_not_counted_or_echoed() {
+        let mut f = Fdb::new(300, 10);
+        f.learn_remote(1, m(1), 2, 0);
+        assert_eq!(f.lookup(1, m(1), SEC), Some(2));
+        f.learn_remote(1, m(1), 3, SEC);
+        assert_eq!(f.lookup(1, m(1), SEC), Some(3));
+        assert_eq!(f.moves, 0, "the thread that saw the move counts it");
+        assert!(
+            !f.learn(1, m(1), 3, 2 * SEC).announce(),
+            "just heard of it: no echo"
+        );
+        f.set_static(&[(1, m(9), 5)]);
+        f.learn_remote(1, m(9), 1, 3 * SEC);
+        assert_eq!(f.lookup(1, m(9), 3 * SEC), Some(5), "static wins");
     }
 
     #[test]
@@ -276,7 +365,10 @@ mod tests {
         assert_eq!(f.lookup(1, m(1), SEC), Some(5));
         assert_eq!(f.moves, 1);
         // Relearning after expiry on another port is not a move.
-        assert_eq!(f.learn(1, m(1), 6, 400 * SEC), Learned::Refreshed);
+        assert_eq!(
+            f.learn(1, m(1), 6, 400 * SEC),
+            Learned::Refreshed { announce: true }
+        );
         assert_eq!(f.moves, 1);
     }
 

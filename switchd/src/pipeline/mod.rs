@@ -12,17 +12,18 @@
 pub mod acl;
 pub mod fdb;
 pub mod qos;
+pub mod snapshot;
 pub mod vlan;
 
 #[cfg(test)]
 mod proptests;
 
-use crate::snapshot::{PortView, Snapshot, SwitchView};
 use crate::wire::ethernet::{self, ParseError, TagEdit, HEADER_LEN, TAG_LEN};
 use crate::wire::ip::{self, L3};
 use acl::Dir;
 use fdb::{Fdb, Slot};
 use qos::{default_burst_bits, Admit, TokenBucket, WeightedLimiter};
+use snapshot::{PortView, Snapshot, SwitchView};
 
 /// Why a frame was dropped; each has a per-port counter.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -110,6 +111,9 @@ pub struct Decision {
     pub tagged: bool,
     /// The frame was flooded (unknown unicast, broadcast or multicast).
     pub flooded: bool,
+    /// What learning its source MAC did (the caller announces new and
+    /// moved MACs to the other poll threads).
+    pub learned: fdb::Learned,
 }
 
 /// The rate limiters of one port: mutable, owned by the poll thread.
@@ -148,36 +152,53 @@ fn sync_bucket(b: &mut Option<TokenBucket>, want: Option<(u64, u64)>, now: u64) 
 impl Limits {
     /// Applies the snapshot's QoS settings, keeping the state of limiters
     /// whose settings did not change (a live PATCH does not reset them).
+    /// After the generation it saw last, only the changed ports are looked
+    /// at (a typed change); otherwise every port.
     pub fn sync(&mut self, snap: &Snapshot, now: u64) {
         if snap.generation == self.generation && self.ports.len() == snap.ports.len() {
             return;
         }
-        self.generation = snap.generation;
+        let seen = std::mem::replace(&mut self.generation, snap.generation);
         self.ports
             .resize_with(snap.ports.len(), PortLimits::default);
-        for (i, l) in self.ports.iter_mut().enumerate() {
-            let Some(p) = snap.ports[i].as_ref().filter(|p| p.home == self.thread) else {
-                *l = PortLimits::default();
-                continue;
-            };
-            let q = p.qos.clone().unwrap_or_default();
-            let pair = |r: Option<u64>, b: Option<u64>| {
-                r.map(|r| (r, b.unwrap_or_else(|| default_burst_bits(r))))
-            };
-            sync_bucket(&mut l.egress, pair(q.egress_rate, q.egress_burst), now);
-            sync_bucket(
-                &mut l.storm,
-                p.storm_limit.map(|n| (n as u64, n.max(1) as u64)),
-                now,
-            );
-            match (l.ingress.as_mut(), pair(q.ingress_rate, q.ingress_burst)) {
-                (_, None) => l.ingress = None,
-                (None, Some((r, b))) => l.ingress = Some(WeightedLimiter::new(r, b, now)),
-                (Some(x), Some((r, b))) if x.rate() != r || x.burst() != b => {
-                    x.reconfigure(r, b, now)
+        match snap.changed_since(seen) {
+            Some(slots) => {
+                for &s in slots {
+                    self.sync_port(snap, s as usize, now);
                 }
-                _ => {}
             }
+            None => {
+                for i in 0..self.ports.len() {
+                    self.sync_port(snap, i, now);
+                }
+            }
+        }
+    }
+
+    fn sync_port(&mut self, snap: &Snapshot, i: usize, now: u64) {
+        let thread = self.thread;
+        let Some(l) = self.ports.get_mut(i) else {
+            return;
+        };
+        let Some(p) = snap.ports[i].as_ref().filter(|p| p.home == thread) else {
+            *l = PortLimits::default();
+            return;
+        };
+        let q = p.qos.clone().unwrap_or_default();
+        let pair = |r: Option<u64>, b: Option<u64>| {
+            r.map(|r| (r, b.unwrap_or_else(|| default_burst_bits(r))))
+        };
+        sync_bucket(&mut l.egress, pair(q.egress_rate, q.egress_burst), now);
+        sync_bucket(
+            &mut l.storm,
+            p.storm_limit.map(|n| (n as u64, n.max(1) as u64)),
+            now,
+        );
+        match (l.ingress.as_mut(), pair(q.ingress_rate, q.ingress_burst)) {
+            (_, None) => l.ingress = None,
+            (None, Some((r, b))) => l.ingress = Some(WeightedLimiter::new(r, b, now)),
+            (Some(x), Some((r, b))) if x.rate() != r || x.burst() != b => x.reconfigure(r, b, now),
+            _ => {}
         }
     }
 
@@ -286,7 +307,7 @@ pub fn forward_len(
         }
     }
     let bits = len.max(frame.len()) as u64 * 8;
-    fdb.learn(vlan, hdr.src, ingress.slot, now);
+    let learned = fdb.learn(vlan, hdr.src, ingress.slot, now);
 
     let known = if hdr.dst.is_multicast() {
         None
@@ -352,6 +373,7 @@ pub fn forward_len(
         vlan,
         tagged: hdr.tag.in_frame(),
         flooded,
+        learned,
     })
 }
 
@@ -363,7 +385,6 @@ mod tests {
     use crate::wire::ethernet::tests::{tagged, tagged_with, untagged, A, B};
     use crate::wire::ethernet::TPID_8021AD;
     use podswitch_shared::model::MacAddr;
-    use std::sync::{Arc, Mutex};
 
     const C: [u8; 6] = [0x02, 0, 0, 0, 0, 0x0c];
     const BCAST: [u8; 6] = [0xff; 6];
@@ -405,8 +426,9 @@ mod tests {
                     switches: vec![SwitchView {
                         name: "default".into(),
                         ports: slots,
-                        fdb: Arc::new(Mutex::new(Fdb::new(300, 100))),
+                        ..SwitchView::default()
                     }],
+                    changed: None,
                 },
                 fdb: Fdb::new(300, 100),
                 limits: Limits::default(),

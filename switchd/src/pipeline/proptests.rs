@@ -5,11 +5,10 @@
 use super::fdb::{Fdb, Slot};
 use super::vlan::{PortVlan, VlanSet};
 use super::{forward, DropReason};
-use crate::snapshot::{PortView, Snapshot, SwitchView};
+use crate::pipeline::snapshot::{PortView, Snapshot, SwitchView};
 use crate::wire::ethernet::{self, apply_tag_edit, TagEdit, TPID_8021AD, TPID_8021Q};
 use podswitch_shared::model::MacAddr;
 use proptest::prelude::*;
-use std::sync::{Arc, Mutex};
 
 const VIDS: [u16; 4] = [1, 10, 20, 30];
 
@@ -54,9 +53,10 @@ fn build(ports: &[(bool, u8, u8, Option<u8>, bool)]) -> Snapshot {
         switches: vec![SwitchView {
             name: "default".into(),
             ports: (0..ports.len() as Slot).collect(),
-            fdb: Arc::new(Mutex::new(Fdb::new(300, 64))),
+            ..SwitchView::default()
         }],
         ports: views,
+        changed: None,
     }
 }
 

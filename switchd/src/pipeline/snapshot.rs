@@ -3,13 +3,13 @@
 //! thread once per batch. Per-port counters have one slot per poll thread,
 //! whose single writer is that thread.
 
-use crate::pipeline::acl::Acl;
-use crate::pipeline::fdb::{Fdb, Slot};
-use crate::pipeline::vlan::PortVlan;
-use crate::pipeline::DropReason;
+use super::acl::Acl;
+use super::fdb::Slot;
+use super::vlan::PortVlan;
+use super::DropReason;
 use podswitch_shared::model::{MacAddr, PortStats, Qos};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 /// One poll thread's counters of one port. Single writer (that thread),
 /// so a plain load/store replaces a locked read-modify-write per frame;
@@ -57,7 +57,9 @@ impl Default for PortCounters {
 impl PortCounters {
     pub fn new(threads: usize) -> Self {
         PortCounters {
-            threads: (0..threads.max(1)).map(|_| ThreadCounters::default()).collect(),
+            threads: (0..threads.max(1))
+                .map(|_| ThreadCounters::default())
+                .collect(),
         }
     }
 
@@ -145,6 +147,10 @@ pub struct PortView {
     /// The poll thread that owns the port's rate limiters and shaping
     /// queue (one of the serving threads).
     pub home: usize,
+    /// Changes whenever the MACs learned behind this slot must be
+    /// forgotten (VLAN role, MAC or admin state changed, a new port took
+    /// the slot); poll threads flush their tables when it does.
+    pub flush_gen: u64,
 }
 
 impl PortView {
@@ -185,18 +191,25 @@ impl PortView {
             counters: Arc::new(PortCounters::default()),
             served: 1,
             home: 0,
+            flush_gen: 0,
         }
     }
 }
 
-/// One switch as the pipeline sees it.
-#[derive(Debug, Clone)]
+/// One switch as the pipeline sees it. Its learned MACs are not here:
+/// each poll thread keeps its own table (see `fdb`); the static entries
+/// and the table's settings are.
+#[derive(Debug, Clone, Default)]
 pub struct SwitchView {
+    /// Stable for the switch's life (names the poll threads' tables).
+    pub id: u32,
     pub name: String,
     /// Slots of the switch's ports, the flood list before VLAN filtering.
     pub ports: Vec<Slot>,
-    /// Learned by the poll thread, read and flushed by the control plane.
-    pub fdb: Arc<Mutex<Fdb>>,
+    pub aging_seconds: u32,
+    pub max_fdb_entries: u32,
+    /// (VLAN, MAC, slot): each port's own MAC on its home VLAN.
+    pub statics: Vec<(u16, MacAddr, Slot)>,
 }
 
 /// Everything the data path needs, immutable once published.
@@ -206,10 +219,46 @@ pub struct Snapshot {
     /// Indexed by slot.
     pub ports: Vec<Option<PortView>>,
     pub switches: Vec<SwitchView>,
+    /// The slots whose view differs from generation − 1 (a typed change:
+    /// a poll thread that saw that generation updates only these); None
+    /// when anything may have changed (switches, the first snapshot).
+    pub changed: Option<Vec<Slot>>,
 }
 
 impl Snapshot {
     pub fn port(&self, slot: Slot) -> Option<&PortView> {
         self.ports.get(slot as usize).and_then(|p| p.as_ref())
+    }
+
+    /// The slots a reader that last saw generation `seen` must look at
+    /// again: the typed change when it saw the previous one, else all.
+    pub fn changed_since(&self, seen: u64) -> Option<&[Slot]> {
+        match &self.changed {
+            Some(c) if seen + 1 == self.generation => Some(c),
+            _ => None,
+        }
+    }
+}
+
+impl PortView {
+    /// Whether the data path would treat the two views alike (the
+    /// counters and ACL are compared by identity).
+    pub fn same_as(&self, o: &PortView) -> bool {
+        self.id == o.id
+            && self.slot == o.slot
+            && self.switch == o.switch
+            && self.vlan == o.vlan
+            && self.up == o.up
+            && self.mac == o.mac
+            && self.spoof_check == o.spoof_check
+            && self.qos == o.qos
+            && self.dhcp_guard == o.dhcp_guard
+            && self.router_guard == o.router_guard
+            && self.storm_limit == o.storm_limit
+            && Arc::ptr_eq(&self.acl, &o.acl)
+            && Arc::ptr_eq(&self.counters, &o.counters)
+            && self.served == o.served
+            && self.home == o.home
+            && self.flush_gen == o.flush_gen
     }
 }
