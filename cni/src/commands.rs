@@ -205,6 +205,7 @@ pub fn add(conf: &NetConf, env: &Env) -> CniResult<Value> {
                 mac,
                 ready.threads,
                 rps.as_deref(),
+                conf.gro.unwrap_or(true),
             )?;
             rb.veth = Some(host_if.clone());
             tm.mark("veth created");

@@ -64,6 +64,7 @@ pub fn create(
     mac: Option<[u8; 6]>,
     queues: u32,
     rps_cpus: Option<&[usize]>,
+    gro: bool,
 ) -> CniResult<Endpoint> {
     let mut nl = Netlink::open().map_err(|e| plugin_err("opening netlink".into(), e))?;
     match nl.create_veth(host_if, pod_if, ns.fd(), Some(mtu), mac, queues) {
@@ -94,9 +95,15 @@ pub fn create(
             let mut nl = Netlink::open()?;
             nl.set_up(idx)?;
             let mac = netdev::mac(pod_if).map_err(io::Error::other)?;
-            if let Some(cpus) = rps_cpus {
-                write_rps(pod_if, queues, cpus).map_err(|e| {
-                    io::Error::new(e.kind(), format!("steering receive processing (RPS): {e}"))
+            if gro {
+                netdev::set_gro(pod_if, true).map_err(io::Error::other)?;
+            }
+            if rps_cpus.is_some() || gro {
+                write_sysfs(pod_if, queues, rps_cpus, gro).map_err(|e| {
+                    io::Error::new(
+                        e.kind(),
+                        format!("steering receive processing (RPS, threaded NAPI): {e}"),
+                    )
                 })?;
             }
             Ok((mac, idx))
@@ -112,6 +119,14 @@ pub fn create(
             ));
         }
     };
+    // With TSO off on the host end, the veth hands the pod end's NAPI every
+    // frame switchd sends, and the pod's GRO merges them.
+    if gro {
+        if let Err(e) = netdev::set_tso(host_if, false) {
+            let _ = nl.delete_link(host_if);
+            return Err(plugin_err(format!("turning TSO off on {host_if}"), e));
+        }
+    }
     // The host end is a switch port: no IPv6 link-local, no router
     // solicitations from the host stack (switchd does this too, but cannot
     // when its /proc/sys is read-only in an unprivileged container).
@@ -137,13 +152,14 @@ pub fn create(
     }
 }
 
-/// Steers the pod interface's receive processing (RPS) to `cpus`: keeps
-/// it off switchd's poll CPU, where frames switchd transmits would
-/// otherwise be processed inside its sendto() and halve its throughput.
+/// Steers the pod interface's receive processing (RPS) to `rps` (keeps it
+/// off switchd's poll CPUs, where frames switchd transmits would otherwise
+/// be processed inside its sendto() and halve its throughput), and with
+/// `threaded` gives its NAPI (where GRO runs) a kernel thread of its own.
 /// Runs on a thread inside the pod's netns; sysfs shows the netns of
 /// whoever mounted it, so the thread mounts a fresh sysfs in a private
 /// mount namespace of its own.
-fn write_rps(pod_if: &str, queues: u32, cpus: &[usize]) -> io::Result<()> {
+fn write_sysfs(pod_if: &str, queues: u32, rps: Option<&[usize]>, threaded: bool) -> io::Result<()> {
     // SAFETY: unshare/mount on this thread only (it ends right after);
     // arguments are valid NUL-terminated strings.
     unsafe {
@@ -172,11 +188,16 @@ fn write_rps(pod_if: &str, queues: u32, cpus: &[usize]) -> io::Result<()> {
             return Err(io::Error::last_os_error());
         }
     }
-    for q in 0..queues.max(1) {
-        std::fs::write(
-            format!("/sys/class/net/{pod_if}/queues/rx-{q}/rps_cpus"),
-            netdev::cpu_mask(cpus),
-        )?;
+    if let Some(cpus) = rps {
+        for q in 0..queues.max(1) {
+            std::fs::write(
+                format!("/sys/class/net/{pod_if}/queues/rx-{q}/rps_cpus"),
+                netdev::cpu_mask(cpus),
+            )?;
+        }
+    }
+    if threaded {
+        std::fs::write(format!("/sys/class/net/{pod_if}/threaded"), "1")?;
     }
     Ok(())
 }

@@ -517,94 +517,156 @@ pub const MAX_MTU: u32 = 9000;
 /// Smallest MTU (IPv4's minimum).
 pub const MIN_MTU: u32 = 68;
 
-/// `POST /v1/ports` body.
-#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
-pub struct PortConfig {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub id: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub switch: Option<String>,
-    pub nic: Nic,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub mac: Option<MacAddr>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub vlan: Option<VlanId>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub trunk: Option<Vec<TrunkRange>>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub mac_spoof_check: Option<bool>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub link_state: Option<LinkState>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub qos: Option<Qos>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub dhcp_guard: Option<bool>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub router_guard: Option<bool>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub storm_limit: Option<u32>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub acls: Option<Vec<AclRule>>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub acl_default: Option<AclAction>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub owner: Option<Owner>,
+/// How a port setting appears in each form: `opt` settings are optional
+/// (absent: none; `null` in a PATCH clears them), `def` settings always
+/// have a value (absent: the type's default; a PATCH sets, never clears).
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __port_field {
+    (view opt $t:ty) => { Option<$t> };
+    (view def $t:ty) => { $t };
+    (update opt $t:ty) => { Option<Option<$t>> };
+    (update def $t:ty) => { Option<$t> };
+    (from_config opt $v:expr) => { $v };
+    (from_config def $v:expr) => { $v.unwrap_or_default() };
+    (to_config opt $v:expr) => { $v };
+    (to_config def $v:expr) => { Some($v) };
+    (declared opt $v:expr) => { Some($v) };
+    (declared def $v:expr) => { $v };
 }
 
-/// `PATCH /v1/ports/{id}` body: absent fields are unchanged; `null` for
-/// `vlan`, `trunk` or `mac` clears them.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
-pub struct PortUpdate {
-    #[serde(
-        default,
-        deserialize_with = "double_option",
-        skip_serializing_if = "Option::is_none"
-    )]
-    pub vlan: Option<Option<VlanId>>,
-    #[serde(
-        default,
-        deserialize_with = "double_option",
-        skip_serializing_if = "Option::is_none"
-    )]
-    pub trunk: Option<Option<Vec<TrunkRange>>>,
-    #[serde(
-        default,
-        deserialize_with = "double_option",
-        skip_serializing_if = "Option::is_none"
-    )]
-    pub mac: Option<Option<MacAddr>>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub mac_spoof_check: Option<bool>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub link_state: Option<LinkState>,
-    #[serde(
-        default,
-        deserialize_with = "double_option",
-        skip_serializing_if = "Option::is_none"
-    )]
-    pub qos: Option<Option<Qos>>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub dhcp_guard: Option<bool>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub router_guard: Option<bool>,
-    #[serde(
-        default,
-        deserialize_with = "double_option",
-        skip_serializing_if = "Option::is_none"
-    )]
-    pub storm_limit: Option<Option<u32>>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub acls: Option<Vec<AclRule>>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub acl_default: Option<AclAction>,
+/// Whether a `VPort` field is left out of its JSON (an empty option or
+/// list; a flag or an enum is always written).
+pub trait OmitWhenEmpty {
+    fn omit(&self) -> bool;
+}
+impl<T> OmitWhenEmpty for Option<T> {
+    fn omit(&self) -> bool {
+        self.is_none()
+    }
+}
+impl<T> OmitWhenEmpty for Vec<T> {
+    fn omit(&self) -> bool {
+        self.is_empty()
+    }
+}
+macro_rules! never_omit {
+    ($($t:ty),*) => { $(impl OmitWhenEmpty for $t { fn omit(&self) -> bool { false } })* };
+}
+never_omit!(bool, LinkState, AclAction);
+
+/// The one definition of a port's settings. It generates the three forms
+/// of a port (so a new setting is added here once, and every form, the
+/// conversions between them and the state file follow):
+/// - `PortConfig`: `POST /v1/ports` and `--switches-file`, every setting
+///   optional;
+/// - `PortUpdate`: the `PATCH` body, absent = unchanged;
+/// - `VPort`: the port as stored and answered, with its defaults filled in.
+macro_rules! port_settings {
+    ($( $(#[$doc:meta])* $kind:ident $field:ident : $t:ty; )*) => {
+        /// `POST /v1/ports` body.
+        #[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
+        #[serde(deny_unknown_fields, rename_all = "camelCase")]
+        pub struct PortConfig {
+            #[serde(default, skip_serializing_if = "Option::is_none")]
+            pub id: Option<String>,
+            #[serde(default, skip_serializing_if = "Option::is_none")]
+            pub switch: Option<String>,
+            pub nic: Nic,
+            $( $(#[$doc])*
+            #[serde(default, skip_serializing_if = "Option::is_none")]
+            pub $field: Option<$t>, )*
+            #[serde(default, skip_serializing_if = "Option::is_none")]
+            pub owner: Option<Owner>,
+        }
+
+        /// `PATCH /v1/ports/{id}` body: absent fields are unchanged; `null`
+        /// clears an optional setting (`vlan`, `trunk`, `mac`, `qos`, ...).
+        #[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
+        #[serde(deny_unknown_fields, rename_all = "camelCase")]
+        pub struct PortUpdate {
+            $( $(#[$doc])*
+            #[serde(default, deserialize_with = "present", skip_serializing_if = "Option::is_none")]
+            pub $field: $crate::__port_field!(update $kind $t), )*
+        }
+
+        /// A VPort as stored and as answered by the API.
+        #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+        #[serde(deny_unknown_fields, rename_all = "camelCase")]
+        pub struct VPort {
+            pub id: String,
+            pub switch: String,
+            pub nic: Nic,
+            $( $(#[$doc])*
+            #[serde(default, skip_serializing_if = "OmitWhenEmpty::omit")]
+            pub $field: $crate::__port_field!(view $kind $t), )*
+            #[serde(default, skip_serializing_if = "Option::is_none")]
+            pub owner: Option<Owner>,
+            /// Runtime status, filled in by switchd; never stored.
+            #[serde(default, skip_serializing_if = "Option::is_none")]
+            pub status: Option<PortStatus>,
+            /// Counters, filled in by switchd; never stored.
+            #[serde(default, skip_serializing_if = "Option::is_none")]
+            pub stats: Option<PortStats>,
+        }
+
+        impl VPort {
+            /// The port a `PortConfig` describes, defaults filled in.
+            pub fn from_config(id: String, switch: String, c: PortConfig) -> VPort {
+                VPort {
+                    id,
+                    switch,
+                    nic: c.nic,
+                    $( $field: $crate::__port_field!(from_config $kind c.$field), )*
+                    owner: c.owner,
+                    status: None,
+                    stats: None,
+                }
+            }
+
+            /// The `PortConfig` that re-creates this port (a restart).
+            pub fn to_config(&self) -> PortConfig {
+                PortConfig {
+                    id: Some(self.id.clone()),
+                    switch: Some(self.switch.clone()),
+                    nic: self.nic.clone(),
+                    $( $field: $crate::__port_field!(to_config $kind self.$field.clone()), )*
+                    owner: self.owner.clone(),
+                }
+            }
+
+            /// Applies a PATCH: every setting it names.
+            pub fn apply(&mut self, u: PortUpdate) {
+                $( if let Some(v) = u.$field { self.$field = v; } )*
+            }
+        }
+
+        impl PortConfig {
+            /// The PATCH that makes an existing port what this declaration
+            /// says (a changed `--switches-file`): optional settings it
+            /// leaves out are cleared, others it leaves out are unchanged.
+            pub fn into_declared_update(self) -> PortUpdate {
+                PortUpdate {
+                    $( $field: $crate::__port_field!(declared $kind self.$field), )*
+                }
+            }
+        }
+    };
 }
 
-fn double_option<'de, T: Deserialize<'de>, D: Deserializer<'de>>(
-    d: D,
-) -> Result<Option<Option<T>>, D::Error> {
-    Option::<T>::deserialize(d).map(Some)
+port_settings! {
+    opt mac: MacAddr;
+    opt vlan: VlanId;
+    opt trunk: Vec<TrunkRange>;
+    def mac_spoof_check: bool;
+    def link_state: LinkState;
+    opt qos: Qos;
+    def dhcp_guard: bool;
+    def router_guard: bool;
+    /// Most broadcast, multicast and unknown-unicast frames per second from the port.
+    opt storm_limit: u32;
+    def acls: Vec<AclRule>;
+    def acl_default: AclAction;
 }
 
 /// Per-port counters as reported by the API (summed over poll threads).
@@ -616,52 +678,25 @@ pub struct PortStats {
     pub tx_packets: u64,
     pub tx_bytes: u64,
     /// Dropped frames by reason (`malformed`, `vlan`, `spoof`, `link-down`,
-    /// `no-buffer`, `qos`, `acl`, `dhcp-guard`, `router-guard`, `storm`);
-    /// only reasons seen so far are listed.
+    /// `no-buffer`, `qos`, `acl`, `dhcp-guard`, `router-guard`, `storm`,
+    /// `oversize`); only reasons seen so far are listed.
     pub drops: std::collections::BTreeMap<String, u64>,
     /// Frames each ACL rule matched, in rule order (reset when the rules change).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub acl_hits: Vec<u64>,
 }
 
-/// A VPort as stored and as answered by the API.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
-pub struct VPort {
-    pub id: String,
-    pub switch: String,
-    pub nic: Nic,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub mac: Option<MacAddr>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub vlan: Option<VlanId>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub trunk: Option<Vec<TrunkRange>>,
-    #[serde(default)]
-    pub mac_spoof_check: bool,
-    #[serde(default)]
-    pub link_state: LinkState,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub qos: Option<Qos>,
-    #[serde(default)]
-    pub dhcp_guard: bool,
-    #[serde(default)]
-    pub router_guard: bool,
-    /// Most broadcast, multicast and unknown-unicast frames per second from the port.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub storm_limit: Option<u32>,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub acls: Vec<AclRule>,
-    #[serde(default)]
-    pub acl_default: AclAction,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub owner: Option<Owner>,
-    /// Runtime status, filled in by switchd; never stored.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub status: Option<PortStatus>,
-    /// Counters, filled in by switchd; never stored.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub stats: Option<PortStats>,
+/// A PATCH field that is present: `null` is `Some(None)` for an optional
+/// setting (clear it) and an error for one that always has a value.
+fn present<'de, T: Deserialize<'de>, D: Deserializer<'de>>(d: D) -> Result<Option<T>, D::Error> {
+    T::deserialize(d).map(Some)
+}
+
+impl VPort {
+    /// The VLAN mode this port's fields describe.
+    pub fn mode(&self) -> VlanMode {
+        VlanMode::from_fields(self.vlan, self.trunk.as_deref())
+    }
 }
 
 /// What only the daemon knows about a port right now.
@@ -681,12 +716,6 @@ pub struct PortStatus {
     pub mtu: u32,
 }
 
-impl VPort {
-    /// The VLAN mode this port's fields describe.
-    pub fn mode(&self) -> VlanMode {
-        VlanMode::from_fields(self.vlan, self.trunk.as_deref())
-    }
-}
 
 /// A port's 802.1Q role, derived from `vlan` and `trunk`.
 #[derive(Clone, Debug, PartialEq, Eq)]

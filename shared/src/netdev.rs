@@ -11,6 +11,8 @@ const SIOCETHTOOL: libc::c_ulong = 0x8946;
 const ETHTOOL_GCHANNELS: u32 = 0x3c;
 const ETHTOOL_SCHANNELS: u32 = 0x3d;
 const ETHTOOL_STXCSUM: u32 = 0x17;
+const ETHTOOL_STSO: u32 = 0x1f;
+const ETHTOOL_SGRO: u32 = 0x2c;
 
 #[derive(Debug, thiserror::Error)]
 pub enum NetdevError {
@@ -209,22 +211,37 @@ pub fn mac(ifname: &str) -> Result<[u8; 6], NetdevError> {
     Ok(m)
 }
 
-/// Turns TX checksum offload off (and with it TSO/GSO, which need it).
-/// Frames then leave with complete checksums, which the AF_XDP copy-mode
-/// path requires: it forwards bytes and never finishes a partial checksum.
-pub fn tx_checksum_off(ifname: &str) -> Result<(), NetdevError> {
+fn ethtool_set(ifname: &str, cmd: u32, on: bool, what: &'static str) -> Result<(), NetdevError> {
     #[repr(C)]
     struct EthtoolValue {
         cmd: u32,
         data: u32,
     }
     let mut v = EthtoolValue {
-        cmd: ETHTOOL_STXCSUM,
-        data: 0,
+        cmd,
+        data: on as u32,
     };
     let mut r = ifreq(ifname);
     r.data.ptr = &mut v as *mut EthtoolValue as *mut libc::c_void;
-    ioctl(ifname, "turn TX checksum offload off", SIOCETHTOOL, &mut r)
+    ioctl(ifname, what, SIOCETHTOOL, &mut r)
+}
+
+/// Turns TX checksum offload off (and with it TSO/GSO, which need it).
+/// Frames then leave with complete checksums, which the AF_XDP copy-mode
+/// path requires: it forwards bytes and never finishes a partial checksum.
+pub fn tx_checksum_off(ifname: &str) -> Result<(), NetdevError> {
+    ethtool_set(ifname, ETHTOOL_STXCSUM, false, "turn TX checksum offload off")
+}
+
+/// Turns generic receive offload on or off.
+pub fn set_gro(ifname: &str, on: bool) -> Result<(), NetdevError> {
+    ethtool_set(ifname, ETHTOOL_SGRO, on, "set GRO")
+}
+
+/// Turns TCP segmentation offload on or off. A veth whose sending end has
+/// TSO off hands the receiving end's NAPI (and so its GRO) every frame.
+pub fn set_tso(ifname: &str, on: bool) -> Result<(), NetdevError> {
+    ethtool_set(ifname, ETHTOOL_STSO, on, "set TSO")
 }
 
 /// The online CPUs, from /sys (e.g. "0-3,6").

@@ -393,20 +393,7 @@ impl State {
             match existing {
                 None => create.push(p),
                 Some(id) => {
-                    let u = PortUpdate {
-                        vlan: Some(p.vlan),
-                        trunk: Some(p.trunk),
-                        mac: p.mac.map(Some),
-                        mac_spoof_check: p.mac_spoof_check,
-                        link_state: p.link_state,
-                        qos: Some(p.qos),
-                        dhcp_guard: p.dhcp_guard,
-                        router_guard: p.router_guard,
-                        storm_limit: Some(p.storm_limit),
-                        acls: p.acls,
-                        acl_default: p.acl_default,
-                    };
-                    self.update_port(&id, u)?;
+                    self.update_port(&id, p.into_declared_update())?;
                 }
             }
         }
@@ -680,7 +667,7 @@ impl State {
     /// Validates, prepares the NIC and records the port (published, not
     /// attached yet); `finish_port` completes it once the attach is done.
     fn add_port(&mut self, cfg: PortConfig) -> Result<Pending, StateError> {
-        let id = match cfg.id {
+        let id = match cfg.id.clone() {
             Some(id) => {
                 check_object_name("port ID", &id)?;
                 id
@@ -690,7 +677,7 @@ impl State {
         if self.ports.contains_key(&id) {
             return Err(StateError::Conflict(format!("port {id:?} already exists")));
         }
-        let switch = cfg.switch.unwrap_or_else(|| VSwitch::DEFAULT_NAME.into());
+        let switch = cfg.switch.clone().unwrap_or_else(|| VSwitch::DEFAULT_NAME.into());
         if !self.switches.contains_key(&switch) {
             return Err(StateError::NotFound(format!("no switch named {switch:?}")));
         }
@@ -737,25 +724,8 @@ impl State {
         }
 
         let slot = self.alloc_slot(&id)?;
-        let port = VPort {
-            id: id.clone(),
-            switch,
-            nic: cfg.nic,
-            mac: cfg.mac,
-            vlan: cfg.vlan,
-            trunk: cfg.trunk,
-            mac_spoof_check: cfg.mac_spoof_check.unwrap_or(false),
-            link_state,
-            qos: cfg.qos.filter(|q| !q.is_empty()),
-            dhcp_guard: cfg.dhcp_guard.unwrap_or(false),
-            router_guard: cfg.router_guard.unwrap_or(false),
-            storm_limit: cfg.storm_limit,
-            acls: cfg.acls.unwrap_or_default(),
-            acl_default: cfg.acl_default.unwrap_or_default(),
-            owner: cfg.owner,
-            status: None,
-            stats: None,
-        };
+        let mut port = VPort::from_config(id.clone(), switch, cfg);
+        port.qos = port.qos.filter(|q| !q.is_empty());
         if let Err(e) = Self::check_policy(&port) {
             self.slots[slot as usize] = None;
             return Err(e);
@@ -875,39 +845,8 @@ impl State {
             .get(id)
             .ok_or_else(|| StateError::NotFound(format!("no port with ID {id:?}")))?;
         let mut p = e.port.clone();
-        if let Some(v) = u.vlan {
-            p.vlan = v;
-        }
-        if let Some(t) = u.trunk {
-            p.trunk = t;
-        }
-        if let Some(m) = u.mac {
-            p.mac = m;
-        }
-        if let Some(s) = u.mac_spoof_check {
-            p.mac_spoof_check = s;
-        }
-        if let Some(l) = u.link_state {
-            p.link_state = l;
-        }
-        if let Some(q) = u.qos {
-            p.qos = q.filter(|q| !q.is_empty());
-        }
-        if let Some(g) = u.dhcp_guard {
-            p.dhcp_guard = g;
-        }
-        if let Some(g) = u.router_guard {
-            p.router_guard = g;
-        }
-        if let Some(s) = u.storm_limit {
-            p.storm_limit = s;
-        }
-        if let Some(a) = u.acls {
-            p.acls = a;
-        }
-        if let Some(d) = u.acl_default {
-            p.acl_default = d;
-        }
+        p.apply(u);
+        p.qos = p.qos.filter(|q| !q.is_empty());
         Self::check_trunk(p.trunk.as_deref())?;
         Self::check_policy(&p)?;
         let old = e.port.clone();
@@ -980,23 +919,7 @@ pub fn restore(state: &Mutex<State>) -> Result<(usize, usize), StateError> {
     let stored = lock_state(state).load()?;
     let (mut ok, mut dropped) = (0, 0);
     for p in stored {
-        let cfg = PortConfig {
-            id: Some(p.id.clone()),
-            switch: Some(p.switch.clone()),
-            nic: p.nic.clone(),
-            mac: p.mac,
-            vlan: p.vlan,
-            trunk: p.trunk.clone(),
-            mac_spoof_check: Some(p.mac_spoof_check),
-            link_state: Some(p.link_state),
-            qos: p.qos.clone(),
-            dhcp_guard: Some(p.dhcp_guard),
-            router_guard: Some(p.router_guard),
-            storm_limit: p.storm_limit,
-            acls: Some(p.acls.clone()),
-            acl_default: Some(p.acl_default),
-            owner: p.owner.clone(),
-        };
+        let cfg = p.to_config();
         let begun = {
             let mut s = lock_state(state);
             s.add_port(cfg).map(|pending| (pending, s.datapath.clone()))

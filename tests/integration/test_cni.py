@@ -351,3 +351,40 @@ def test_qos_and_guards_from_config_and_bandwidth_capability(topo, env):
     rc, out, _ = cni.run("ADD", p2.cid, p2.netns, conf=dict(cni.conf, qos={"egressRate": 0}))
     assert rc != 0 and out["code"] == 7, out
     assert len(host_links(node)) == 1
+
+
+def test_receive_offload_default_and_off(topo, env):
+    """GRO in a threaded NAPI on the pod end and TSO off on the host end by
+    default (TCP into the pod arrives merged); `"gro": false` leaves both
+    as the kernel made them."""
+    node, cni = env
+    on, off = PodNs(topo, "gon"), PodNs(topo, "goff")
+    r_on = cni.add(on)
+    r_off = cni.add(off, conf=dict(cni.conf, gro=False))
+    feats = nsexec(on.ns, "ethtool", "-k", "eth0").stdout
+    assert "generic-receive-offload: on" in feats, feats
+    assert nsexec(on.ns, "cat", "/sys/class/net/eth0/threaded").stdout.strip() in ("1", "enabled"), "threaded NAPI"
+    host_on = r_on["interfaces"][0]["name"]
+    # (The legacy TSO switch covers TCP/TCP6 segmentation, what the veth
+    # checks before handing frames to the peer's NAPI.)
+    assert "\ttx-tcp-segmentation: off" in nsexec(node.ns, "ethtool", "-k", host_on).stdout
+    assert nsexec(off.ns, "cat", "/sys/class/net/eth0/threaded").stdout.strip() in ("0", "disabled")
+    host_off = r_off["interfaces"][0]["name"]
+    assert "\ttx-tcp-segmentation: on" in nsexec(node.ns, "ethtool", "-k", host_off).stdout
+    assert on.ping(off.addr())
+    # TCP works both ways with it (checksums complete, nothing stalls).
+    from test_qos_security import need_iperf3
+    need_iperf3()
+    for cl, sv in ((off, on), (on, off)):
+        srv = subprocess.Popen(["ip", "netns", "exec", sv.ns, "iperf3", "-s", "-1", "-p", "5311"],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        topo.procs.append(srv)
+        time.sleep(0.4)
+        r = nsexec(cl.ns, "timeout", "20", "iperf3", "-c", sv.addr(), "-p", "5311", "-t", "2", "-J", timeout=25)
+        rep = json.loads(r.stdout)
+        srv.wait(timeout=10)
+        gbps = rep["end"]["sum_received"]["bits_per_second"] / 1e9
+        print(f"TCP {cl.ns[-4:]} -> {sv.ns[-4:]}: {gbps:.2f} Gbit/s")
+        assert gbps > 0.05, rep["end"]
+    rc, out, err = cni.run("ADD", on.cid, on.netns, "eth0", conf=dict(cni.conf, gro="yes"))
+    assert rc == 1 and out["code"] == 7, (out, err)
