@@ -9,7 +9,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use switchd::control::{self, Api};
 use switchd::datapath::{Datapath, DatapathConfig};
-use switchd::state::{self, State};
+use switchd::reconcile;
+use switchd::registry::Registry;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -148,7 +149,11 @@ async fn run(args: Args) -> anyhow::Result<()> {
         ..DatapathConfig::default()
     })
     .context("starting the AF_XDP data path")?;
-    let state = Arc::new(Mutex::new(State::new(&args.state_dir, dp, args.fdb_aging)));
+    let state = Arc::new(Mutex::new(Registry::new(
+        &args.state_dir,
+        Arc::new(dp),
+        args.fdb_aging,
+    )));
     let ready = Arc::new(AtomicBool::new(false));
     let api = Arc::new(Api {
         state: state.clone(),
@@ -174,7 +179,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
 
     // Re-attach stored ports while the API already answers (readyz: 503).
     let st = state.clone();
-    let restored = tokio::task::spawn_blocking(move || state::restore(&st))
+    let restored = tokio::task::spawn_blocking(move || reconcile::restore(&st))
         .await
         .context("restore task")?;
     let (ok, dropped) = restored.context("restoring state")?;
@@ -183,8 +188,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
     for _ in 0..20 {
         let st = state.clone();
         let left = tokio::task::spawn_blocking(move || {
-            state::reconcile(&st);
-            state::lock_state(&st).detached_ports()
+            reconcile::reconcile(&st);
+            reconcile::lock(&st).detached_ports()
         })
         .await
         .context("reconcile task")?;
@@ -197,10 +202,10 @@ async fn run(args: Args) -> anyhow::Result<()> {
     if let Some(f) = &args.switches_file {
         let text =
             std::fs::read_to_string(f).with_context(|| format!("reading {}", f.display()))?;
-        let decl: switchd::state::Declared = serde_json::from_str(&text)
+        let decl: switchd::registry::Declared = serde_json::from_str(&text)
             .with_context(|| format!("{} is not a valid switches file", f.display()))?;
         let st = state.clone();
-        tokio::task::spawn_blocking(move || state::apply_declared(&st, decl))
+        tokio::task::spawn_blocking(move || reconcile::apply_declared(&st, decl))
             .await
             .context("switches-file task")?
             .with_context(|| format!("applying {}", f.display()))?;
@@ -216,8 +221,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
             tick.tick().await;
             let st = st.clone();
             let _ = tokio::task::spawn_blocking(move || {
-                if state::lock_state(&st).detached_ports() > 0 {
-                    state::reconcile(&st);
+                if reconcile::lock(&st).detached_ports() > 0 {
+                    reconcile::reconcile(&st);
                 }
             })
             .await;

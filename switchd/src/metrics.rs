@@ -7,7 +7,7 @@
 //! starts; `process_start_time_seconds` changes then, and Prometheus'
 //! `rate()`/`increase()` treat the drop as a counter reset.
 
-use crate::state::State;
+use crate::registry::Registry;
 use std::collections::BTreeMap;
 use std::fmt::Write;
 use std::sync::Mutex;
@@ -60,7 +60,7 @@ fn head(out: &mut String, name: &str, kind: &str, help: &str) {
 }
 
 /// Renders every metric.
-pub fn render(state: &State, api: &ApiMetrics, start_time: f64) -> String {
+pub fn render(state: &Registry, api: &ApiMetrics, start_time: f64) -> String {
     let mut o = String::with_capacity(8192);
     head(
         &mut o,

@@ -1,12 +1,13 @@
 //! The control API: HTTP/1.1 + JSON over a root-only Unix socket.
 //!
-//! Each request is decoded into a typed call on `State` (strictly: unknown
+//! Each request is decoded into a typed call on the `Registry` or the reconciler (strictly: unknown
 //! fields and bad values are a 400 with a JSON error saying what is wrong)
 //! and run on a blocking thread, since it may touch netdevs and wait for
 //! the poll thread. A 2xx answer means the change is applied.
 
 use crate::metrics::ApiMetrics;
-use crate::state::{State, StateError};
+use crate::reconcile;
+use crate::registry::{Registry, RegistryError};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
@@ -22,7 +23,7 @@ const MAX_BODY: usize = 1 << 20;
 
 /// Shared by every connection.
 pub struct Api {
-    pub state: Arc<Mutex<State>>,
+    pub state: Arc<Mutex<Registry>>,
     /// Set once the stored ports are re-attached.
     pub ready: Arc<AtomicBool>,
     pub metrics: Arc<ApiMetrics>,
@@ -57,7 +58,7 @@ fn error(status: u16, code: &str, message: impl Into<String>) -> Answer {
     )
 }
 
-fn state_error(e: StateError) -> Answer {
+fn state_error(e: RegistryError) -> Answer {
     let (status, code) = e.status_code();
     error(status, code, e.to_string())
 }
@@ -108,7 +109,7 @@ impl Api {
     /// Runs `f` on the state from a blocking thread.
     async fn with_state<R: Send + 'static>(
         &self,
-        f: impl FnOnce(&mut State) -> R + Send + 'static,
+        f: impl FnOnce(&mut Registry) -> R + Send + 'static,
     ) -> Result<R, Answer> {
         let state = self.state.clone();
         tokio::task::spawn_blocking(move || {
@@ -117,6 +118,18 @@ impl Api {
         })
         .await
         .map_err(|e| error(500, "internal", format!("request handler failed: {e}")))
+    }
+
+    /// Runs `f` with the registry from a blocking thread, for the
+    /// reconciler's calls (which lock it only as long as they must).
+    async fn with_reconciler<R: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Mutex<Registry>) -> R + Send + 'static,
+    ) -> Result<R, Answer> {
+        let state = self.state.clone();
+        tokio::task::spawn_blocking(move || f(&state))
+            .await
+            .map_err(|e| error(500, "internal", format!("request handler failed: {e}")))
     }
 
     pub async fn handle(self: Arc<Self>, req: Request<Incoming>) -> Result<Answer, Infallible> {
@@ -226,14 +239,10 @@ impl Api {
                 Method::GET => Ok(json(StatusCode::OK, &self.with_state(|s| s.ports()).await?)),
                 Method::POST => {
                     let cfg: PortConfig = body(&bytes)?;
-                    let st = self.state.clone();
-                    let (port, created) =
-                        tokio::task::spawn_blocking(move || crate::state::create_port(&st, cfg))
-                            .await
-                            .map_err(|e| {
-                                error(500, "internal", format!("request handler failed: {e}"))
-                            })?
-                            .map_err(state_error)?;
+                    let (port, created) = self
+                        .with_reconciler(move |r| reconcile::create_port(r, cfg))
+                        .await?
+                        .map_err(state_error)?;
                     let status = if created {
                         StatusCode::CREATED
                     } else {
@@ -256,14 +265,14 @@ impl Api {
                     Method::PATCH => {
                         let u: PortUpdate = body(&bytes)?;
                         let p = self
-                            .with_state(move |s| s.update_port(&id, u))
+                            .with_reconciler(move |r| reconcile::update_port(r, &id, u))
                             .await?
                             .map_err(state_error)?;
                         Ok(json(StatusCode::OK, &p))
                     }
                     Method::DELETE => {
                         let i = id.clone();
-                        self.with_state(move |s| s.delete_port(&i))
+                        self.with_reconciler(move |r| reconcile::delete_port(r, &i))
                             .await?
                             .map_err(state_error)?;
                         Ok(json(StatusCode::OK, &serde_json::json!({"deleted": id})))

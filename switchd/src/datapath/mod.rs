@@ -182,6 +182,24 @@ pub struct Datapath {
     threads: Vec<std::thread::JoinHandle<()>>,
 }
 
+/// What the registry and the reconciler need of a data path. `Datapath`
+/// is the AF_XDP one; tests of the layers above use a fake, so they run
+/// without root.
+pub trait Dataplane: Send + Sync {
+    /// Attaches `ifname` as port `slot`; returns once frames flow.
+    fn attach(&self, slot: Slot, ifname: &str) -> Result<Attachment, DatapathError>;
+    /// Stops serving `slot` (teardown happens off the caller's thread).
+    fn detach(&self, slot: Slot) -> Result<(), DatapathError>;
+    /// Hands the poll threads a new configuration.
+    fn publish(&self, snap: Snapshot);
+    fn attachment(&self, slot: Slot) -> Option<Attachment>;
+    fn config(&self) -> &DatapathConfig;
+    /// Switch `id`'s forwarding table as the poll threads hold it.
+    fn fdb(&self, id: u32, rows: bool) -> Option<FdbView>;
+    /// Each poll thread's counters.
+    fn threads(&self) -> Vec<podswitch_shared::model::PollThreadInfo>;
+}
+
 /// A switch's forwarding table as the poll threads hold it.
 #[derive(Debug, Default, Clone)]
 pub struct FdbView {
@@ -402,12 +420,95 @@ impl Datapath {
     }
 }
 
+impl Dataplane for Datapath {
+    fn attach(&self, slot: Slot, ifname: &str) -> Result<Attachment, DatapathError> {
+        Datapath::attach(self, slot, ifname)
+    }
+    fn detach(&self, slot: Slot) -> Result<(), DatapathError> {
+        Datapath::detach(self, slot)
+    }
+    fn publish(&self, snap: Snapshot) {
+        Datapath::publish(self, snap)
+    }
+    fn attachment(&self, slot: Slot) -> Option<Attachment> {
+        Datapath::attachment(self, slot)
+    }
+    fn config(&self) -> &DatapathConfig {
+        Datapath::config(self)
+    }
+    fn fdb(&self, id: u32, rows: bool) -> Option<FdbView> {
+        Datapath::fdb(self, id, rows)
+    }
+    fn threads(&self) -> Vec<podswitch_shared::model::PollThreadInfo> {
+        Datapath::threads(self)
+    }
+}
+
 impl Drop for Datapath {
     fn drop(&mut self) {
         // The setup thread detaches every port and stops the poll threads.
         let _ = self.send(SetupMsg::Stop);
         for t in self.threads.drain(..) {
             let _ = t.join();
+        }
+    }
+}
+
+/// A data path that records what it is asked, for tests of the layers
+/// above it (no root, no kernel objects).
+#[cfg(test)]
+pub mod fake {
+    use super::*;
+
+    #[derive(Default)]
+    pub struct FakeDataplane {
+        cfg: DatapathConfig,
+        pub published: Mutex<Vec<Arc<Snapshot>>>,
+        pub attached: Mutex<HashMap<Slot, Attachment>>,
+        pub detached: Mutex<Vec<Slot>>,
+    }
+
+    impl FakeDataplane {
+        pub fn last(&self) -> Arc<Snapshot> {
+            self.published
+                .lock()
+                .unwrap()
+                .last()
+                .cloned()
+                .unwrap_or_default()
+        }
+    }
+
+    impl Dataplane for FakeDataplane {
+        fn attach(&self, slot: Slot, _ifname: &str) -> Result<Attachment, DatapathError> {
+            let a = Attachment {
+                ifindex: 100 + slot,
+                mode: Mode::Native,
+                queues: 1,
+                mtu: 1500,
+            };
+            self.attached.lock().unwrap().insert(slot, a);
+            Ok(a)
+        }
+        fn detach(&self, slot: Slot) -> Result<(), DatapathError> {
+            self.attached.lock().unwrap().remove(&slot);
+            self.detached.lock().unwrap().push(slot);
+            Ok(())
+        }
+        fn publish(&self, snap: Snapshot) {
+            self.published.lock().unwrap().push(Arc::new(snap));
+        }
+        fn attachment(&self, slot: Slot) -> Option<Attachment> {
+            self.attached.lock().unwrap().get(&slot).copied()
+        }
+        fn config(&self) -> &DatapathConfig {
+            &self.cfg
+        }
+        fn fdb(&self, _id: u32, _rows: bool) -> Option<FdbView> {
+            Some(FdbView::default())
+        }
+        fn threads(&self) -> Vec<podswitch_shared::model::PollThreadInfo> {
+            Vec::new()
         }
     }
 }

@@ -1,29 +1,32 @@
-//! The switch state: owns the VSwitches and VPorts, validates every change,
-//! applies it to netdevs and the data path, persists it in the state
-//! directory (write, fsync, rename) and publishes the snapshot the poll
-//! threads read. Only the control plane calls into it, under one lock;
-//! attaching a NIC (which waits for the kernel) happens between two short
-//! holds of that lock (`create_port`), never under it.
+//! The registry: the desired state. It owns the VSwitches and VPorts,
+//! validates every change (`validate`), assigns IDs and slots, persists it
+//! in the state directory (`store`) and publishes the immutable snapshot
+//! the poll threads read. It makes no netdev call: the reconciler
+//! (`crate::reconcile`) prepares NICs and attaches them, between two
+//! short holds of the registry's lock.
 
-use crate::datapath::{netdev, Datapath};
+mod store;
+pub mod validate;
+
+pub use validate::Declared;
+
+use crate::datapath::Dataplane;
 use crate::pipeline::acl::Acl;
 use crate::pipeline::fdb::Slot;
 use crate::pipeline::snapshot::{PortCounters, PortView, Snapshot, SwitchView};
 use crate::pipeline::vlan::PortVlan;
 use podswitch_shared::model::{
-    check_ifname, check_object_name, AclAction, FdbEntry, LinkState, NicKind, PortConfig,
-    PortStatus, PortUpdate, SwitchConfig, VPort, VSwitch, VlanId, VlanMode,
+    check_ifname, check_object_name, FdbEntry, LinkState, NicKind, PortConfig, PortStatus,
+    PortUpdate, SwitchConfig, VPort, VSwitch, VlanId, VlanMode,
 };
-use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
 
 pub use podswitch_shared::model::MAX_MTU;
 
 #[derive(Debug, thiserror::Error)]
-pub enum StateError {
+pub enum RegistryError {
     #[error("{0}")]
     Invalid(String),
     #[error("{0}")]
@@ -41,47 +44,25 @@ pub enum StateError {
     },
 }
 
-impl StateError {
+impl RegistryError {
     /// HTTP status and error code for the API.
     pub fn status_code(&self) -> (u16, &'static str) {
         match self {
-            StateError::Invalid(_) => (400, "invalid"),
-            StateError::NotFound(_) => (404, "not-found"),
-            StateError::Conflict(_) => (409, "conflict"),
-            StateError::NicMissing(_) => (422, "nic-not-found"),
-            StateError::Datapath(_) => (500, "datapath"),
-            StateError::Persist { .. } => (500, "persist"),
+            RegistryError::Invalid(_) => (400, "invalid"),
+            RegistryError::NotFound(_) => (404, "not-found"),
+            RegistryError::Conflict(_) => (409, "conflict"),
+            RegistryError::NicMissing(_) => (422, "nic-not-found"),
+            RegistryError::Datapath(_) => (500, "datapath"),
+            RegistryError::Persist { .. } => (500, "persist"),
         }
     }
 }
 
-impl From<podswitch_shared::model::ModelError> for StateError {
+impl From<podswitch_shared::model::ModelError> for RegistryError {
     fn from(e: podswitch_shared::model::ModelError) -> Self {
-        StateError::Invalid(e.to_string())
+        RegistryError::Invalid(e.to_string())
     }
 }
-
-/// Switches and ports declared in `--switches-file` (e.g. by the Helm
-/// chart): created at start when missing, left alone when present.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Declared {
-    #[serde(default)]
-    pub switches: Vec<SwitchConfig>,
-    #[serde(default)]
-    pub ports: Vec<PortConfig>,
-}
-
-/// What the state directory holds.
-#[derive(Debug, Default, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Stored {
-    version: u32,
-    switches: Vec<VSwitch>,
-    ports: Vec<VPort>,
-}
-
-const STATE_FILE: &str = "state.json";
 
 struct SwitchEntry {
     sw: VSwitch,
@@ -98,12 +79,12 @@ struct PortEntry {
     flush_gen: u64,
 }
 
-pub struct State {
+pub struct Registry {
     dir: PathBuf,
     switches: BTreeMap<String, SwitchEntry>,
     ports: BTreeMap<String, PortEntry>,
     slots: Vec<Option<String>>,
-    datapath: Arc<Datapath>,
+    datapath: Arc<dyn Dataplane>,
     default_aging: u32,
     generation: u64,
     next_switch_id: u32,
@@ -116,48 +97,49 @@ pub struct State {
     syncer: std::sync::mpsc::Sender<()>,
 }
 
-/// Starts the thread that makes each saved state durable (fsync of the
-/// file, then of the directory for the rename), coalescing bursts.
-fn start_syncer(dir: &Path) -> std::sync::mpsc::Sender<()> {
-    let (tx, rx) = std::sync::mpsc::channel::<()>();
-    let dir = dir.to_path_buf();
-    let spawned = std::thread::Builder::new()
-        .name("switchd-sync".into())
-        .spawn(move || {
-            while rx.recv().is_ok() {
-                while rx.try_recv().is_ok() {}
-                let r = std::fs::File::open(dir.join(STATE_FILE))
-                    .and_then(|f| f.sync_all())
-                    .and_then(|()| std::fs::File::open(&dir))
-                    .and_then(|d| d.sync_all());
-                if let Err(e) = r {
-                    log::error!("syncing {}: {e}", dir.display());
-                }
-            }
-        });
-    if let Err(e) = spawned {
-        log::error!("cannot start the state syncer thread ({e}); state is saved without fsync");
+impl Registry {
+    /// Loads the state directory's switches and returns its ports, for
+    /// `restore` to re-create one by one.
+    pub(crate) fn load(&mut self) -> Result<Vec<VPort>, RegistryError> {
+        let stored = store::load(&self.dir)?;
+        for sw in stored.switches {
+            self.insert_switch(VSwitch {
+                ports: None,
+                fdb_entries: None,
+                ..sw
+            });
+        }
+        Ok(stored.ports)
     }
-    tx
-}
 
-impl State {
+    pub(crate) fn persist(&self) -> Result<(), RegistryError> {
+        store::save(
+            &self.dir,
+            &self.syncer,
+            &store::Stored {
+                version: 1,
+                switches: self.switches.values().map(|e| e.sw.clone()).collect(),
+                ports: self.ports.values().map(|e| e.port.clone()).collect(),
+            },
+        )
+    }
+
     /// An empty state (with the `default` switch) over `dir`. Call
     /// `restore` to load and re-attach what `dir` holds.
-    pub fn new(dir: &Path, datapath: Datapath, default_aging: u32) -> Self {
-        let mut s = State {
+    pub fn new(dir: &Path, datapath: Arc<dyn Dataplane>, default_aging: u32) -> Self {
+        let mut s = Registry {
             dir: dir.to_path_buf(),
             switches: BTreeMap::new(),
             ports: BTreeMap::new(),
             slots: Vec::new(),
-            datapath: Arc::new(datapath),
+            datapath,
             default_aging,
             generation: 0,
             next_switch_id: 1,
             next_flush_gen: 1,
             last_ports: Vec::new(),
             last_switches: Vec::new(),
-            syncer: start_syncer(dir),
+            syncer: store::start_syncer(dir),
         };
         s.insert_switch(VSwitch {
             name: VSwitch::DEFAULT_NAME.into(),
@@ -179,60 +161,6 @@ impl State {
     fn flush_gen(&mut self) -> u64 {
         self.next_flush_gen += 1;
         self.next_flush_gen
-    }
-
-    /// Loads the state directory's switches and returns its ports, for
-    /// `restore` to re-create one by one.
-    fn load(&mut self) -> Result<Vec<VPort>, StateError> {
-        let path = self.dir.join(STATE_FILE);
-        let stored: Stored = match std::fs::read(&path) {
-            Ok(b) => serde_json::from_slice(&b).map_err(|e| {
-                StateError::Invalid(format!(
-                    "{} is not a valid podswitch state file: {e}",
-                    path.display()
-                ))
-            })?,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Stored::default(),
-            Err(source) => return Err(StateError::Persist { path, source }),
-        };
-        for sw in stored.switches {
-            self.insert_switch(VSwitch {
-                ports: None,
-                fdb_entries: None,
-                ..sw
-            });
-        }
-        Ok(stored.ports)
-    }
-
-    /// Saves the state: the new file is written beside the old one and
-    /// renamed over it, so a reader (a restarted switchd) sees the old or
-    /// the new state, never half of one, even if switchd dies mid-write;
-    /// the page cache outlives the process. Making it survive a power loss
-    /// (fsync of the file and the directory) costs ~6 ms on a typical disk,
-    /// so the syncer thread does it right after, off the request's path:
-    /// an ADD does not wait for the disk, and after a power loss the pods
-    /// of the last few milliseconds' changes are gone with the reboot too.
-    fn persist(&self) -> Result<(), StateError> {
-        let stored = Stored {
-            version: 1,
-            switches: self.switches.values().map(|e| e.sw.clone()).collect(),
-            ports: self.ports.values().map(|e| e.port.clone()).collect(),
-        };
-        let path = self.dir.join(STATE_FILE);
-        let err = |source| StateError::Persist {
-            path: path.clone(),
-            source,
-        };
-        std::fs::create_dir_all(&self.dir).map_err(err)?;
-        let tmp = self.dir.join(format!("{STATE_FILE}.tmp"));
-        let body = serde_json::to_vec_pretty(&stored).map_err(|e| err(e.into()))?;
-        let mut f = std::fs::File::create(&tmp).map_err(err)?;
-        f.write_all(&body).map_err(err)?;
-        drop(f);
-        std::fs::rename(&tmp, &path).map_err(err)?;
-        let _ = self.syncer.send(());
-        Ok(())
     }
 
     /// Builds and publishes the snapshot the poll threads read, with the
@@ -361,8 +289,15 @@ impl State {
     /// Applies the declared switches, and returns the declared ports that
     /// do not exist yet (a port exists when a port with the same NIC does)
     /// after updating those that do.
-    fn apply_declared_here(&mut self, d: Declared) -> Result<Vec<PortConfig>, StateError> {
+    /// Applies the declared switches; returns the declared ports to create
+    /// and the updates of those that exist (for the reconciler).
+    #[allow(clippy::type_complexity)]
+    pub(crate) fn apply_declared_here(
+        &mut self,
+        d: Declared,
+    ) -> Result<(Vec<PortConfig>, Vec<(String, PortUpdate)>), RegistryError> {
         let mut create = Vec::new();
+        let mut update = Vec::new();
         for sw in d.switches {
             match self.switches.get_mut(&sw.name) {
                 None => {
@@ -392,12 +327,10 @@ impl State {
                 .map(|e| e.port.id.clone());
             match existing {
                 None => create.push(p),
-                Some(id) => {
-                    self.update_port(&id, p.into_declared_update())?;
-                }
+                Some(id) => update.push((id, p.into_declared_update())),
             }
         }
-        Ok(create)
+        Ok((create, update))
     }
 
     // ---- switches ----
@@ -422,17 +355,17 @@ impl State {
             .collect()
     }
 
-    pub fn create_switch(&mut self, cfg: SwitchConfig) -> Result<VSwitch, StateError> {
+    pub fn create_switch(&mut self, cfg: SwitchConfig) -> Result<VSwitch, RegistryError> {
         check_object_name("switch name", &cfg.name)?;
         if self.switches.contains_key(&cfg.name) {
-            return Err(StateError::Conflict(format!(
+            return Err(RegistryError::Conflict(format!(
                 "switch {:?} already exists",
                 cfg.name
             )));
         }
         let aging = cfg.aging_seconds.unwrap_or(self.default_aging);
         if aging == 0 {
-            return Err(StateError::Invalid(
+            return Err(RegistryError::Invalid(
                 "agingSeconds must be at least 1".into(),
             ));
         }
@@ -440,7 +373,7 @@ impl State {
             .max_fdb_entries
             .unwrap_or(VSwitch::DEFAULT_MAX_FDB_ENTRIES);
         if max == 0 {
-            return Err(StateError::Invalid(
+            return Err(RegistryError::Invalid(
                 "maxFdbEntries must be at least 1".into(),
             ));
         }
@@ -460,14 +393,14 @@ impl State {
         Ok(self.switch_view(e))
     }
 
-    pub fn delete_switch(&mut self, name: &str) -> Result<(), StateError> {
+    pub fn delete_switch(&mut self, name: &str) -> Result<(), RegistryError> {
         if name == VSwitch::DEFAULT_NAME {
-            return Err(StateError::Conflict(
+            return Err(RegistryError::Conflict(
                 "the default switch always exists".into(),
             ));
         }
         if !self.switches.contains_key(name) {
-            return Err(StateError::NotFound(format!("no switch named {name:?}")));
+            return Err(RegistryError::NotFound(format!("no switch named {name:?}")));
         }
         let n = self
             .ports
@@ -475,7 +408,7 @@ impl State {
             .filter(|p| p.port.switch == name)
             .count();
         if n > 0 {
-            return Err(StateError::Conflict(format!(
+            return Err(RegistryError::Conflict(format!(
                 "switch {name:?} still has {n} port(s); delete them first"
             )));
         }
@@ -501,15 +434,15 @@ impl State {
             .collect()
     }
 
-    pub fn fdb(&self, name: &str) -> Result<Vec<FdbEntry>, StateError> {
+    pub fn fdb(&self, name: &str) -> Result<Vec<FdbEntry>, RegistryError> {
         let e = self
             .switches
             .get(name)
-            .ok_or_else(|| StateError::NotFound(format!("no switch named {name:?}")))?;
+            .ok_or_else(|| RegistryError::NotFound(format!("no switch named {name:?}")))?;
         let rows = self
             .datapath
             .fdb(e.id, true)
-            .ok_or_else(|| StateError::Datapath("the poll threads did not answer".into()))?
+            .ok_or_else(|| RegistryError::Datapath("the poll threads did not answer".into()))?
             .rows;
         Ok(rows
             .into_iter()
@@ -553,14 +486,14 @@ impl State {
         self.ports.values().map(|e| self.view(e)).collect()
     }
 
-    pub fn port(&self, id: &str) -> Result<VPort, StateError> {
+    pub fn port(&self, id: &str) -> Result<VPort, RegistryError> {
         self.ports
             .get(id)
             .map(|e| self.view(e))
-            .ok_or_else(|| StateError::NotFound(format!("no port with ID {id:?}")))
+            .ok_or_else(|| RegistryError::NotFound(format!("no port with ID {id:?}")))
     }
 
-    fn alloc_slot(&mut self, id: &str) -> Result<Slot, StateError> {
+    fn alloc_slot(&mut self, id: &str) -> Result<Slot, RegistryError> {
         let slot = match self.slots.iter().position(|s| s.is_none()) {
             Some(i) => i,
             None => {
@@ -571,7 +504,7 @@ impl State {
         if slot >= crate::datapath::bpf::MAX_PORTS as usize {
             self.slots
                 .truncate(crate::datapath::bpf::MAX_PORTS as usize);
-            return Err(StateError::Conflict(format!(
+            return Err(RegistryError::Conflict(format!(
                 "switchd serves at most {} ports",
                 crate::datapath::bpf::MAX_PORTS
             )));
@@ -592,50 +525,10 @@ impl State {
         id
     }
 
-    /// Checks the security and QoS fields of a port.
-    fn check_policy(p: &VPort) -> Result<(), StateError> {
-        if p.mac_spoof_check && p.mac.is_none() {
-            return Err(StateError::Invalid(
-                "macSpoofCheck needs the port's mac".into(),
-            ));
-        }
-        if let Some(q) = &p.qos {
-            q.validate().map_err(StateError::Invalid)?;
-        }
-        if p.storm_limit == Some(0) {
-            return Err(StateError::Invalid(
-                "stormLimit must be at least 1 frame/s (omit it for no limit)".into(),
-            ));
-        }
-        if p.acls.len() > podswitch_shared::model::MAX_ACL_RULES {
-            return Err(StateError::Invalid(format!(
-                "{} ACL rules; a port takes at most {}",
-                p.acls.len(),
-                podswitch_shared::model::MAX_ACL_RULES
-            )));
-        }
-        if p.acl_default == AclAction::Meter {
-            return Err(StateError::Invalid("aclDefault is allow or deny".into()));
-        }
-        Ok(())
-    }
-
-    fn check_trunk(
-        trunk: Option<&[podswitch_shared::model::TrunkRange]>,
-    ) -> Result<(), StateError> {
-        if trunk.is_some_and(|t| t.is_empty()) {
-            return Err(StateError::Invalid(
-                "trunk lists no VLAN, so the port would carry nothing tagged; use null (or omit it) for an access port"
-                    .into(),
-            ));
-        }
-        Ok(())
-    }
-
     /// First half of `create_port`, under the lock: an existing port for
     /// the same container ID + ifname, or the recorded (not yet attached)
     /// new port.
-    fn begin_create(&mut self, cfg: PortConfig) -> Result<Begun, StateError> {
+    pub(crate) fn begin_create(&mut self, cfg: PortConfig) -> Result<Begun, RegistryError> {
         if let Some(o) = cfg.owner.as_ref().filter(|o| o.container_id.is_some()) {
             if let Some(e) = self.ports.values().find(|e| {
                 e.port
@@ -652,7 +545,7 @@ impl State {
                 {
                     return Ok(Begun::Exists(Box::new(self.view(e))));
                 }
-                return Err(StateError::Conflict(format!(
+                return Err(RegistryError::Conflict(format!(
                     "container {:?} ifname {:?} already has port {} on NIC {}",
                     o.container_id.as_deref().unwrap_or(""),
                     o.ifname.as_deref().unwrap_or(""),
@@ -666,7 +559,7 @@ impl State {
 
     /// Validates, prepares the NIC and records the port (published, not
     /// attached yet); `finish_port` completes it once the attach is done.
-    fn add_port(&mut self, cfg: PortConfig) -> Result<Pending, StateError> {
+    pub(crate) fn add_port(&mut self, cfg: PortConfig) -> Result<Pending, RegistryError> {
         let id = match cfg.id.clone() {
             Some(id) => {
                 check_object_name("port ID", &id)?;
@@ -675,11 +568,18 @@ impl State {
             None => self.new_port_id(),
         };
         if self.ports.contains_key(&id) {
-            return Err(StateError::Conflict(format!("port {id:?} already exists")));
+            return Err(RegistryError::Conflict(format!(
+                "port {id:?} already exists"
+            )));
         }
-        let switch = cfg.switch.clone().unwrap_or_else(|| VSwitch::DEFAULT_NAME.into());
+        let switch = cfg
+            .switch
+            .clone()
+            .unwrap_or_else(|| VSwitch::DEFAULT_NAME.into());
         if !self.switches.contains_key(&switch) {
-            return Err(StateError::NotFound(format!("no switch named {switch:?}")));
+            return Err(RegistryError::NotFound(format!(
+                "no switch named {switch:?}"
+            )));
         }
         check_ifname(&cfg.nic.ifname)?;
         if let Some(e) = self
@@ -687,12 +587,12 @@ impl State {
             .values()
             .find(|e| e.port.nic.ifname == cfg.nic.ifname)
         {
-            return Err(StateError::Conflict(format!(
+            return Err(RegistryError::Conflict(format!(
                 "NIC {} is already attached as port {}",
                 cfg.nic.ifname, e.port.id
             )));
         }
-        Self::check_trunk(cfg.trunk.as_deref())?;
+        validate::check_trunk(cfg.trunk.as_deref())?;
         if cfg.nic.kind == NicKind::Uplink && cfg.trunk.is_none() && cfg.vlan.is_none() {
             log::info!(
                 "uplink {} has neither trunk nor vlan: it carries VLAN 1 untagged",
@@ -700,33 +600,11 @@ impl State {
             );
         }
         let ifname = cfg.nic.ifname.clone();
-        let missing = |e: netdev::NetdevError| match e {
-            netdev::NetdevError::NotFound { ifname } => StateError::NicMissing(format!(
-                "NIC {ifname:?} does not exist in switchd's network namespace"
-            )),
-            e => StateError::Datapath(e.to_string()),
-        };
-        netdev::ifindex(&ifname).map_err(missing)?;
-        let mtu = netdev::mtu(&ifname).map_err(missing)?;
-        if mtu > MAX_MTU {
-            return Err(StateError::Invalid(format!(
-                "NIC {ifname} has MTU {mtu}; the AF_XDP data path carries at most {MAX_MTU}"
-            )));
-        }
-        if cfg.nic.kind != NicKind::Uplink {
-            if let Err(e) = netdev::disable_ipv6(&ifname) {
-                log::debug!("disabling IPv6 on {ifname}: {e}");
-            }
-        }
         let link_state = cfg.link_state.unwrap_or_default();
-        if link_state == LinkState::Down {
-            netdev::set_up(&ifname, false).map_err(missing)?;
-        }
-
         let slot = self.alloc_slot(&id)?;
         let mut port = VPort::from_config(id.clone(), switch, cfg);
         port.qos = port.qos.filter(|q| !q.is_empty());
-        if let Err(e) = Self::check_policy(&port) {
+        if let Err(e) = validate::check_policy(&port) {
             self.slots[slot as usize] = None;
             return Err(e);
         }
@@ -743,43 +621,38 @@ impl State {
             },
         );
         self.publish();
+        let kind = self
+            .ports
+            .get(&id)
+            .map(|e| e.port.nic.kind)
+            .unwrap_or(NicKind::Veth);
         Ok(Pending {
             id,
             slot,
             ifname,
+            kind,
             link_up: link_state == LinkState::Up,
         })
     }
 
-    /// Second half of `create_port`, under the lock again: brings the NIC
-    /// up and saves the port, or (attach failed) forgets it. When
-    /// `restoring`, an attach failure keeps the port (detached) for
-    /// `reconcile` to retry: a restart loses no port.
-    fn finish_port(
+    /// Second half of `create_port`, under the lock again: saves the port
+    /// whose NIC the reconciler attached and brought up, or (that failed)
+    /// forgets it. When `restoring`, a failure keeps the port (detached)
+    /// for `reconcile` to retry: a restart loses no port.
+    pub(crate) fn finish_port(
         &mut self,
         p: Pending,
-        attached: Result<crate::datapath::Attachment, crate::datapath::DatapathError>,
+        attached: Result<crate::datapath::Attachment, RegistryError>,
         restoring: bool,
-    ) -> Result<String, StateError> {
+    ) -> Result<String, RegistryError> {
         if self.ports.get(&p.id).map(|e| e.slot) != Some(p.slot) {
             // Deleted while it was attaching; the delete's detach, sent
             // after our attach, undoes it.
-            return Err(StateError::NotFound(format!(
+            return Err(RegistryError::NotFound(format!(
                 "port {} was deleted while it was being attached",
                 p.id
             )));
         }
-        // Attach first, then bring the NIC up: attaching XDP to a veth that
-        // is down costs a fraction of attaching it to one that is up.
-        let attached = attached
-            .map_err(|e| StateError::Datapath(format!("attaching {}: {e}", p.ifname)))
-            .and_then(|a| {
-                if p.link_up {
-                    netdev::set_up(&p.ifname, true)
-                        .map_err(|e| StateError::Datapath(e.to_string()))?;
-                }
-                Ok(a)
-            });
         if attached.is_ok() {
             // Now the poll threads serving it are known (PortView::served).
             self.publish();
@@ -792,6 +665,8 @@ impl State {
         }
         if let Err(e) = attached.and_then(|_| self.persist()) {
             self.remove_port(&p.id);
+            // Under our lock, so the slot cannot be someone else's yet.
+            let _ = self.datapath.detach(p.slot);
             return Err(e);
         }
         Ok(p.id)
@@ -800,7 +675,7 @@ impl State {
     /// Retries attaching ports that are not attached but whose NIC exists
     /// (a restart racing the old process, a NIC that came back). Ports whose
     /// NIC is gone stay recorded until deleted (the CNI's DEL or GC).
-    fn unattached(&self) -> (Arc<Datapath>, Vec<(String, Slot, String)>) {
+    pub(crate) fn unattached(&self) -> (Arc<dyn Dataplane>, Vec<(String, Slot, String)>) {
         let todo = self
             .ports
             .values()
@@ -821,39 +696,65 @@ impl State {
     fn remove_port(&mut self, id: &str) -> Option<PortEntry> {
         let e = self.ports.remove(id)?;
         self.slots[e.slot as usize] = None;
+        // The slot leaves the snapshot: the poll threads forget its MACs.
         self.publish();
-        // The slot left the snapshot: the poll threads forget its MACs.
-        if let Err(err) = self.datapath.detach(e.slot) {
-            log::warn!("detaching port {id}: {err}");
-        }
         Some(e)
     }
 
-    pub fn delete_port(&mut self, id: &str) -> Result<(), StateError> {
+    /// Forgets a port and saves; returns its slot (for the reconciler to
+    /// detach).
+    pub fn delete_port(&mut self, id: &str) -> Result<Slot, RegistryError> {
         let e = self
             .remove_port(id)
-            .ok_or_else(|| StateError::NotFound(format!("no port with ID {id:?}")))?;
+            .ok_or_else(|| RegistryError::NotFound(format!("no port with ID {id:?}")))?;
         log::info!("deleted port {id} ({})", e.port.nic.ifname);
-        self.persist()
+        self.persist()?;
+        Ok(e.slot)
     }
 
-    /// Applies a PATCH live: VLAN role, MAC, spoof check and admin state
-    /// change without re-attaching the NIC.
-    pub fn update_port(&mut self, id: &str, u: PortUpdate) -> Result<VPort, StateError> {
+    /// Forgets a port that never got attached (its NIC is gone); returns
+    /// whether it was there.
+    pub(crate) fn forget_port(&mut self, id: &str) -> bool {
+        self.remove_port(id).is_some()
+    }
+
+    /// The port ID a slot belongs to, if any.
+    pub(crate) fn slot_owner(&self, slot: Slot) -> Option<String> {
+        self.slots.get(slot as usize).cloned().flatten()
+    }
+
+    /// Publishes again (an attach changed which poll threads serve a port).
+    pub(crate) fn republish(&mut self) {
+        self.publish();
+    }
+
+    /// The data path this registry publishes to.
+    pub(crate) fn datapath(&self) -> Arc<dyn Dataplane> {
+        self.datapath.clone()
+    }
+
+    /// Validates a PATCH: the port it would make, and the port as it is.
+    pub fn plan_update(&self, id: &str, u: PortUpdate) -> Result<(VPort, VPort), RegistryError> {
         let e = self
             .ports
             .get(id)
-            .ok_or_else(|| StateError::NotFound(format!("no port with ID {id:?}")))?;
+            .ok_or_else(|| RegistryError::NotFound(format!("no port with ID {id:?}")))?;
         let mut p = e.port.clone();
         p.apply(u);
         p.qos = p.qos.filter(|q| !q.is_empty());
-        Self::check_trunk(p.trunk.as_deref())?;
-        Self::check_policy(&p)?;
-        let old = e.port.clone();
-        if p.link_state != old.link_state {
-            netdev::set_up(&p.nic.ifname, p.link_state == LinkState::Up)
-                .map_err(|e| StateError::Datapath(e.to_string()))?;
-        }
+        validate::check_trunk(p.trunk.as_deref())?;
+        validate::check_policy(&p)?;
+        Ok((p, e.port.clone()))
+    }
+
+    /// Records a planned PATCH (the reconciler applied its netdev part):
+    /// the poll threads get it as a typed change to this one port.
+    pub fn commit_update(
+        &mut self,
+        id: &str,
+        p: VPort,
+        old: &VPort,
+    ) -> Result<VPort, RegistryError> {
         let flush = p.mode() != old.mode() || p.link_state == LinkState::Down || p.mac != old.mac;
         let gen = if flush { Some(self.flush_gen()) } else { None };
         if let Some(e) = self.ports.get_mut(id) {
@@ -873,113 +774,174 @@ impl State {
         }
         self.port(id)
     }
+
+    /// Applies a PATCH that has no netdev part (a declared port's update
+    /// at start goes through the reconciler instead).
+    #[cfg(test)]
+    pub fn update_port(&mut self, id: &str, u: PortUpdate) -> Result<VPort, RegistryError> {
+        let (p, old) = self.plan_update(id, u)?;
+        self.commit_update(id, p, &old)
+    }
 }
 
 /// What `begin_create` found or made.
-enum Begun {
+pub(crate) enum Begun {
     Exists(Box<VPort>),
     Pending(Pending),
 }
 
 /// A port recorded and published whose NIC is being attached.
-struct Pending {
-    id: String,
-    slot: Slot,
-    ifname: String,
-    link_up: bool,
+pub(crate) struct Pending {
+    pub id: String,
+    pub slot: Slot,
+    pub ifname: String,
+    pub kind: NicKind,
+    pub link_up: bool,
 }
 
-/// Locks the state, whatever a panicking holder left.
-pub fn lock_state(s: &Mutex<State>) -> MutexGuard<'_, State> {
-    s.lock().unwrap_or_else(|e| e.into_inner())
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::datapath::fake::FakeDataplane;
+    use podswitch_shared::model::{Nic, Qos, TrunkRange};
 
-/// Creates a port and attaches its NIC. Returns the port and whether it
-/// was created (false: the same container ID + ifname already had it).
-/// The lock is held only to validate and record, and to finish: while the
-/// setup thread attaches, every other request is served.
-pub fn create_port(state: &Mutex<State>, cfg: PortConfig) -> Result<(VPort, bool), StateError> {
-    let (p, dp) = {
-        let mut s = lock_state(state);
-        match s.begin_create(cfg)? {
-            Begun::Exists(v) => return Ok((*v, false)),
-            Begun::Pending(p) => (p, s.datapath.clone()),
+    fn dir(name: &str) -> PathBuf {
+        let d = std::env::temp_dir().join(format!("psw-registry-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        d
+    }
+
+    fn cfg(ifname: &str, vlan: u16) -> PortConfig {
+        PortConfig {
+            id: None,
+            switch: None,
+            nic: Nic {
+                kind: NicKind::Veth,
+                ifname: ifname.into(),
+            },
+            mac: None,
+            vlan: Some(VlanId::new(vlan).unwrap()),
+            trunk: None,
+            mac_spoof_check: None,
+            link_state: None,
+            qos: None,
+            dhcp_guard: None,
+            router_guard: None,
+            storm_limit: None,
+            acls: None,
+            acl_default: None,
+            owner: None,
         }
-    };
-    let r = dp.attach(p.slot, &p.ifname);
-    let mut s = lock_state(state);
-    let id = s.finish_port(p, r, false)?;
-    Ok((s.port(&id)?, true))
-}
+    }
 
-/// Loads the state directory and re-attaches every stored port whose NIC
-/// still exists; ports whose NIC is gone are dropped (their pod is gone).
-/// Returns (re-attached, dropped).
-pub fn restore(state: &Mutex<State>) -> Result<(usize, usize), StateError> {
-    let stored = lock_state(state).load()?;
-    let (mut ok, mut dropped) = (0, 0);
-    for p in stored {
-        let cfg = p.to_config();
-        let begun = {
-            let mut s = lock_state(state);
-            s.add_port(cfg).map(|pending| (pending, s.datapath.clone()))
+    /// What the reconciler does around an attach, minus the netdev part.
+    fn create(r: &mut Registry, c: PortConfig) -> Result<String, RegistryError> {
+        match r.begin_create(c)? {
+            Begun::Exists(v) => Ok(v.id),
+            Begun::Pending(p) => {
+                let a = r
+                    .datapath()
+                    .attach(p.slot, &p.ifname)
+                    .map_err(|e| RegistryError::Datapath(e.to_string()));
+                r.finish_port(p, a, false)
+            }
+        }
+    }
+
+    fn registry(name: &str) -> (Registry, Arc<FakeDataplane>, PathBuf) {
+        let fake = Arc::new(FakeDataplane::default());
+        let d = dir(name);
+        (Registry::new(&d, fake.clone(), 300), fake, d)
+    }
+
+    #[test]
+    fn a_port_is_recorded_published_and_saved() {
+        let (mut r, fake, d) = registry("create");
+        let id = create(&mut r, cfg("pswa", 100)).unwrap();
+        let snap = fake.last();
+        let pv = snap.ports[0].as_ref().unwrap();
+        assert_eq!((pv.id.as_str(), pv.served, pv.home), (id.as_str(), 1, 0));
+        assert_eq!(snap.switches[0].ports, vec![0]);
+        assert!(r.port(&id).unwrap().status.unwrap().attached);
+        let saved = std::fs::read_to_string(d.join("state.json")).unwrap();
+        assert!(saved.contains("pswa"));
+        // A second registry on the same directory finds it.
+        let fake2 = Arc::new(FakeDataplane::default());
+        let mut r2 = Registry::new(&d, fake2, 300);
+        let ports = r2.load().unwrap();
+        assert_eq!(ports.len(), 1);
+        assert_eq!(ports[0].to_config().nic.ifname, "pswa");
+        let _ = std::fs::remove_dir_all(d);
+    }
+
+    #[test]
+    fn a_patch_is_a_typed_change_to_one_port() {
+        let (mut r, fake, d) = registry("patch");
+        let a = create(&mut r, cfg("pswa", 100)).unwrap();
+        create(&mut r, cfg("pswb", 100)).unwrap();
+        let before = fake.last();
+        let u = PortUpdate {
+            qos: Some(Some(Qos {
+                egress_rate: Some(50_000_000),
+                ..Qos::default()
+            })),
+            ..PortUpdate::default()
         };
-        let r = begun.and_then(|(pending, dp)| {
-            let r = dp.attach(pending.slot, &pending.ifname);
-            lock_state(state).finish_port(pending, r, true)
-        });
-        match r {
-            Ok(_) => ok += 1,
-            Err(e) => {
-                log::warn!("dropping stored port {} ({}): {e}", p.id, p.nic.ifname);
-                dropped += 1;
-            }
-        }
+        let (p, old) = r.plan_update(&a, u).unwrap();
+        r.commit_update(&a, p, &old).unwrap();
+        let after = fake.last();
+        assert_eq!(after.generation, before.generation + 1);
+        assert_eq!(
+            after.changed.as_deref(),
+            Some(&[0][..]),
+            "only port a changed"
+        );
+        let (fa, fb) = (
+            before.ports[0].as_ref().unwrap().flush_gen,
+            after.ports[0].as_ref().unwrap().flush_gen,
+        );
+        assert_eq!(fa, fb, "a QoS change keeps the port's learned MACs");
+        // A VLAN change forgets them.
+        let u = PortUpdate {
+            vlan: Some(Some(VlanId::new(200).unwrap())),
+            ..PortUpdate::default()
+        };
+        r.update_port(&a, u).unwrap();
+        assert_ne!(fake.last().ports[0].as_ref().unwrap().flush_gen, fb);
+        let _ = std::fs::remove_dir_all(d);
     }
-    lock_state(state).persist()?;
-    Ok((ok, dropped))
-}
 
-/// Retries attaching ports that are not attached but whose NIC exists
-/// (a restart racing the old process, a NIC that came back). Ports whose
-/// NIC is gone stay recorded until deleted (the CNI's DEL or GC).
-pub fn reconcile(state: &Mutex<State>) {
-    let (dp, todo) = lock_state(state).unattached();
-    for (id, slot, ifname) in todo {
-        if netdev::ifindex(&ifname).is_err() {
-            continue;
-        }
-        // The port may have been deleted meanwhile: attach only a slot
-        // that still belongs to it, and detach again if it went away.
-        match dp.attach(slot, &ifname) {
-            Ok(_) => {
-                let mut s = lock_state(state);
-                match s.slots.get(slot as usize).cloned().flatten() {
-                    Some(owner) if owner == id => {
-                        s.publish();
-                        log::info!("port {id}: re-attached {ifname}")
-                    }
-                    // Reused by a port being attached now: its own attach
-                    // (a different NIC) replaces ours.
-                    Some(_) => {}
-                    None => {
-                        let _ = dp.detach(slot);
-                    }
-                }
-            }
-            Err(e) => log::debug!("port {id}: attach {ifname} still failing: {e}"),
-        }
+    #[test]
+    fn a_reused_slot_starts_with_no_learned_macs() {
+        let (mut r, fake, d) = registry("reuse");
+        let a = create(&mut r, cfg("pswa", 100)).unwrap();
+        let old = fake.last().ports[0].as_ref().unwrap().flush_gen;
+        assert_eq!(r.delete_port(&a).unwrap(), 0);
+        assert!(fake.last().ports[0].is_none());
+        create(&mut r, cfg("pswc", 100)).unwrap();
+        let snap = fake.last();
+        let now = snap.ports[0].as_ref().unwrap();
+        assert_eq!(now.slot, 0, "the slot is reused");
+        assert_ne!(now.flush_gen, old, "so the poll threads flush it");
+        let _ = std::fs::remove_dir_all(d);
     }
-}
 
-/// Creates the declared switches and ports that do not exist yet and
-/// updates those that do.
-pub fn apply_declared(state: &Mutex<State>, d: Declared) -> Result<(), StateError> {
-    let create = lock_state(state).apply_declared_here(d)?;
-    for p in create {
-        let nic = p.nic.ifname.clone();
-        let (port, _) = create_port(state, p)?;
-        log::info!("created declared port {} on {nic}", port.id);
+    #[test]
+    fn bad_ports_are_refused_and_leave_nothing() {
+        let (mut r, fake, d) = registry("bad");
+        let mut c = cfg("pswa", 100);
+        c.trunk = Some(Vec::<TrunkRange>::new());
+        assert!(matches!(create(&mut r, c), Err(RegistryError::Invalid(_))));
+        let mut c = cfg("pswa", 100);
+        c.mac_spoof_check = Some(true);
+        assert!(matches!(create(&mut r, c), Err(RegistryError::Invalid(_))));
+        create(&mut r, cfg("pswa", 100)).unwrap();
+        assert!(matches!(
+            create(&mut r, cfg("pswa", 200)),
+            Err(RegistryError::Conflict(_))
+        ));
+        assert_eq!(r.ports().len(), 1);
+        assert_eq!(fake.last().ports.iter().flatten().count(), 1);
+        let _ = std::fs::remove_dir_all(d);
     }
-    Ok(())
 }

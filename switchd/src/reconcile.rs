@@ -1,0 +1,244 @@
+//! The reconciler: makes the netdevs and the data path what the registry
+//! says. It alone touches netdevs (existence, MTU, IPv6, admin state) and
+//! asks the data path to attach, detach and retry. The flow runs one way:
+//! API → registry (validate, record, publish) → reconciler (NIC, attach) →
+//! registry (commit) → data path (snapshot).
+//!
+//! The registry's lock is held only to validate and record and to commit;
+//! while the setup thread attaches a NIC (which waits for the kernel),
+//! every other request is served.
+
+use crate::datapath::{netdev, Dataplane};
+use crate::registry::{Begun, Declared, Registry, RegistryError};
+use podswitch_shared::model::{LinkState, NicKind, PortConfig, PortUpdate, VPort, MAX_MTU};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+/// Locks the registry, whatever a panicking holder left.
+pub fn lock(s: &Mutex<Registry>) -> MutexGuard<'_, Registry> {
+    s.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn nic_error(e: netdev::NetdevError) -> RegistryError {
+    match e {
+        netdev::NetdevError::NotFound { ifname } => RegistryError::NicMissing(format!(
+            "NIC {ifname:?} does not exist in switchd's network namespace"
+        )),
+        e => RegistryError::Datapath(e.to_string()),
+    }
+}
+
+/// Checks the NIC can be a port and prepares it: it exists here, its MTU
+/// fits the data path, a pod's or VM's end has no IPv6 of the host's, and
+/// it is down if the port starts down.
+fn prepare_nic(ifname: &str, kind: NicKind, link_up: bool) -> Result<(), RegistryError> {
+    netdev::ifindex(ifname).map_err(nic_error)?;
+    let mtu = netdev::mtu(ifname).map_err(nic_error)?;
+    if mtu > MAX_MTU {
+        return Err(RegistryError::Invalid(format!(
+            "NIC {ifname} has MTU {mtu}; the AF_XDP data path carries at most {MAX_MTU}"
+        )));
+    }
+    if kind != NicKind::Uplink {
+        if let Err(e) = netdev::disable_ipv6(ifname) {
+            log::debug!("disabling IPv6 on {ifname}: {e}");
+        }
+    }
+    if !link_up {
+        netdev::set_up(ifname, false).map_err(nic_error)?;
+    }
+    Ok(())
+}
+
+/// Prepares, attaches and (if the port is up) brings up a recorded port's
+/// NIC. Attach first, then up: attaching XDP to a veth that is down costs
+/// a fraction of attaching it to one that is up.
+fn bring_in(
+    dp: &dyn Dataplane,
+    p: &crate::registry::Pending,
+) -> Result<crate::datapath::Attachment, RegistryError> {
+    prepare_nic(&p.ifname, p.kind, p.link_up)?;
+    let a = dp
+        .attach(p.slot, &p.ifname)
+        .map_err(|e| RegistryError::Datapath(format!("attaching {}: {e}", p.ifname)))?;
+    if p.link_up {
+        netdev::set_up(&p.ifname, true).map_err(|e| RegistryError::Datapath(e.to_string()))?;
+    }
+    Ok(a)
+}
+
+/// Creates a port and attaches its NIC. Returns the port and whether it
+/// was created (false: the same container ID + ifname already had it).
+pub fn create_port(
+    state: &Mutex<Registry>,
+    cfg: PortConfig,
+) -> Result<(VPort, bool), RegistryError> {
+    let (p, dp) = {
+        let mut s = lock(state);
+        match s.begin_create(cfg)? {
+            Begun::Exists(v) => return Ok((*v, false)),
+            Begun::Pending(p) => (p, s.datapath()),
+        }
+    };
+    let r = bring_in(dp.as_ref(), &p);
+    let mut s = lock(state);
+    let id = s.finish_port(p, r, false)?;
+    Ok((s.port(&id)?, true))
+}
+
+/// Applies a PATCH live: VLAN role, MAC, QoS, guards, ACLs and admin state
+/// change without re-attaching the NIC; a link-state change pulls or
+/// plugs the cable (the NIC's admin state, so the pod sees its carrier).
+pub fn update_port(
+    state: &Mutex<Registry>,
+    id: &str,
+    u: PortUpdate,
+) -> Result<VPort, RegistryError> {
+    let mut s = lock(state);
+    let (p, old) = s.plan_update(id, u)?;
+    if p.link_state != old.link_state {
+        netdev::set_up(&p.nic.ifname, p.link_state == LinkState::Up)
+            .map_err(|e| RegistryError::Datapath(e.to_string()))?;
+    }
+    s.commit_update(id, p, &old)
+}
+
+/// Deletes a port and detaches its NIC (the teardown happens on the setup
+/// thread; this returns at once).
+pub fn delete_port(state: &Mutex<Registry>, id: &str) -> Result<(), RegistryError> {
+    let mut s = lock(state);
+    let slot = s.delete_port(id)?;
+    // Under the lock: the slot cannot be given to a new port before the
+    // setup thread has this detach (messages run in order).
+    if let Err(e) = s.datapath().detach(slot) {
+        log::warn!("detaching port {id}: {e}");
+    }
+    Ok(())
+}
+
+/// Loads the state directory and re-attaches every stored port whose NIC
+/// still exists; ports whose NIC is gone are dropped (their pod is gone),
+/// ports whose attach fails otherwise are kept for `reconcile` to retry.
+/// Returns (re-attached, dropped).
+pub fn restore(state: &Mutex<Registry>) -> Result<(usize, usize), RegistryError> {
+    let stored = lock(state).load()?;
+    let (mut ok, mut dropped) = (0, 0);
+    for port in stored {
+        let begun = {
+            let mut s = lock(state);
+            s.add_port(port.to_config()).map(|p| (p, s.datapath()))
+        };
+        let r = match begun {
+            Ok((p, dp)) => match prepare_nic(&p.ifname, p.kind, p.link_up) {
+                Err(e @ RegistryError::NicMissing(_)) => {
+                    let mut s = lock(state);
+                    s.forget_port(&p.id);
+                    Err(e)
+                }
+                _ => {
+                    let r = bring_in(dp.as_ref(), &p);
+                    lock(state).finish_port(p, r, true)
+                }
+            },
+            Err(e) => Err(e),
+        };
+        match r {
+            Ok(_) => ok += 1,
+            Err(e) => {
+                log::warn!(
+                    "dropping stored port {} ({}): {e}",
+                    port.id,
+                    port.nic.ifname
+                );
+                dropped += 1;
+            }
+        }
+    }
+    lock(state).persist()?;
+    Ok((ok, dropped))
+}
+
+/// Retries attaching ports that are not attached but whose NIC exists
+/// (a restart racing the old process, a NIC that came back). Ports whose
+/// NIC is gone stay recorded until deleted (the CNI's DEL or GC).
+pub fn reconcile(state: &Mutex<Registry>) {
+    let (dp, todo): (Arc<dyn Dataplane>, _) = lock(state).unattached();
+    for (id, slot, ifname) in todo {
+        if netdev::ifindex(&ifname).is_err() {
+            continue;
+        }
+        match dp.attach(slot, &ifname) {
+            Ok(_) => {
+                let mut s = lock(state);
+                match s.slot_owner(slot) {
+                    Some(owner) if owner == id => {
+                        s.republish();
+                        log::info!("port {id}: re-attached {ifname}")
+                    }
+                    // Reused by a port being attached now: its own attach
+                    // (a different NIC) replaces ours.
+                    Some(_) => {}
+                    // Deleted meanwhile: undo ours.
+                    None => {
+                        let _ = dp.detach(slot);
+                    }
+                }
+            }
+            Err(e) => log::debug!("port {id}: attach {ifname} still failing: {e}"),
+        }
+    }
+}
+
+/// Creates the declared switches and ports that do not exist yet and
+/// updates those that do.
+pub fn apply_declared(state: &Mutex<Registry>, d: Declared) -> Result<(), RegistryError> {
+    let (create, update) = lock(state).apply_declared_here(d)?;
+    for (id, u) in update {
+        update_port(state, &id, u)?;
+    }
+    for p in create {
+        let nic = p.nic.ifname.clone();
+        let (port, _) = create_port(state, p)?;
+        log::info!("created declared port {} on {nic}", port.id);
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::datapath::fake::FakeDataplane;
+    use podswitch_shared::model::Nic;
+
+    #[test]
+    fn a_missing_nic_fails_the_create_and_leaves_nothing() {
+        let d = std::env::temp_dir().join(format!("psw-reconcile-{}", std::process::id()));
+        let fake = Arc::new(FakeDataplane::default());
+        let reg = Mutex::new(Registry::new(&d, fake.clone(), 300));
+        let cfg = PortConfig {
+            id: None,
+            switch: None,
+            nic: Nic {
+                kind: NicKind::Veth,
+                ifname: "pswnosuchnic0".into(),
+            },
+            mac: None,
+            vlan: None,
+            trunk: None,
+            mac_spoof_check: None,
+            link_state: None,
+            qos: None,
+            dhcp_guard: None,
+            router_guard: None,
+            storm_limit: None,
+            acls: None,
+            acl_default: None,
+            owner: None,
+        };
+        let e = create_port(&reg, cfg).unwrap_err();
+        assert!(matches!(e, RegistryError::NicMissing(_)), "{e}");
+        assert!(lock(&reg).ports().is_empty());
+        assert!(fake.attached.lock().unwrap().is_empty(), "never attached");
+        assert!(fake.last().ports.iter().all(|p| p.is_none()));
+        let _ = std::fs::remove_dir_all(d);
+    }
+}
