@@ -716,7 +716,6 @@ pub struct PortStatus {
     pub mtu: u32,
 }
 
-
 /// A port's 802.1Q role, derived from `vlan` and `trunk`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum VlanMode {

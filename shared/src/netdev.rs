@@ -230,7 +230,12 @@ fn ethtool_set(ifname: &str, cmd: u32, on: bool, what: &'static str) -> Result<(
 /// Frames then leave with complete checksums, which the AF_XDP copy-mode
 /// path requires: it forwards bytes and never finishes a partial checksum.
 pub fn tx_checksum_off(ifname: &str) -> Result<(), NetdevError> {
-    ethtool_set(ifname, ETHTOOL_STXCSUM, false, "turn TX checksum offload off")
+    ethtool_set(
+        ifname,
+        ETHTOOL_STXCSUM,
+        false,
+        "turn TX checksum offload off",
+    )
 }
 
 /// Turns generic receive offload on or off.

@@ -211,7 +211,8 @@ def containers(ds):
     ["--set", "securityContext.privileged=true"],
     ["--set", "metrics.enabled=false"],
     ["--set", "cni.install=false"],
-], ids=["default", "full", "privileged", "no-metrics", "no-conflist"])
+    ["--set", "pollCpus=2-3", "--set", "resources.limits.memory=1Gi"],
+], ids=["default", "full", "privileged", "no-metrics", "no-conflist", "poll-cpus"])
 def test_daemonset_semantics(helm, args):
     """What the API server would refuse or what would not work, beyond the
     OpenAPI schema: privilege settings, probes, mounts, arguments."""
@@ -234,6 +235,12 @@ def test_daemonset_semantics(helm, args):
     assert "--socket=/run/podswitch/switchd.sock" in args_
     assert "--state-dir=/var/lib/podswitch" in args_
     assert "--switches-file=/etc/podswitch/switches.json" in args_
+    # One poll thread per listed CPU, or the single --poll-cpu otherwise.
+    if "pollCpus=2-3" in args:
+        assert "--poll-cpus=2-3" in args_ and not any(a.startswith("--poll-cpu=") for a in args_)
+    else:
+        assert sum(a.startswith("--poll-cpu=") for a in args_) == 1
+        assert not any(a.startswith("--poll-cpus=") for a in args_)
     mounts = {m["mountPath"]: m["name"] for m in switchd["volumeMounts"]}
     assert volumes[mounts["/run/podswitch"]]["hostPath"]["path"] == "/run/podswitch"
     assert volumes[mounts["/var/lib/podswitch"]]["hostPath"]["path"] == "/var/lib/podswitch"
@@ -295,6 +302,10 @@ BAD_VALUES = {
     "unknown-switch": ({"cni": {"switch": "storage"}}, ("cni.switch",), r'"storage" is neither'),
     "duplicate-switch": ({"switches": [{"name": "a"}, {"name": "a"}]}, ("switches[1]",), r"listed twice"),
     "ipam-no-subnet": ({"ipam": {"subnet": ""}}, ("ipam.subnet",), r"required"),
+    "poll-cpus-pattern": ({"pollCpus": "a"}, ("pollCpus",), r"pattern|does not match"),
+    "poll-cpus-reversed": ({"pollCpus": "5-2"}, ("pollCpus",), r"5-2 is reversed"),
+    # Four poll threads pin 4 x 16384 x 4 KiB + 64 MiB = 320 MiB: above the 256Mi default.
+    "memory-below-umem": ({"pollCpus": "0-3"}, ("resources.limits.memory",), r"320 MiB"),
 }
 
 

@@ -203,3 +203,56 @@ when they do not exist.
 {{- end -}}
 {{- toPrettyJson (dict "switches" $switches "ports" $ports) -}}
 {{- end -}}
+
+{{/* How many poll threads switchd runs: one per CPU of pollCpus, else one. */}}
+{{- define "podswitch.pollThreads" -}}
+{{- $n := 0 -}}
+{{- if .Values.pollCpus -}}
+{{- range (splitList "," .Values.pollCpus) -}}
+{{- $r := splitList "-" . -}}
+{{- if eq (len $r) 2 -}}
+{{- if gt (int (index $r 0)) (int (index $r 1)) -}}
+{{- fail (printf "pollCpus: range %s is reversed" .) -}}
+{{- end -}}
+{{- $n = add $n (add1 (sub (int (index $r 1)) (int (index $r 0)))) -}}
+{{- else -}}
+{{- $n = add1 $n -}}
+{{- end -}}
+{{- end -}}
+{{- else -}}
+{{- $n = 1 -}}
+{{- end -}}
+{{- $n -}}
+{{- end -}}
+
+{{/*
+Bytes of a Kubernetes memory quantity, or -1 where it is not a plain one
+(integer with an optional Ki/Mi/Gi/Ti/k/M/G/T suffix).
+*/}}
+{{- define "podswitch.bytes" -}}
+{{- $q := toString . -}}
+{{- $units := dict "" 1 "Ki" 1024 "Mi" 1048576 "Gi" 1073741824 "Ti" 1099511627776 "k" 1000 "M" 1000000 "G" 1000000000 "T" 1000000000000 -}}
+{{- if regexMatch "^[0-9]+(Ki|Mi|Gi|Ti|k|M|G|T)?$" $q -}}
+{{- $num := regexFind "^[0-9]+" $q -}}
+{{- $unit := trimPrefix $num $q -}}
+{{- mul (int64 $num) (index $units $unit) -}}
+{{- else -}}
+-1
+{{- end -}}
+{{- end -}}
+
+{{/*
+Fails when the switchd memory limit cannot hold the pinned UMEMs (one per
+poll thread, umemFrames x 4 KiB each) plus 64 MiB for the rest.
+*/}}
+{{- define "podswitch.checkMemory" -}}
+{{- $threads := int (include "podswitch.pollThreads" .) -}}
+{{- $need := add (mul $threads (int .Values.umemFrames) 4096) 67108864 -}}
+{{- $limits := .Values.resources.limits | default dict -}}
+{{- if $limits.memory -}}
+{{- $have := int64 (include "podswitch.bytes" $limits.memory) -}}
+{{- if and (ge $have 0) (lt $have $need) -}}
+{{- fail (printf "resources.limits.memory %s is below what switchd pins: %d poll thread(s) x umemFrames %d x 4 KiB + 64 MiB = %d MiB" (toString $limits.memory) $threads (int .Values.umemFrames) (div $need 1048576)) -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
