@@ -47,20 +47,9 @@ ARGS = parse_args()
 os.environ["PODSWITCH_TARGET"] = str(Path(ARGS.target).resolve())
 sys.path.insert(0, str(ROOT / "tests" / "integration"))
 from conftest import TARGET, Topo, UnixHTTPConnection, why_cannot_run  # noqa: E402
-from cnihelp import NetCni, cni_add_all, cni_del_all, leaks, machine_note, make_pods  # noqa: E402
+from cnihelp import NetCni, cni_add_all, cni_del_all, leaks, log, machine_note, make_pods, pct  # noqa: E402
 
 CLONE_NEWNET = 0x40000000
-
-
-def log(*a):
-    print(time.strftime("%H:%M:%S"), *a, file=sys.stderr, flush=True)
-
-
-def pct(xs, p):
-    if not xs:
-        return float("nan")
-    xs = sorted(xs)
-    return xs[min(len(xs) - 1, int(round(p / 100 * (len(xs) - 1))))]
 
 
 class Prober(threading.Thread):

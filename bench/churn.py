@@ -52,18 +52,7 @@ ARGS = parse_args()
 os.environ["PODSWITCH_TARGET"] = str(Path(ARGS.target).resolve())
 sys.path.insert(0, str(ROOT / "tests" / "integration"))
 from conftest import TARGET, Topo, nsexec, why_cannot_run  # noqa: E402
-from cnihelp import NetCni, QuietPodNs, cni_del_all, leaks, machine_note, make_pods, ping_once  # noqa: E402
-
-
-def log(*a):
-    print(time.strftime("%H:%M:%S"), *a, file=sys.stderr, flush=True)
-
-
-def pct(xs, p):
-    if not xs:
-        return float("nan")
-    xs = sorted(xs)
-    return xs[min(len(xs) - 1, int(round(p / 100 * (len(xs) - 1))))]
+from cnihelp import NetCni, QuietPodNs, cni_del_all, leaks, log, machine_note, make_pods, pct, ping_once  # noqa: E402
 
 
 RTT = re.compile(r"icmp_seq=(\d+) .*time=([\d.]+) ms")

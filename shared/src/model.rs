@@ -642,6 +642,17 @@ macro_rules! port_settings {
         }
 
         impl PortConfig {
+            /// A port on `nic` with every setting left to its default.
+            pub fn on(nic: Nic) -> PortConfig {
+                PortConfig {
+                    id: None,
+                    switch: None,
+                    nic,
+                    $( $field: None, )*
+                    owner: None,
+                }
+            }
+
             /// The PATCH that makes an existing port what this declaration
             /// says (a changed `--switches-file`): optional settings it
             /// leaves out are cleared, others it leaves out are unchanged.

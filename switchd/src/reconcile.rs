@@ -214,26 +214,10 @@ mod tests {
         let d = std::env::temp_dir().join(format!("psw-reconcile-{}", std::process::id()));
         let fake = Arc::new(FakeDataplane::default());
         let reg = Mutex::new(Registry::new(&d, fake.clone(), 300));
-        let cfg = PortConfig {
-            id: None,
-            switch: None,
-            nic: Nic {
-                kind: NicKind::Veth,
-                ifname: "pswnosuchnic0".into(),
-            },
-            mac: None,
-            vlan: None,
-            trunk: None,
-            mac_spoof_check: None,
-            link_state: None,
-            qos: None,
-            dhcp_guard: None,
-            router_guard: None,
-            storm_limit: None,
-            acls: None,
-            acl_default: None,
-            owner: None,
-        };
+        let cfg = PortConfig::on(Nic {
+            kind: NicKind::Veth,
+            ifname: "pswnosuchnic0".into(),
+        });
         let e = create_port(&reg, cfg).unwrap_err();
         assert!(matches!(e, RegistryError::NicMissing(_)), "{e}");
         assert!(lock(&reg).ports().is_empty());

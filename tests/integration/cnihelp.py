@@ -6,6 +6,7 @@ leak checks. Builds on test_cni's Cni and PodNs; changes neither.
 import ipaddress
 import os
 import subprocess
+import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -135,6 +136,19 @@ def leaks(node, cni):
     """What is left behind on a node: host veths, IPAM allocations, ports."""
     return {"veths": host_links(node), "ipam": cni.allocations(),
             "ports": [p["id"] for p in node.ok("GET", "/v1/ports")]}
+
+
+def log(*a):
+    """A progress line on stderr, with the time of day (benchmarks)."""
+    print(time.strftime("%H:%M:%S"), *a, file=sys.stderr, flush=True)
+
+
+def pct(xs, p):
+    """The p-th percentile of xs (nearest rank); NaN when empty."""
+    if not xs:
+        return float("nan")
+    xs = sorted(xs)
+    return xs[min(len(xs) - 1, int(round(p / 100 * (len(xs) - 1))))]
 
 
 def machine_note():

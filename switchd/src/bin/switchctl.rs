@@ -412,7 +412,12 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let cfg = PortConfig {
                 id,
                 switch,
-                nic: Nic {
+                mac: mac.map(|m| m.parse::<MacAddr>()).transpose()?,
+                vlan: vlan.map(VlanId::new).transpose()?,
+                trunk: trunk.as_deref().map(parse_trunk).transpose()?,
+                mac_spoof_check: spoof_check.then_some(true),
+                link_state: link.map(Into::into),
+                ..PortConfig::on(Nic {
                     kind: match kind {
                         Kind::Veth => NicKind::Veth,
                         Kind::Tap => NicKind::Tap,
@@ -420,19 +425,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                         Kind::Uplink => NicKind::Uplink,
                     },
                     ifname,
-                },
-                mac: mac.map(|m| m.parse::<MacAddr>()).transpose()?,
-                vlan: vlan.map(VlanId::new).transpose()?,
-                trunk: trunk.as_deref().map(parse_trunk).transpose()?,
-                mac_spoof_check: spoof_check.then_some(true),
-                link_state: link.map(Into::into),
-                qos: None,
-                dhcp_guard: None,
-                router_guard: None,
-                storm_limit: None,
-                acls: None,
-                acl_default: None,
-                owner: None,
+                })
             };
             let p: VPort = c.call("POST", "/v1/ports", Some(&cfg))?;
             emit(out, &p, |p| {

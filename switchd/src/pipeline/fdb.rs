@@ -164,16 +164,7 @@ impl Fdb {
             self.limit_hits += 1;
             return Learned::LimitReached;
         }
-        self.map.insert(
-            k,
-            Entry {
-                slot,
-                last_seen: now,
-                announced: now,
-                is_static: false,
-            },
-        );
-        self.learned += 1;
+        self.insert_learned(k, slot, now);
         Learned::New
     }
 
@@ -193,6 +184,10 @@ impl Fdb {
         if self.learned >= self.limit {
             return;
         }
+        self.insert_learned(k, slot, now);
+    }
+
+    fn insert_learned(&mut self, k: u64, slot: Slot, now: u64) {
         self.map.insert(
             k,
             Entry {

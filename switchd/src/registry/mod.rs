@@ -813,24 +813,11 @@ mod tests {
 
     fn cfg(ifname: &str, vlan: u16) -> PortConfig {
         PortConfig {
-            id: None,
-            switch: None,
-            nic: Nic {
+            vlan: Some(VlanId::new(vlan).unwrap()),
+            ..PortConfig::on(Nic {
                 kind: NicKind::Veth,
                 ifname: ifname.into(),
-            },
-            mac: None,
-            vlan: Some(VlanId::new(vlan).unwrap()),
-            trunk: None,
-            mac_spoof_check: None,
-            link_state: None,
-            qos: None,
-            dhcp_guard: None,
-            router_guard: None,
-            storm_limit: None,
-            acls: None,
-            acl_default: None,
-            owner: None,
+            })
         }
     }
 
