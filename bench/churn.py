@@ -12,6 +12,12 @@ Phase "idle": nothing else happens. Phase "churn": meanwhile 100 other pods
 are ADDed then DELeted through the CNI, over and over (bounded rounds and
 time). Phases alternate for --reps repetitions. Not a test: numbers only.
 
+With --plugins podswitch,bridge (the default) the same is measured, in
+the same run and interleaved, on a second node whose pods the reference
+`bridge` plugin connects through a Linux bridge: how much of what churn
+does to the traffic is the machine (CPU taken by the CNI calls, veth
+creation, the pods' own stacks) rather than the switch.
+
     sudo .venv/bin/python bench/churn.py [--target DIR] [--reps 3]
 
 Progress goes to stderr, a Markdown report to stdout. Everything lives in
@@ -45,6 +51,8 @@ def parse_args():
     ap.add_argument("--max-churn-rounds", type=int, default=20,
                     help="bound on add-all/delete-all rounds of one churn phase")
     ap.add_argument("--switchd-args", default="", help="extra switchd flags, space separated")
+    ap.add_argument("--plugins", default="podswitch,bridge",
+                    help="CNI plugins to compare, interleaved: podswitch and/or bridge (the reference plugin)")
     return ap.parse_args()
 
 
@@ -52,7 +60,7 @@ ARGS = parse_args()
 os.environ["PODSWITCH_TARGET"] = str(Path(ARGS.target).resolve())
 sys.path.insert(0, str(ROOT / "tests" / "integration"))
 from conftest import TARGET, Topo, nsexec, why_cannot_run  # noqa: E402
-from cnihelp import NetCni, QuietPodNs, cni_del_all, leaks, log, machine_note, make_pods, pct, ping_once  # noqa: E402
+from cnihelp import BridgeCni, NetCni, QuietPodNs, cni_del_all, leaks, log, machine_note, make_pods, pct, ping_once  # noqa: E402
 
 
 RTT = re.compile(r"icmp_seq=(\d+) .*time=([\d.]+) ms")
@@ -127,7 +135,7 @@ def measure(a, b):
     rtts = [float(m.group(2)) for m in RTT.finditer(pout)]
     m = SUMMARY.search(pout)
     sent, recv = (int(m.group(1)), int(m.group(2))) if m else (ARGS.pings, len(rtts))
-    r = {"ping_sent": sent, "ping_lost": sent - recv, "rtts": rtts,
+    r = {"rcvbuf_errors": None, "ping_sent": sent, "ping_lost": sent - recv, "rtts": rtts,
          "p50": pct(rtts, 50), "p99": pct(rtts, 99), "max": max(rtts) if rtts else float("nan")}
     try:
         end = json.loads(sout)["end"]  # the receiver's (server's) view
@@ -146,9 +154,14 @@ def measure(a, b):
     return r
 
 
+RESOURCE_DROPS = ("no-buffer", "rx-overrun", "tx-full")
+
+
 def nobuf(node, *pods):
-    """no-buffer drops switchd counted on these pods' ports so far."""
-    return sum(((node.ok("GET", f"/v1/ports/{p.port_id}").get("stats") or {}).get("drops") or {}).get("no-buffer", 0)
+    """Drops for want of frames or ring space (no-buffer, rx-overrun,
+    tx-full) switchd counted on these pods' ports so far."""
+    return sum(((node.ok("GET", f"/v1/ports/{p.port_id}").get("stats") or {}).get("drops") or {}).get(r, 0)
+               for r in RESOURCE_DROPS
                for p in pods)
 
 
@@ -160,58 +173,93 @@ def fmt(x, nd=3):
     return str(x)
 
 
+def rcvbuf_errors(ns):
+    """UDP datagrams the kernel dropped in `ns` because a socket's receive
+    buffer was full (the receiving process did not keep up)."""
+    lines = [ln.split() for ln in nsexec(ns, "cat", "/proc/net/snmp").stdout.splitlines() if ln.startswith("Udp:")]
+    return int(dict(zip(lines[0][1:], lines[1][1:]))["RcvbufErrors"])
+
+
+class Setup:
+    """One node under test: its CNI plugin, pods A and B, churn pods."""
+
+    def __init__(self, topo, plugin, k):
+        self.plugin = plugin
+        tag = "" if plugin == "podswitch" else plugin[0]
+        self.node = topo.node(f"node{tag}")
+        subnet = f"10.{69 + 2 * k}.0.0/23"
+        if plugin == "podswitch":
+            self.node.start(*ARGS.switchd_args.split())
+            self.cni = NetCni(topo, self.node, subnet=subnet)
+        else:
+            self.cni = BridgeCni(topo, self.node, subnet, bridge=f"{topo.prefix}br")
+        self.a, self.b = QuietPodNs(topo, f"{tag}a"), QuietPodNs(topo, f"{tag}b")
+        self.a.add_to(self.cni)
+        self.b.add_to(self.cni)
+        if not (ping_once(self.a.ns, self.b.ip, tries=10) and ping_once(self.b.ns, self.a.ip, tries=10)):
+            raise RuntimeError(f"{plugin}: pods A ({self.a.ip}) and B ({self.b.ip}) cannot ping each other")
+        self.churners = make_pods(topo, [f"{tag}c{i}" for i in range(ARGS.churn_pods)])
+        log(f"{plugin}: A={self.a.ip} B={self.b.ip}; {len(self.churners)} churn namespaces ready")
+
+    def drops(self):
+        return nobuf(self.node, self.a, self.b) if self.plugin == "podswitch" else None
+
+
 def main():
     reason = why_cannot_run()
     if reason:
         sys.exit(f"churn bench cannot run: {reason}")
+    plugins = ARGS.plugins.split(",")
+    if not plugins or set(plugins) - {"podswitch", "bridge"}:
+        sys.exit(f"--plugins: podswitch and/or bridge, not {ARGS.plugins!r}")
     topo = Topo()
     rows = []
     notes = [f"at start: {machine_note()}"]
     churn = None
+    drops = {}
     try:
-        node = topo.node()
-        node.start(*ARGS.switchd_args.split())
-        cni = NetCni(topo, node, subnet="10.69.0.0/23")
-        a, b = QuietPodNs(topo, "a"), QuietPodNs(topo, "b")
-        a.add_to(cni)
-        b.add_to(cni)
-        if not (ping_once(a.ns, b.ip, tries=10) and ping_once(b.ns, a.ip, tries=10)):
-            raise RuntimeError(f"pods A ({a.ip}) and B ({b.ip}) cannot ping each other:\n{node.log()}")
-        churners = make_pods(topo, [f"c{i}" for i in range(ARGS.churn_pods)])
-        log(f"switchd {TARGET}/switchd; A={a.ip} B={b.ip}; {len(churners)} churn namespaces ready")
+        setups = [Setup(topo, p, k) for k, p in enumerate(plugins)]
+        log(f"switchd {TARGET}/switchd")
         for rep in range(1, ARGS.reps + 1):
-            for phase in ("idle", "churn"):
-                churn = None
-                if phase == "churn":
-                    churn = Churn(cni, churners, ARGS.churn_threads, ARGS.max_churn_rounds)
-                    churn.start()
-                    time.sleep(0.5)  # churn under way before the traffic starts
-                d0 = nobuf(node, a, b)
-                r = measure(a, b)
-                r["nobuf"] = nobuf(node, a, b) - d0
-                if churn:
-                    churn.finish()
-                    errs = cni_del_all(cni, churners)  # whatever the stop left added
-                    r["churn_ops"] = churn.ops["ADD"] + churn.ops["DEL"]
-                    r["churn_rate"] = r["churn_ops"] / churn.secs
-                    r["churn_errors"] = len(churn.errors) + len(errs)
-                    if churn.errors:
-                        log("churn errors:", *churn.errors[:5])
-                    left = leaks(node, cni)
-                    if len(left["ports"]) != 2 or len(left["ipam"]) != 2:
-                        log(f"after churn: {len(left['ports'])} ports, {len(left['ipam'])} IPAM allocations (want 2)")
-                r.update(rep=rep, phase=phase)
-                rows.append(r)
-                log(f"rep {rep} {phase}: ping lost {r['ping_lost']}/{r['ping_sent']} p50 {fmt(r['p50'])} "
-                    f"p99 {fmt(r['p99'])} ms; A+B no-buffer drops {r['nobuf']}; udp lost {r['udp_lost']}/{r['udp_packets']} ooo {r['udp_ooo']}"
-                    + (f"; churn {r['churn_ops']} CNI ops ({r['churn_rate']:.1f}/s), {r['churn_errors']} errors"
-                       if churn else ""))
+            for st in setups:
+                for phase in ("idle", "churn"):
+                    churn = None
+                    if phase == "churn":
+                        churn = Churn(st.cni, st.churners, ARGS.churn_threads, ARGS.max_churn_rounds)
+                        churn.start()
+                        time.sleep(0.5)  # churn under way before the traffic starts
+                    d0, e0 = st.drops(), rcvbuf_errors(st.a.ns)
+                    r = measure(st.a, st.b)
+                    r["nobuf"] = None if d0 is None else st.drops() - d0
+                    r["rcvbuf_errors"] = rcvbuf_errors(st.a.ns) - e0
+                    if churn:
+                        churn.finish()
+                        errs = cni_del_all(st.cni, st.churners)  # whatever the stop left added
+                        r["churn_ops"] = churn.ops["ADD"] + churn.ops["DEL"]
+                        r["churn_rate"] = r["churn_ops"] / churn.secs
+                        r["churn_errors"] = len(churn.errors) + len(errs)
+                        if churn.errors:
+                            log("churn errors:", *churn.errors[:5])
+                        if st.plugin == "podswitch":
+                            left = leaks(st.node, st.cni)
+                            if len(left["ports"]) != 2 or len(left["ipam"]) != 2:
+                                log(f"after churn: {len(left['ports'])} ports, "
+                                    f"{len(left['ipam'])} IPAM allocations (want 2)")
+                        churn = None
+                    r.update(rep=rep, phase=phase, plugin=st.plugin)
+                    rows.append(r)
+                    log(f"rep {rep} {st.plugin} {phase}: ping lost {r['ping_lost']}/{r['ping_sent']} "
+                        f"p50 {fmt(r['p50'])} p99 {fmt(r['p99'])} ms; A+B buffer/ring drops {fmt(r['nobuf'])}; "
+                        f"udp lost {r['udp_lost']}/{r['udp_packets']} (socket buffer {r['rcvbuf_errors']}) "
+                        f"ooo {r['udp_ooo']}"
+                        + (f"; churn {r['churn_ops']} CNI ops ({r['churn_rate']:.1f}/s), {r['churn_errors']} errors"
+                           if "churn_ops" in r else ""))
         notes.append(f"at end (ours included): {machine_note()}")
-        ports = node.ok("GET", "/v1/ports")
-        drops = {}
-        for p in ports:
-            for k, v in ((p.get("stats") or {}).get("drops") or {}).items():
-                drops[k] = drops.get(k, 0) + v
+        for st in setups:
+            if st.plugin == "podswitch":
+                for p in st.node.ok("GET", "/v1/ports"):
+                    for k, v in ((p.get("stats") or {}).get("drops") or {}).items():
+                        drops[k] = drops.get(k, 0) + v
     finally:
         if churn is not None:
             churn.finish()  # no CNI calls into namespaces being deleted
@@ -224,29 +272,39 @@ def report(rows, drops, notes):
     print(f"- binaries: `{TARGET}`; {ARGS.reps} interleaved reps; host: nproc={os.cpu_count()}, "
           f"kernel {os.uname().release}; {'; '.join(notes)}")
     print(f"- ping A->B: `-i {ARGS.interval} -c {ARGS.pings}`; iperf3 UDP B->A: `-u -b {ARGS.udp_rate} "
-          f"-l {ARGS.udp_len} -t {ARGS.udp_secs}` (lost / out-of-order as the receiver counts them)")
+          f"-l {ARGS.udp_len} -t {ARGS.udp_secs}` (lost / out-of-order as the receiver counts them; "
+          "\"socket\": of those, dropped by A's kernel because iperf3's receive buffer was full)")
     print(f"- churn: {ARGS.churn_threads} threads, each ADD-all then DEL-all over its share of the "
-          f"{ARGS.churn_pods} pods, repeated until the traffic ends\n")
-    print("| rep | phase | ping lost | RTT p50 ms | RTT p99 ms | RTT max ms | UDP lost | UDP out-of-order | UDP Mbit/s | switchd no-buffer drops (A+B) | CNI ops (ops/s) |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
+          f"{ARGS.churn_pods} pods, repeated until the traffic ends; `bridge`: the reference bridge plugin "
+          "and a Linux bridge, same IPAM, same pods\n")
+    print("| rep | plugin | phase | ping lost | RTT p50 ms | RTT p99 ms | RTT max ms | UDP lost (socket) | "
+          "UDP out-of-order | UDP Mbit/s | switchd buffer/ring drops (A+B) | CNI ops (ops/s) |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         ops = f"{r['churn_ops']} ({r['churn_rate']:.1f}/s)" if "churn_ops" in r else "-"
-        print(f"| {r['rep']} | {r['phase']} | {r['ping_lost']}/{r['ping_sent']} | {fmt(r['p50'])} | {fmt(r['p99'])} | "
-              f"{fmt(r['max'])} | {fmt(r['udp_lost'])}/{fmt(r['udp_packets'])} | {fmt(r['udp_ooo'])} | "
-              f"{fmt(r['udp_mbps'], 1)} | {r['nobuf']} | {ops} |")
+        print(f"| {r['rep']} | {r['plugin']} | {r['phase']} | {r['ping_lost']}/{r['ping_sent']} | {fmt(r['p50'])} | "
+              f"{fmt(r['p99'])} | {fmt(r['max'])} | {fmt(r['udp_lost'])}/{fmt(r['udp_packets'])} "
+              f"({fmt(r['rcvbuf_errors'])}) | {fmt(r['udp_ooo'])} | {fmt(r['udp_mbps'], 1)} | {fmt(r['nobuf'])} | {ops} |")
     print("\n**Pooled over reps**\n")
-    print("| phase | ping lost | RTT p50 ms | RTT p99 ms | UDP lost | UDP out-of-order | switchd no-buffer drops (A+B) |")
-    print("|---|---|---|---|---|---|---|")
-    for phase in ("idle", "churn"):
-        rs = [r for r in rows if r["phase"] == phase]
-        rtts = [x for r in rs for x in r["rtts"]]
-        lost = sum(r["ping_lost"] for r in rs)
-        sent = sum(r["ping_sent"] for r in rs)
-        ul = [r["udp_lost"] for r in rs if r["udp_lost"] is not None]
-        up = [r["udp_packets"] for r in rs if r["udp_packets"] is not None]
-        uo = [r["udp_ooo"] for r in rs if isinstance(r["udp_ooo"], int)]
-        print(f"| {phase} | {lost}/{sent} | {fmt(pct(rtts, 50))} | {fmt(pct(rtts, 99))} | "
-              f"{sum(ul)}/{sum(up)} | {sum(uo) if uo else 'n/a'} | {sum(r['nobuf'] for r in rs)} |")
+    print("| plugin | phase | ping lost | RTT p50 ms | RTT p99 ms | p99 churn / idle | UDP lost (socket) | "
+          "UDP out-of-order | switchd buffer/ring drops (A+B) |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for plugin in dict.fromkeys(r["plugin"] for r in rows):
+        p99 = {}
+        for phase in ("idle", "churn"):
+            rs = [r for r in rows if r["phase"] == phase and r["plugin"] == plugin]
+            rtts = [x for r in rs for x in r["rtts"]]
+            p99[phase] = pct(rtts, 99)
+            lost = sum(r["ping_lost"] for r in rs)
+            sent = sum(r["ping_sent"] for r in rs)
+            ul = [r["udp_lost"] for r in rs if r["udp_lost"] is not None]
+            up = [r["udp_packets"] for r in rs if r["udp_packets"] is not None]
+            uo = [r["udp_ooo"] for r in rs if isinstance(r["udp_ooo"], int)]
+            sock = sum(r["rcvbuf_errors"] or 0 for r in rs)
+            nb = [r["nobuf"] for r in rs if r["nobuf"] is not None]
+            ratio = fmt(p99["churn"] / p99["idle"], 1) if phase == "churn" and p99["idle"] else "-"
+            print(f"| {plugin} | {phase} | {lost}/{sent} | {fmt(pct(rtts, 50))} | {fmt(p99[phase])} | {ratio} | "
+                  f"{sum(ul)}/{sum(up)} ({sock}) | {sum(uo) if uo else 'n/a'} | {sum(nb) if nb else '-'} |")
     print(f"\nswitchd drop counters at the end (A and B): {drops or 'none'}")
 
 

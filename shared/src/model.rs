@@ -690,7 +690,8 @@ pub struct PortStats {
     pub tx_bytes: u64,
     /// Dropped frames by reason (`malformed`, `vlan`, `spoof`, `link-down`,
     /// `no-buffer`, `qos`, `acl`, `dhcp-guard`, `router-guard`, `storm`,
-    /// `oversize`); only reasons seen so far are listed.
+    /// `oversize`, `rx-overrun`, `tx-full`); only reasons seen so far are
+    /// listed.
     pub drops: std::collections::BTreeMap<String, u64>,
     /// Frames each ACL rule matched, in rule order (reset when the rules change).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]

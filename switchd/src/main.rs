@@ -51,6 +51,13 @@ struct Args {
     /// before it sleeps (lower latency under traffic; 0 to always sleep).
     #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u64).range(0..=10_000))]
     spin_us: u64,
+    /// Nice value of the poll threads: below 0, a poll thread woken by a
+    /// frame preempts the pods' processes on its CPU sooner (on a kernel
+    /// that can preempt them); 0 leaves it an equal. Needs CAP_SYS_NICE;
+    /// without it switchd logs a warning and goes on.
+    #[arg(long, default_value_t = 0, allow_negative_numbers = true,
+          value_parser = clap::value_parser!(i32).range(-20..=19))]
+    poll_nice: i32,
     /// Where to serve Prometheus metrics (GET /metrics) and probes
     /// (/healthz, /readyz); "none" turns the listener off.
     #[arg(long, default_value = "127.0.0.1:9476")]
@@ -144,6 +151,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let dp = Datapath::start(DatapathConfig {
         poll_cpus,
         spin: std::time::Duration::from_micros(args.spin_us),
+        nice: args.poll_nice,
         umem_frames: args.umem_frames,
         native_xdp: matches!(args.xdp_mode, XdpModeArg::Native),
         ..DatapathConfig::default()

@@ -153,7 +153,7 @@ pub fn render(state: &Registry, api: &ApiMetrics, start_time: f64) -> String {
         &mut o,
         "podswitch_port_drops_total",
         "counter",
-        "Frames dropped at the port, by reason (malformed, vlan, spoof, link-down, no-buffer, qos, acl, dhcp-guard, router-guard, storm, oversize).",
+        "Frames dropped at the port, by reason (malformed, vlan, spoof, link-down, no-buffer, qos, acl, dhcp-guard, router-guard, storm, oversize, rx-overrun, tx-full).",
     );
     for p in &ports {
         let drops = p

@@ -12,7 +12,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 from conftest import host_links, nsexec, sh
-from test_cni import Cni, PodNs
+from test_cni import REF_CNI, Cni, PodNs
 
 
 class NetCni(Cni):
@@ -27,6 +27,17 @@ class NetCni(Cni):
     def delete(self, pod, cid=None, ifname="eth0"):
         rc, out, err = self.run("DEL", cid or pod.cid, pod.netns, ifname)
         assert rc == 0, f"DEL {cid or pod.cid} failed: {out} {err}"
+
+
+class BridgeCni(NetCni):
+    """The reference `bridge` plugin on the same node layout and IPAM as
+    NetCni: the peer a benchmark compares podswitch with."""
+
+    def __init__(self, topo, node, subnet, bridge):
+        super().__init__(topo, node, subnet=subnet)
+        self.plugin = REF_CNI / "bridge"
+        self.conf = {k: v for k, v in self.conf.items() if k != "socket"}
+        self.conf.update(type="bridge", bridge=bridge, isGateway=False, ipMasq=False)
 
 
 class QuietPodNs(PodNs):

@@ -25,6 +25,7 @@ class Cni:
     def __init__(self, topo, node, subnet="10.66.0.0/24", **extra):
         need_host_local()
         self.topo, self.node = topo, node
+        self.plugin = PLUGIN
         self.ipam_dir = node.dir / "ipam"
         self.name = f"{topo.prefix}-net"
         self.conf = {
@@ -45,7 +46,7 @@ class Cni:
             e = {k: v for k, v in {**e, **env}.items() if v is not None}
         data = stdin if stdin is not None else json.dumps(conf if conf is not None else self.conf)
         r = subprocess.run(["ip", "netns", "exec", self.node.ns, "env", "-i", *[f"{k}={v}" for k, v in e.items()],
-                            str(PLUGIN)], input=data, capture_output=True, text=True, timeout=60)
+                            str(self.plugin)], input=data, capture_output=True, text=True, timeout=60)
         out = json.loads(r.stdout) if r.stdout.strip() else None
         return r.returncode, out, r.stderr
 

@@ -47,7 +47,8 @@ def test_250_pods_reach_each_other(topo, capsys):
     t.mark("pings done")
     msg, drops, unattached = reachability_report(f"{n} pods", node, pod0, others, fwd, rev)
     t.say(msg.splitlines()[0])
-    t.say(f"no-buffer drops (all ports): {drops.get('no-buffer', 0)}")
+    t.say("buffer/ring drops (all ports): "
+          + ", ".join(f"{r} {drops.get(r, 0)}" for r in ("no-buffer", "rx-overrun", "tx-full")))
 
     errors = cni_del_all(cni, pods, workers=4)
     t.mark(f"{n} CNI DELs done ({len(errors)} failed)")
@@ -107,7 +108,8 @@ def test_churn_keeps_forwarding(topo, capsys):
     t.mark("post-churn pings done")
     msg, drops, unattached = reachability_report(f"after {cycles} churn cycles", node, pod0, others, fwd, rev)
     t.say(msg.splitlines()[0])
-    t.say(f"no-buffer drops (all ports): {drops.get('no-buffer', 0)}")
+    t.say("buffer/ring drops (all ports): "
+          + ", ".join(f"{r} {drops.get(r, 0)}" for r in ("no-buffer", "rx-overrun", "tx-full")))
     ports = node.ok("GET", "/v1/ports")
     extra_ports = sorted(p["id"] for p in ports if p["owner"]["containerID"] not in {r.cid for r in residents})
     allocations = len(cni.allocations())

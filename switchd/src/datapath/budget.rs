@@ -14,18 +14,31 @@
 //!   `min_fill × max_ports` (a port beyond `max_ports` is refused at attach
 //!   with a clear error, never silently starved);
 //! - frames above `min_fill` ("extras") come from a separate pool that all
-//!   ports together never exceed, and only go to a port that is receiving
-//!   (a *hungry* port), up to its share `extra_pool / ports`, which shrinks
-//!   as ports join; a port over its share is not refilled until it has
-//!   received its way back below it (frames come back through RX → TX →
-//!   completion);
+//!   ports together never exceed, and only go to a port that is receiving,
+//!   in proportion to its demand (what it receives between refills, so a
+//!   fast port gets a deep fill ring that rides out the poll thread being
+//!   descheduled), up to its share `extra_pool / ports`, which shrinks as
+//!   ports join, but never below `extra_pool / BUSY_PORTS` (the pool's own
+//!   bound keeps the total right, and a few busy ports among many idle
+//!   ones still get deep rings); a port over its target is not refilled
+//!   until it has received its way back below it (frames come back
+//!   through RX → TX → completion);
 //! - `reserve` frames stay for what is in flight: flood copies, TX rings,
-//!   shaping queues.
+//!   shaping queues;
+//! - a removed port stays in the budget until its socket is closed and
+//!   its frames are back (the poll thread calls `remove_port` then), so
+//!   frames in a closing socket are never promised to a new port.
 
 /// Frames every port keeps in its fill ring, even when idle.
 pub const MIN_FILL: u32 = 32;
 /// Most frames one port keeps in its fill ring.
 pub const MAX_FILL: u32 = 2048;
+/// A port's extras are this many times what it received since its last
+/// refill (its demand), within its share.
+pub const DEMAND_FACTOR: u32 = 16;
+/// However many ports there are, a port's share of the extra pool is at
+/// least `extra_pool / BUSY_PORTS`.
+pub const BUSY_PORTS: u32 = 16;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Budget {
@@ -103,21 +116,28 @@ impl Budget {
         self.ports = self.ports.saturating_sub(1);
     }
 
-    /// The fill level a hungry port is refilled to: its minimum plus its
-    /// share of the extra pool, which shrinks as ports join.
-    pub fn target(&self) -> u32 {
-        let share = self.extra_pool / self.ports.max(1);
-        (MIN_FILL + share).min(MAX_FILL)
+    /// Most extras one port may hold: its share of the extra pool, which
+    /// shrinks as ports join, down to `extra_pool / BUSY_PORTS`.
+    pub fn share(&self) -> u32 {
+        (self.extra_pool / self.ports.max(1)).max(self.extra_pool / BUSY_PORTS)
+    }
+
+    /// The fill level a port with `demand` (frames received between
+    /// refills, smoothed by the caller) is refilled to.
+    pub fn target(&self, demand: u32) -> u32 {
+        let extras = demand.saturating_mul(DEMAND_FACTOR).min(self.share());
+        (MIN_FILL + extras).min(MAX_FILL)
     }
 
     /// How many frames to give a port that holds `filled`, with `free`
-    /// frames on the free list; `hungry`: it received since its last refill.
-    pub fn grant(&self, filled: u32, free: u32, hungry: bool) -> u32 {
+    /// frames on the free list; `demand`: what it receives between
+    /// refills (0: it did not receive since its last refill).
+    pub fn grant(&self, filled: u32, free: u32, demand: u32) -> u32 {
         let need_min = MIN_FILL.saturating_sub(filled);
         let base = need_min.min(free);
-        let target = self.target();
+        let target = self.target(demand);
         let have = filled + base;
-        if !hungry || have >= target || base < need_min {
+        if demand == 0 || have >= target || base < need_min {
             return base;
         }
         // Extras only from what is left once the other ports' minimums
@@ -166,11 +186,11 @@ mod tests {
             self.b.add_port()?;
             self.filled.push(0);
             let i = self.filled.len() - 1;
-            self.refill(i, false);
+            self.refill(i, 0);
             Ok(i)
         }
-        fn refill(&mut self, i: usize, hungry: bool) {
-            let g = self.b.grant(self.filled[i], self.free, hungry);
+        fn refill(&mut self, i: usize, demand: u32) {
+            let g = self.b.grant(self.filled[i], self.free, demand);
             assert!(g <= self.free);
             self.free -= g;
             let old = self.filled[i];
@@ -184,7 +204,7 @@ mod tests {
             self.filled[i] -= n;
             self.b.set_filled(old, self.filled[i]);
             self.free += n;
-            self.refill(i, n > 0);
+            self.refill(i, n);
         }
         fn leave(&mut self, i: usize) {
             let f = self.filled.remove(i);
@@ -239,11 +259,41 @@ mod tests {
             s.receive(a, 64);
         }
         assert!(
-            s.filled[a] <= s.b.target(),
+            s.filled[a] <= s.b.target(64),
             "{} > {}",
             s.filled[a],
-            s.b.target()
+            s.b.target(64)
         );
+        assert!(s.b.target(64) < alone, "the share shrank");
+    }
+
+    #[test]
+    fn busy_ports_among_many_idle_ones_keep_deep_rings() {
+        // 2 busy ports among 100: each still gets extra_pool / BUSY_PORTS.
+        let mut s = Sim::new(16384);
+        for _ in 0..100 {
+            s.join().unwrap();
+        }
+        for _ in 0..50 {
+            s.receive(0, 64);
+            s.receive(1, 64);
+        }
+        let floor = MIN_FILL + s.b.extra_pool / BUSY_PORTS;
+        assert!(s.filled[0] >= floor - 64 && s.filled[1] >= floor - 64, "{:?}", &s.filled[..2]);
+        assert!(s.filled[2..].iter().all(|&f| f == MIN_FILL));
+    }
+
+    #[test]
+    fn extras_follow_demand() {
+        let mut s = Sim::new(16384);
+        let slow = s.join().unwrap();
+        let fast = s.join().unwrap();
+        for _ in 0..20 {
+            s.receive(slow, 1);
+            s.receive(fast, 64);
+        }
+        assert!(s.filled[slow] <= MIN_FILL + DEMAND_FACTOR, "{}", s.filled[slow]);
+        assert!(s.filled[fast] > s.filled[slow] * 4, "{:?}", s.filled);
     }
 
     #[test]
@@ -270,7 +320,7 @@ mod tests {
                     _ if !s.filled.is_empty() => { let i = who % s.filled.len(); s.receive(i, n); }
                     _ => {}
                 }
-                for i in 0..s.filled.len() { s.refill(i, false); }
+                for i in 0..s.filled.len() { s.refill(i, 0); }
                 let total: u32 = s.filled.iter().sum::<u32>() + s.free;
                 prop_assert_eq!(total, frames);
                 prop_assert!(s.filled.iter().all(|&f| f >= MIN_FILL));

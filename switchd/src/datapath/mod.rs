@@ -48,6 +48,10 @@ pub struct DatapathConfig {
     /// How long a poll thread keeps polling after its last frame before
     /// it sleeps in poll().
     pub spin: Duration,
+    /// Nice value of the poll threads (-20..=19; 0 leaves them as they
+    /// are). Below 0 a poll thread woken by a frame preempts the pods'
+    /// processes on its CPU, as the kernel's own softirq processing would.
+    pub nice: i32,
 }
 
 impl Default for DatapathConfig {
@@ -58,6 +62,7 @@ impl Default for DatapathConfig {
             native_xdp: true,
             poll_cpus: vec![None],
             spin: Duration::from_micros(50),
+            nice: 0,
         }
     }
 }
@@ -212,6 +217,23 @@ pub struct FdbView {
 }
 
 /// Pins the calling thread to `cpu`.
+/// Sets this thread's nice value; a refusal (no CAP_SYS_NICE) is logged,
+/// not fatal: the thread then competes with the pods as an equal.
+fn renice(thread: usize, nice: i32) {
+    if nice == 0 {
+        return;
+    }
+    // SAFETY: setpriority on this thread's own TID (gettid has no
+    // preconditions); no memory is passed.
+    let r = unsafe { libc::setpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t, nice) };
+    if r != 0 {
+        log::warn!(
+            "poll thread {thread}: cannot set nice {nice} ({}); it runs at the default priority",
+            io::Error::last_os_error()
+        );
+    }
+}
+
 fn pin(cpu: Option<usize>) -> Result<(), String> {
     let Some(cpu) = cpu else { return Ok(()) };
     // SAFETY: cpu_set_t is plain data; CPU_SET writes inside it; the call
@@ -287,6 +309,7 @@ impl Datapath {
                 .name(format!("switchd-poll{i}"))
                 .spawn(move || match pin(cpu) {
                     Ok(()) => {
+                        renice(i, c.nice);
                         let _ = ready_tx.send(Ok(()));
                         // SAFETY: gettid has no preconditions.
                         ts.tid.store(unsafe { libc::gettid() } as u32, Relaxed);

@@ -99,8 +99,11 @@ struct Port {
     sock: XskSocket,
     /// Frames in the fill ring or being written by the kernel.
     filled: u32,
-    /// Received since the last refill (so it may get more than its minimum).
-    hungry: bool,
+    /// Frames received since the last refill.
+    received: u32,
+    /// What it receives between refills, smoothed: its peak, decaying by
+    /// 1/8 per refill (the frame budget sizes its fill ring from it).
+    demand: u32,
     /// Descriptors to queue on this port's TX ring at the end of the round
     /// (whole frames; all but a frame's last carry XDP_PKT_CONTD).
     tx_pending: Vec<Desc>,
@@ -117,6 +120,9 @@ pub(crate) struct PollThread {
     free: Vec<u64>,
     owner: Vec<u32>,
     budget: Budget,
+    /// Sockets handed back to be closed: instance → frames in their fill
+    /// rings. They stay in the budget until their frames come back.
+    closing: HashMap<u32, u32>,
     ports: HashMap<Slot, Port>,
     cmds: mpsc::Receiver<PollCmd>,
     setup: mpsc::Sender<SetupMsg>,
@@ -191,6 +197,7 @@ impl PollThread {
             free: (0..n as u64).rev().map(|i| i * FRAME_SIZE).collect(),
             owner: vec![FREE; n as usize],
             budget: Budget::new(n),
+            closing: HashMap::new(),
             ports: HashMap::new(),
             cmds,
             setup,
@@ -333,7 +340,8 @@ impl PollThread {
                 mtu: p.mtu,
                 sock: p.sock,
                 filled: 0,
-                hungry: false,
+                received: 0,
+                demand: 0,
                 tx_pending: Vec::new(),
                 tx_backlog: false,
                 dead: false,
@@ -356,7 +364,7 @@ impl PollThread {
         let Some(p) = self.ports.remove(&slot) else {
             return;
         };
-        self.budget.remove_port(p.filled);
+        self.closing.insert(p.instance, p.filled);
         let mut pending: Vec<u64> = p.tx_pending.iter().map(|d| d.addr).collect();
         if let Some(q) = self.shaped.remove(&slot) {
             pending.extend(q.iter().map(|d| d.addr));
@@ -373,6 +381,9 @@ impl PollThread {
     }
 
     fn reclaim(&mut self, instance: u32) {
+        if let Some(filled) = self.closing.remove(&instance) {
+            self.budget.remove_port(filled);
+        }
         let mut n = 0;
         for i in 0..self.owner.len() {
             if self.owner[i] == instance {
@@ -391,10 +402,12 @@ impl PollThread {
         let Some(p) = self.ports.get_mut(&slot) else {
             return;
         };
-        let hungry = std::mem::replace(&mut p.hungry, false);
+        let received = std::mem::take(&mut p.received);
+        p.demand = received.max(p.demand - p.demand / 8);
+        let demand = if received > 0 { p.demand } else { 0 };
         let want = self
             .budget
-            .grant(p.filled, self.free.len() as u32, hungry)
+            .grant(p.filled, self.free.len() as u32, demand)
             .min(p.sock.fill_free()) as usize;
         if want == 0 {
             return;
@@ -667,7 +680,7 @@ impl PollThread {
         ThreadStats::add(&self.stats.rx_packets, n as u64);
         let old = p.filled;
         p.filled = p.filled.saturating_sub(n as u32);
-        p.hungry = true;
+        p.received = p.received.saturating_add(n as u32);
         self.budget.set_filled(old, p.filled);
         let batch = std::mem::take(&mut self.rx_buf);
         for d in &batch {
@@ -950,7 +963,7 @@ impl PollThread {
                     ThreadCounters::add(&c.tx_packets, sent_frames);
                     ThreadCounters::add(&c.tx_bytes, frame_len(sent) as u64);
                     for _ in frames(rest) {
-                        c.count_drop(DropReason::NoBuffer);
+                        c.count_drop(DropReason::TxFull);
                     }
                 }
                 unsent.extend(p.tx_pending[n..].iter().map(|d| d.addr));

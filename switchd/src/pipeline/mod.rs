@@ -36,7 +36,8 @@ pub enum DropReason {
     Spoof = 2,
     /// The port is administratively down.
     LinkDown = 3,
-    /// No UMEM frame or TX ring slot was free.
+    /// No UMEM frame was free for a copy (a flood, a hand-off to another
+    /// poll thread), or the hand-off ring to that thread was full.
     NoBuffer = 4,
     /// Over the port's rate limit.
     Qos = 5,
@@ -50,10 +51,17 @@ pub enum DropReason {
     Storm = 9,
     /// Longer than the egress port's MTU (never truncated).
     Oversize = 10,
+    /// The kernel could not hand a received frame to the port's socket:
+    /// its fill ring was empty or its RX ring full (the poll thread did not
+    /// keep up). Read from the socket's XDP_STATISTICS.
+    RxOverrun = 11,
+    /// The egress port's TX ring was full (the kernel had not sent what
+    /// was queued: the receiving side is slower than the senders).
+    TxFull = 12,
 }
 
 impl DropReason {
-    pub const COUNT: usize = 11;
+    pub const COUNT: usize = 13;
     pub const ALL: [DropReason; Self::COUNT] = [
         DropReason::Malformed,
         DropReason::Vlan,
@@ -66,6 +74,8 @@ impl DropReason {
         DropReason::RouterGuard,
         DropReason::Storm,
         DropReason::Oversize,
+        DropReason::RxOverrun,
+        DropReason::TxFull,
     ];
     pub fn as_str(self) -> &'static str {
         match self {
@@ -80,6 +90,8 @@ impl DropReason {
             DropReason::RouterGuard => "router-guard",
             DropReason::Storm => "storm",
             DropReason::Oversize => "oversize",
+            DropReason::RxOverrun => "rx-overrun",
+            DropReason::TxFull => "tx-full",
         }
     }
 }

@@ -76,7 +76,7 @@ impl PortCounters {
     pub fn dropped(&self, why: DropReason) -> u64 {
         self.sum(|t| {
             let n = t.drops[why as usize].load(Relaxed);
-            if why == DropReason::NoBuffer {
+            if why == DropReason::RxOverrun {
                 n + t.kernel_drops.load(Relaxed)
             } else {
                 n
@@ -112,11 +112,11 @@ mod counter_tests {
         c.t(1).count_drop(DropReason::Oversize);
         c.t(2).count_drop(DropReason::Oversize);
         c.t(0).set_kernel_drops(4);
-        c.t(1).count_drop(DropReason::NoBuffer);
+        c.t(1).count_drop(DropReason::RxOverrun);
         let s = c.to_stats(&Acl::default());
         assert_eq!(s.rx_packets, 12);
         assert_eq!(c.dropped(DropReason::Oversize), 2);
-        assert_eq!(c.dropped(DropReason::NoBuffer), 5);
+        assert_eq!(c.dropped(DropReason::RxOverrun), 5);
         assert_eq!(std::mem::align_of::<ThreadCounters>(), 64);
     }
 }
