@@ -59,8 +59,17 @@ fn head(out: &mut String, name: &str, kind: &str, help: &str) {
     let _ = writeln!(out, "# TYPE {name} {kind}");
 }
 
-/// Renders every metric.
-pub fn render(state: &Registry, api: &ApiMetrics, start_time: f64) -> String {
+/// Renders every metric. The registry is locked only to copy what is
+/// rendered; the poll threads are asked for their FDB figures after.
+pub fn render(state: &Mutex<Registry>, api: &ApiMetrics, start_time: f64) -> String {
+    let (ports, info, switches, dp) = {
+        let s = state.lock().unwrap_or_else(|e| e.into_inner());
+        (s.ports(), s.datapath_info(), s.switch_ids(), s.datapath())
+    };
+    let fdb: Vec<(String, u32, crate::datapath::FdbView)> = switches
+        .into_iter()
+        .map(|(name, id, max)| (name, max, dp.fdb(id, false).unwrap_or_default()))
+        .collect();
     let mut o = String::with_capacity(8192);
     head(
         &mut o,
@@ -81,7 +90,6 @@ pub fn render(state: &Registry, api: &ApiMetrics, start_time: f64) -> String {
     );
     let _ = writeln!(o, "process_start_time_seconds {start_time:.3}");
 
-    let ports = state.ports();
     head(
         &mut o,
         "podswitch_port_info",
@@ -207,13 +215,12 @@ pub fn render(state: &Registry, api: &ApiMetrics, start_time: f64) -> String {
         "gauge",
         "Entries in the switch's forwarding table.",
     );
-    let switches = state.switches();
-    for s in &switches {
+    for (name, _, f) in &fdb {
         let _ = writeln!(
             o,
             "podswitch_switch_fdb_entries{{switch=\"{}\"}} {}",
-            esc(&s.name),
-            s.fdb_entries.unwrap_or(0)
+            esc(name),
+            f.len
         );
     }
     head(
@@ -222,15 +229,13 @@ pub fn render(state: &Registry, api: &ApiMetrics, start_time: f64) -> String {
         "gauge",
         "Most learned MACs the switch holds (maxFdbEntries).",
     );
-    for s in &switches {
+    for (name, max, _) in &fdb {
         let _ = writeln!(
             o,
-            "podswitch_switch_fdb_max_entries{{switch=\"{}\"}} {}",
-            esc(&s.name),
-            s.max_fdb_entries
+            "podswitch_switch_fdb_max_entries{{switch=\"{}\"}} {max}",
+            esc(name),
         );
     }
-    let info = state.datapath_info();
     type PickT = fn(&podswitch_shared::model::PollThreadInfo) -> String;
     let per_thread: [(&str, &str, &str, PickT); 7] = [
         (
@@ -283,18 +288,18 @@ pub fn render(state: &Registry, api: &ApiMetrics, start_time: f64) -> String {
         }
     }
 
-    let fdb = state.fdb_counters();
     head(
         &mut o,
         "podswitch_switch_fdb_moves_total",
         "counter",
         "MACs learned on another port than before (a station moved, or a loop).",
     );
-    for (name, moves, _) in &fdb {
+    for (name, _, f) in &fdb {
         let _ = writeln!(
             o,
-            "podswitch_switch_fdb_moves_total{{switch=\"{}\"}} {moves}",
-            esc(name)
+            "podswitch_switch_fdb_moves_total{{switch=\"{}\"}} {}",
+            esc(name),
+            f.moves
         );
     }
     head(
@@ -303,11 +308,12 @@ pub fn render(state: &Registry, api: &ApiMetrics, start_time: f64) -> String {
         "counter",
         "Source MACs not learned because the forwarding table was full (their frames flood).",
     );
-    for (name, _, refused) in &fdb {
+    for (name, _, f) in &fdb {
         let _ = writeln!(
             o,
-            "podswitch_switch_fdb_learn_refused_total{{switch=\"{}\"}} {refused}",
-            esc(name)
+            "podswitch_switch_fdb_learn_refused_total{{switch=\"{}\"}} {}",
+            esc(name),
+            f.limit_hits
         );
     }
     let a = api.inner.lock().unwrap_or_else(|e| e.into_inner());

@@ -307,8 +307,7 @@ pub async fn serve_metrics(listener: tokio::net::TcpListener, api: Arc<Api>, sta
                             let st = api.state.clone();
                             let m = api.metrics.clone();
                             let body = tokio::task::spawn_blocking(move || {
-                                let s = st.lock().unwrap_or_else(|e| e.into_inner());
-                                crate::metrics::render(&s, &m, start_time)
+                                crate::metrics::render(&st, &m, start_time)
                             })
                             .await
                             .unwrap_or_default();

@@ -216,7 +216,6 @@ pub struct FdbView {
     pub limit_hits: u64,
 }
 
-/// Pins the calling thread to `cpu`.
 /// Sets this thread's nice value; a refusal (no CAP_SYS_NICE) is logged,
 /// not fatal: the thread then competes with the pods as an equal.
 fn renice(thread: usize, nice: i32) {
@@ -234,6 +233,7 @@ fn renice(thread: usize, nice: i32) {
     }
 }
 
+/// Pins the calling thread to `cpu`.
 fn pin(cpu: Option<usize>) -> Result<(), String> {
     let Some(cpu) = cpu else { return Ok(()) };
     // SAFETY: cpu_set_t is plain data; CPU_SET writes inside it; the call

@@ -423,14 +423,11 @@ impl Registry {
         Ok(())
     }
 
-    /// Per switch: (name, MAC moves, MACs not learned because the table was full).
-    pub fn fdb_counters(&self) -> Vec<(String, u64, u64)> {
+    /// Per switch: (name, ID the poll threads know it by, maxFdbEntries).
+    pub fn switch_ids(&self) -> Vec<(String, u32, u32)> {
         self.switches
             .values()
-            .map(|e| {
-                let f = self.datapath.fdb(e.id, false).unwrap_or_default();
-                (e.sw.name.clone(), f.moves, f.limit_hits)
-            })
+            .map(|e| (e.sw.name.clone(), e.id, e.sw.max_fdb_entries))
             .collect()
     }
 
@@ -729,7 +726,7 @@ impl Registry {
     }
 
     /// The data path this registry publishes to.
-    pub(crate) fn datapath(&self) -> Arc<dyn Dataplane> {
+    pub fn datapath(&self) -> Arc<dyn Dataplane> {
         self.datapath.clone()
     }
 
