@@ -2,7 +2,9 @@
 """Poll-thread scaling: switchd with T poll threads (--poll-cpus 0-(T-1))
 forwarding P flow pairs at once (default P = T), for each T in --threads
 where the cores exist. Pods are real namespaces whose veths have T queues
-(what the CNI creates for a T-thread switchd); flows are iperf3 UDP (64-byte
+(what the CNI creates for a T-thread switchd); pair i sends on queue i mod T
+(set with XPS, so that P >= T flows cover every thread, as many flows do
+by hashing); flows are iperf3 UDP (64-byte
 frames, as fast as the sender goes) and TCP (one stream per pair). Reps are
 interleaved (rep 1 of every T, then rep 2, ...); medians are printed.
 
@@ -48,6 +50,15 @@ def pods(topo, node, pairs, queues):
         ip = f"10.212.{i // 250}.{i % 250 + 1}"
         nsexec(ns, "ip", "addr", "add", f"{ip}/16", "dev", "eth0")
         nsexec(ns, "ip", "link", "set", "eth0", "up")
+        if queues > 1:
+            # Pair i sends on queue i % queues (XPS: every CPU maps to it),
+            # so the flows spread over the poll threads as many flows do
+            # by hashing; left to the hash, 2 flows share a queue half the time.
+            q = (i // 2) % queues
+            every = format((1 << os.cpu_count()) - 1, "x")
+            script = "; ".join(f"echo {every if k == q else 0} > /sys/class/net/eth0/queues/tx-{k}/xps_cpus"
+                               for k in range(queues))
+            nsexec(ns, "sh", "-c", script)
         node.ok("POST", "/v1/ports", {"nic": {"kind": "veth", "ifname": host}, "vlan": 100})
         out.append((ns, ip))
     return out
@@ -87,11 +98,11 @@ def dp(node):
     return node.ok("GET", "/v1/datapath")["threads"]
 
 
-def measure(threads, npairs, seconds):
+def measure(threads, npairs, seconds, extra=()):
     topo = Topo()
     try:
         node = topo.node()
-        node.start("--poll-cpus", f"0-{threads - 1}" if threads > 1 else "0")
+        node.start("--poll-cpus", f"0-{threads - 1}" if threads > 1 else "0", *extra)
         ps = pods(topo, node, npairs, threads)
         pairs = [(ps[2 * i], ps[2 * i + 1]) for i in range(npairs)]
         for (cns, _), (_, sip) in pairs:
@@ -128,6 +139,7 @@ def main():
     ap.add_argument("--pairs", type=int, default=0, help="flow pairs per row (default: as many as threads)")
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--seconds", type=int, default=5)
+    ap.add_argument("--switchd-args", default="", help="extra switchd flags, space separated")
     a = ap.parse_args()
     cores = len(os.sched_getaffinity(0))
     want = [int(x) for x in a.threads.split(",")]
@@ -138,7 +150,7 @@ def main():
     rows = {t: [] for t in counts}
     for rep in range(a.reps):
         for t in counts:
-            r = measure(t, a.pairs or t, a.seconds)
+            r = measure(t, a.pairs or t, a.seconds, a.switchd_args.split())
             print(f"# rep {rep + 1} threads {t}: {r}", file=sys.stderr)
             rows[t].append(r)
     med = lambda t, k: statistics.median(x[k] for x in rows[t])
