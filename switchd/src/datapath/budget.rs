@@ -15,9 +15,10 @@
 //!   with a clear error, never silently starved);
 //! - frames above `min_fill` ("extras") come from a separate pool that all
 //!   ports together never exceed, and only go to a port that is receiving,
-//!   in proportion to its demand (what it receives between refills, so a
-//!   fast port gets a deep fill ring that rides out the poll thread being
-//!   descheduled), up to its share `extra_pool / ports`, which shrinks as
+//!   as many as its demand (what it receives in a few tens of
+//!   milliseconds, so a fast port gets a fill ring deep enough to ride out
+//!   the poll thread being descheduled, and a port that sees an ARP now
+//!   and then gets none), up to its share `extra_pool / ports`, which shrinks as
 //!   ports join, but never below `extra_pool / BUSY_PORTS` (the pool's own
 //!   bound keeps the total right, and a few busy ports among many idle
 //!   ones still get deep rings); a port over its target is not refilled
@@ -33,9 +34,6 @@
 pub const MIN_FILL: u32 = 32;
 /// Most frames one port keeps in its fill ring.
 pub const MAX_FILL: u32 = 2048;
-/// A port's extras are this many times what it received since its last
-/// refill (its demand), within its share.
-pub const DEMAND_FACTOR: u32 = 16;
 /// However many ports there are, a port's share of the extra pool is at
 /// least `extra_pool / BUSY_PORTS`.
 pub const BUSY_PORTS: u32 = 16;
@@ -122,16 +120,16 @@ impl Budget {
         (self.extra_pool / self.ports.max(1)).max(self.extra_pool / BUSY_PORTS)
     }
 
-    /// The fill level a port with `demand` (frames received between
-    /// refills, smoothed by the caller) is refilled to.
+    /// The fill level a port with `demand` (frames it receives in the
+    /// time its ring should cover, estimated by the caller) is refilled to.
     pub fn target(&self, demand: u32) -> u32 {
-        let extras = demand.saturating_mul(DEMAND_FACTOR).min(self.share());
+        let extras = demand.min(self.share());
         (MIN_FILL + extras).min(MAX_FILL)
     }
 
     /// How many frames to give a port that holds `filled`, with `free`
-    /// frames on the free list; `demand`: what it receives between
-    /// refills (0: it did not receive since its last refill).
+    /// frames on the free list; `demand`: what it receives in the time its
+    /// ring should cover (0: it did not receive since its last refill).
     pub fn grant(&self, filled: u32, free: u32, demand: u32) -> u32 {
         let need_min = MIN_FILL.saturating_sub(filled);
         let base = need_min.min(free);
@@ -204,7 +202,8 @@ mod tests {
             self.filled[i] -= n;
             self.b.set_filled(old, self.filled[i]);
             self.free += n;
-            self.refill(i, n);
+            // A window's worth at this rate: 16 batches.
+            self.refill(i, n * 16);
         }
         fn leave(&mut self, i: usize) {
             let f = self.filled.remove(i);
@@ -259,12 +258,12 @@ mod tests {
             s.receive(a, 64);
         }
         assert!(
-            s.filled[a] <= s.b.target(64),
+            s.filled[a] <= s.b.target(64 * 16),
             "{} > {}",
             s.filled[a],
-            s.b.target(64)
+            s.b.target(64 * 16)
         );
-        assert!(s.b.target(64) < alone, "the share shrank");
+        assert!(s.b.target(64 * 16) < alone, "the share shrank");
     }
 
     #[test]
@@ -292,7 +291,7 @@ mod tests {
             s.receive(slow, 1);
             s.receive(fast, 64);
         }
-        assert!(s.filled[slow] <= MIN_FILL + DEMAND_FACTOR, "{}", s.filled[slow]);
+        assert!(s.filled[slow] <= MIN_FILL + 16, "{}", s.filled[slow]);
         assert!(s.filled[fast] > s.filled[slow] * 4, "{:?}", s.filled);
     }
 

@@ -35,6 +35,10 @@ use std::time::{Duration, Instant};
 const FREE: u32 = u32::MAX;
 const HELD: u32 = u32::MAX - 1;
 const HOUSEKEEPING: Duration = Duration::from_secs(1);
+/// A busy port's fill ring is sized to hold what it receives in this long
+/// (within its share of the frame budget): the time the poll thread may
+/// be kept off its CPU without the kernel finding the ring empty.
+const RATE_WINDOW_NS: u64 = 25_000_000;
 
 /// A socket the setup thread made, bound and ready to be filled.
 pub(crate) struct NewPort {
@@ -101,9 +105,11 @@ struct Port {
     filled: u32,
     /// Frames received since the last refill.
     received: u32,
-    /// What it receives between refills, smoothed: its peak, decaying by
-    /// 1/8 per refill (the frame budget sizes its fill ring from it).
-    demand: u32,
+    /// Frames received in the current rate window, which began at
+    /// `window_start` (ns), and in the last complete one.
+    window_rx: u32,
+    window_start: u64,
+    last_window_rx: u32,
     /// Descriptors to queue on this port's TX ring at the end of the round
     /// (whole frames; all but a frame's last carry XDP_PKT_CONTD).
     tx_pending: Vec<Desc>,
@@ -341,7 +347,9 @@ impl PollThread {
                 sock: p.sock,
                 filled: 0,
                 received: 0,
-                demand: 0,
+                window_rx: 0,
+                window_start: 0,
+                last_window_rx: 0,
                 tx_pending: Vec::new(),
                 tx_backlog: false,
                 dead: false,
@@ -402,9 +410,23 @@ impl PollThread {
         let Some(p) = self.ports.get_mut(&slot) else {
             return;
         };
+        // Demand: what the port receives in one rate window (the time its
+        // fill ring should cover if this thread is kept off its CPU), at
+        // its recent rate, or a few refills' worth of its latest batch.
         let received = std::mem::take(&mut p.received);
-        p.demand = received.max(p.demand - p.demand / 8);
-        let demand = if received > 0 { p.demand } else { 0 };
+        let now = crate::clock::now_ns();
+        if now.saturating_sub(p.window_start) >= RATE_WINDOW_NS {
+            p.last_window_rx = p.window_rx;
+            p.window_rx = 0;
+            p.window_start = now;
+        }
+        let demand = if received > 0 {
+            p.last_window_rx
+                .max(p.window_rx)
+                .max(received.saturating_mul(4))
+        } else {
+            0
+        };
         let want = self
             .budget
             .grant(p.filled, self.free.len() as u32, demand)
@@ -681,6 +703,7 @@ impl PollThread {
         let old = p.filled;
         p.filled = p.filled.saturating_sub(n as u32);
         p.received = p.received.saturating_add(n as u32);
+        p.window_rx = p.window_rx.saturating_add(n as u32);
         self.budget.set_filled(old, p.filled);
         let batch = std::mem::take(&mut self.rx_buf);
         for d in &batch {
