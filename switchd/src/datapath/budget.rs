@@ -278,7 +278,11 @@ mod tests {
             s.receive(1, 64);
         }
         let floor = MIN_FILL + s.b.extra_pool / BUSY_PORTS;
-        assert!(s.filled[0] >= floor - 64 && s.filled[1] >= floor - 64, "{:?}", &s.filled[..2]);
+        assert!(
+            s.filled[0] >= floor - 64 && s.filled[1] >= floor - 64,
+            "{:?}",
+            &s.filled[..2]
+        );
         assert!(s.filled[2..].iter().all(|&f| f == MIN_FILL));
     }
 
