@@ -130,6 +130,7 @@ fn main() -> anyhow::Result<()> {
         .format_timestamp_millis()
         .init();
     raise_memlock();
+    switchd::control::listen::raise_nofile();
 
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

@@ -7,9 +7,12 @@
 //! starts; `process_start_time_seconds` changes then, and Prometheus'
 //! `rate()`/`increase()` treat the drop as a counter reset.
 
+use crate::control::listen::{self, ConnBudget};
 use crate::registry::Registry;
 use std::collections::BTreeMap;
 use std::fmt::Write;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -26,10 +29,22 @@ struct ApiInner {
     sum: f64,
 }
 
-/// Control-API request counts and latencies.
-#[derive(Default)]
+/// Control-API request counts and latencies, and both listeners'
+/// connection budgets.
 pub struct ApiMetrics {
     inner: Mutex<ApiInner>,
+    pub control: Arc<ConnBudget>,
+    pub metrics: Arc<ConnBudget>,
+}
+
+impl Default for ApiMetrics {
+    fn default() -> Self {
+        ApiMetrics {
+            inner: Mutex::default(),
+            control: Arc::new(ConnBudget::new("control", listen::CONTROL_CONNECTIONS)),
+            metrics: Arc::new(ConnBudget::new("metrics", listen::METRICS_CONNECTIONS)),
+        }
+    }
 }
 
 impl ApiMetrics {
@@ -315,6 +330,45 @@ pub fn render(state: &Mutex<Registry>, api: &ApiMetrics, start_time: f64) -> Str
             esc(name),
             f.limit_hits
         );
+    }
+    type PickL = fn(&ConnBudget) -> u64;
+    let per_listener: [(&str, &str, &str, PickL); 5] = [
+        (
+            "podswitch_listener_open_connections",
+            "gauge",
+            "Connections a listener (control socket, metrics) has open.",
+            |b| b.open() as u64,
+        ),
+        (
+            "podswitch_listener_max_connections",
+            "gauge",
+            "Most connections a listener keeps open; more wait in its backlog.",
+            |b| b.max as u64,
+        ),
+        (
+            "podswitch_listener_full_total",
+            "counter",
+            "Times a listener was at its connection cap when a client connected.",
+            |b| b.full.load(Relaxed),
+        ),
+        (
+            "podswitch_listener_timeouts_total",
+            "counter",
+            "Connections closed because a request head or body came too slowly, or the connection grew too old.",
+            |b| b.timeouts.load(Relaxed),
+        ),
+        (
+            "podswitch_listener_accept_errors_total",
+            "counter",
+            "Failed accepts (e.g. out of file descriptors).",
+            |b| b.accept_errors.load(Relaxed),
+        ),
+    ];
+    for (name, kind, help, pick) in per_listener {
+        head(&mut o, name, kind, help);
+        for b in [&api.control, &api.metrics] {
+            let _ = writeln!(o, "{name}{{listener=\"{}\"}} {}", b.name, pick(b));
+        }
     }
     let a = api.inner.lock().unwrap_or_else(|e| e.into_inner());
     head(

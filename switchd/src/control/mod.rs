@@ -5,6 +5,8 @@
 //! and run on a blocking thread, since it may touch netdevs and wait for
 //! the poll thread. A 2xx answer means the change is applied.
 
+pub mod listen;
+
 use crate::metrics::ApiMetrics;
 use crate::reconcile;
 use crate::registry::{Registry, RegistryError};
@@ -79,7 +81,19 @@ async fn read_body(req: Request<Incoming>) -> Result<(hyper::http::request::Part
         ));
     }
     let (parts, body) = req.into_parts();
-    match Limited::new(body, MAX_BODY).collect().await {
+    let collected =
+        tokio::time::timeout(listen::BODY_TIMEOUT, Limited::new(body, MAX_BODY).collect());
+    let Ok(collected) = collected.await else {
+        return Err(error(
+            408,
+            "timeout",
+            format!(
+                "the request body did not arrive within {} s",
+                listen::BODY_TIMEOUT.as_secs()
+            ),
+        ));
+    };
+    match collected {
         Ok(b) => Ok((parts, b.to_bytes())),
         Err(e) => Err(if e.is::<http_body_util::LengthLimitError>() {
             error(
@@ -288,17 +302,10 @@ impl Api {
 /// Serves GET /metrics, /healthz and /readyz over TCP (for Prometheus and
 /// kubelet probes) until the listener fails.
 pub async fn serve_metrics(listener: tokio::net::TcpListener, api: Arc<Api>, start_time: f64) {
-    loop {
-        let (stream, _) = match listener.accept().await {
-            Ok(c) => c,
-            Err(e) => {
-                log::warn!("accept on metrics listener: {e}");
-                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                continue;
-            }
-        };
+    let budget = api.metrics.metrics.clone();
+    listen::run(listener, budget, move |stream| {
         let api = api.clone();
-        tokio::spawn(async move {
+        async move {
             let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
                 let api = api.clone();
                 async move {
@@ -338,14 +345,12 @@ pub async fn serve_metrics(listener: tokio::net::TcpListener, api: Arc<Api>, sta
                     Ok::<_, Infallible>(r)
                 }
             });
-            if let Err(e) = hyper::server::conn::http1::Builder::new()
+            listen::http1()
                 .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
                 .await
-            {
-                log::debug!("metrics connection: {e}");
-            }
-        });
-    }
+        }
+    })
+    .await
 }
 
 /// Binds the control socket (mode 0600), refusing to steal it from a live
@@ -377,24 +382,15 @@ pub fn bind(path: &Path) -> std::io::Result<tokio::net::UnixListener> {
 
 /// Serves connections until the listener fails.
 pub async fn serve(listener: tokio::net::UnixListener, api: Arc<Api>) {
-    loop {
-        let (stream, _) = match listener.accept().await {
-            Ok(c) => c,
-            Err(e) => {
-                log::warn!("accept on control socket: {e}");
-                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                continue;
-            }
-        };
+    let budget = api.metrics.control.clone();
+    listen::run(listener, budget, move |stream| {
         let api = api.clone();
-        tokio::spawn(async move {
+        async move {
             let svc = hyper::service::service_fn(move |req| api.clone().handle(req));
-            if let Err(e) = hyper::server::conn::http1::Builder::new()
+            listen::http1()
                 .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
                 .await
-            {
-                log::debug!("control connection: {e}");
-            }
-        });
-    }
+        }
+    })
+    .await
 }

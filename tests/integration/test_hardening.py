@@ -1,0 +1,127 @@
+"""Hostile clients against switchd's listeners: what an unprivileged
+process (or, with the chart, any pod that can reach the node's metrics
+port) can do to the control socket that the CNI needs.
+
+Real switchd, the real podswitch CNI plugin with the reference host-local
+IPAM; the attacker is a separate process running as `nobody`.
+"""
+import re
+import subprocess
+import sys
+import time
+
+from cnihelp import NetCni, QuietPodNs
+from conftest import nsexec
+
+# The attacker: N connections to the metrics port, each sending one header
+# line every 2 s and never finishing its request (a slowloris).
+SLOWLORIS = r"""
+import socket, sys, time
+port, n, secs = int(sys.argv[1]), int(sys.argv[2]), float(sys.argv[3])
+conns = []
+for i in range(n):
+    s = socket.socket()
+    s.setblocking(False)
+    try:
+        s.connect(("127.0.0.1", port))
+    except BlockingIOError:
+        pass
+    except OSError:
+        s.close()
+        continue
+    conns.append(s)
+end = time.monotonic() + secs
+k = 0
+while time.monotonic() < end:
+    for s in conns:
+        try:
+            s.send(b"GET /metrics HTTP/1.1\r\n" if k == 0 else b"X-Slow: %d\r\n" % k)
+        except OSError:
+            pass
+    k += 1
+    time.sleep(2)
+print(len(conns), "connections held", flush=True)
+"""
+
+
+def metrics_text(node):
+    url = f"http://127.0.0.1:{node.metrics_port}/metrics"
+    return nsexec(node.ns, sys.executable, "-c",
+                  f"import urllib.request; print(urllib.request.urlopen({url!r}, timeout=10).read().decode())").stdout
+
+
+def sample(text, name, listener):
+    m = re.search(rf'^{name}{{listener="{listener}"}} (\d+)', text, re.M)
+    assert m, f"{name} for {listener} missing"
+    return int(m.group(1))
+
+
+def test_metrics_flood_does_not_cut_off_the_cni(topo):
+    """1300 slow connections to the metrics port of a switchd allowed 1200
+    open files: the control socket still answers, and a CNI ADD succeeds."""
+    node = topo.node().start()
+    # switchd raised its soft limit at start; now cap it as a node might.
+    subprocess.run(["prlimit", "--pid", str(node.proc.pid), "--nofile=1200:1200"], check=True)
+    cni = NetCni(topo, node, subnet="10.71.0.0/24")
+    attacker = subprocess.Popen(
+        ["ip", "netns", "exec", node.ns, "prlimit", "--nofile=4096:4096",
+         "setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
+         sys.executable, "-c", SLOWLORIS, str(node.metrics_port), "1300", "14"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        time.sleep(4)  # the flood is in place and trickling headers
+        t0 = time.monotonic()
+        status, body = node.api("GET", "/healthz")
+        healthz_s = time.monotonic() - t0
+        assert status == 200, body
+        pod = QuietPodNs(topo, "victim")
+        t0 = time.monotonic()
+        rc, out, err = cni.run("ADD", pod.cid, pod.netns)
+        add_s = time.monotonic() - t0
+        assert rc == 0, f"CNI ADD failed under the metrics flood: {out} {err}"
+        print(f"under a 1300-connection metrics flood: /healthz {healthz_s * 1000:.0f} ms, "
+              f"CNI ADD {add_s * 1000:.0f} ms", file=sys.stderr)
+        assert healthz_s < 1.0 and add_s < 5.0, (healthz_s, add_s)
+        assert cni.run("DEL", pod.cid, pod.netns)[0] == 0
+        out, err = attacker.communicate(timeout=60)
+        assert "connections held" in out, f"the attack did not run: {out} {err}"
+    finally:
+        if attacker.poll() is None:
+            attacker.kill()
+            attacker.wait()
+    # Once the flood stops the metrics listener serves again, and says
+    # what it went through: connections timed out, the cap was hit, and
+    # it never held more than its cap.
+    deadline = time.monotonic() + 20
+    while True:
+        try:
+            text = metrics_text(node)
+            break
+        except subprocess.CalledProcessError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.5)
+    assert sample(text, "podswitch_listener_timeouts_total", "metrics") > 0
+    assert sample(text, "podswitch_listener_full_total", "metrics") > 0
+    assert sample(text, "podswitch_listener_open_connections", "metrics") <= \
+        sample(text, "podswitch_listener_max_connections", "metrics")
+    accept_lines = [ln for ln in node.log().splitlines() if "accept on" in ln]
+    assert len(accept_lines) <= 5, f"accept errors flood the log: {accept_lines[:5]}"
+
+
+def test_slow_body_gets_408_and_frees_the_connection(topo):
+    """A request whose body never finishes is answered 408 after the body
+    timeout, and the connection does not stay open."""
+    node = topo.node().start()
+    script = (
+        "import socket, sys, time\n"
+        f"s = socket.socket(socket.AF_UNIX); s.connect({node.socket!r}); s.settimeout(30)\n"
+        "s.sendall(b'POST /v1/ports HTTP/1.1\\r\\nHost: x\\r\\nContent-Type: application/json\\r\\n"
+        "Content-Length: 100\\r\\n\\r\\n{\"nic\":')\n"
+        "t0 = time.monotonic(); data = s.recv(4096)\n"
+        "print(round(time.monotonic() - t0, 1), data.split(b'\\r\\n')[0].decode())\n"
+    )
+    r = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    secs, status = r.stdout.split(" ", 1)
+    assert "408" in status, r.stdout + r.stderr
+    assert 5 <= float(secs) <= 20, secs
