@@ -141,8 +141,14 @@ fn main() -> anyhow::Result<()> {
 }
 
 async fn run(args: Args) -> anyhow::Result<()> {
-    std::fs::create_dir_all(&args.state_dir)
-        .with_context(|| format!("creating state directory {}", args.state_dir.display()))?;
+    // The state is read and checked before the socket appears, so nothing
+    // is served from a state this switchd cannot use.
+    let (switches, ports) = switchd::registry::check_state_dir(&args.state_dir)
+        .with_context(|| format!("reading state directory {}", args.state_dir.display()))?;
+    log::info!(
+        "state {}: {switches} switch(es), {ports} port(s) stored",
+        args.state_dir.display()
+    );
     let listener = control::bind(&args.socket)
         .with_context(|| format!("binding control socket {}", args.socket.display()))?;
     let poll_cpus = poll_cpus(&args)?;

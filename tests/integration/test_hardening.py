@@ -5,11 +5,15 @@ port) can do to the control socket that the CNI needs.
 Real switchd, the real podswitch CNI plugin with the reference host-local
 IPAM; the attacker is a separate process running as `nobody`.
 """
+import os
 import re
+import stat
 import subprocess
 import sys
 import time
+from pathlib import Path
 
+import pytest
 from cnihelp import NetCni, QuietPodNs
 from conftest import nsexec
 
@@ -125,3 +129,43 @@ def test_slow_body_gets_408_and_frees_the_connection(topo):
     secs, status = r.stdout.split(" ", 1)
     assert "408" in status, r.stdout + r.stderr
     assert 5 <= float(secs) <= 20, secs
+
+
+# --- the state directory -----------------------------------------------------
+
+def test_state_file_is_private(topo):
+    """state.json names pods and MACs: 0600 in a 0700 directory, also when
+    an older switchd left them 0644/0755."""
+    node = topo.node()
+    state = Path(node.state_dir)
+    state.mkdir(mode=0o755)
+    (state / "state.json").write_text('{"version": 1, "switches": [], "ports": []}')
+    os.chmod(state / "state.json", 0o644)
+    os.chmod(state, 0o755)
+    node.start()
+    assert stat.S_IMODE(os.stat(state).st_mode) == 0o700
+    assert stat.S_IMODE(os.stat(state / "state.json").st_mode) == 0o600
+    node.ok("POST", "/v1/switches", {"name": "private"})
+    assert stat.S_IMODE(os.stat(state / "state.json").st_mode) == 0o600
+
+
+@pytest.mark.parametrize("content, message", [
+    ('{"version": 2, "switches": [], "ports": [], "vnis": []}', r"state version 2, newer than this switchd reads \(1\)"),
+    ('{"version": 1, "switches": [', r"is not a valid podswitch state file"),
+], ids=["future-version", "corrupt"])
+def test_unusable_state_stops_the_start_before_the_socket_appears(topo, content, message):
+    """A state file from a newer switchd, or a corrupt one, is refused with a
+    clear message; the file is left as it was, and the control socket never
+    appears (nothing is served from a state switchd cannot use)."""
+    node = topo.node()
+    state = Path(node.state_dir)
+    state.mkdir(mode=0o700)
+    (state / "state.json").write_text(content)
+    with pytest.raises(RuntimeError, match="switchd exited"):
+        node.start()
+    assert node.proc.returncode != 0
+    log = node.log_path.read_text(errors="replace")
+    assert re.search(message, log), log[:3000]
+    assert (state / "state.json").read_text() == content
+    assert not os.path.exists(node.socket)
+    assert "serving the control API" not in log

@@ -79,6 +79,26 @@ struct PortEntry {
     flush_gen: u64,
 }
 
+/// Reads and validates the state directory before switchd serves anything:
+/// the directory is made 0700, and a state file that cannot be read, or
+/// that a newer switchd wrote, stops the start with the file untouched.
+/// Returns the (switches, ports) it holds.
+pub fn check_state_dir(dir: &Path) -> Result<(usize, usize), RegistryError> {
+    store::prepare_dir(dir).map_err(|source| RegistryError::Persist {
+        path: dir.to_path_buf(),
+        source,
+    })?;
+    let s = store::load(dir)?;
+    let file = dir.join(store::STATE_FILE);
+    if file.exists() {
+        // A file an older switchd wrote 0644 names pods and MACs.
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600))
+            .map_err(|source| RegistryError::Persist { path: file, source })?;
+    }
+    Ok((s.switches.len(), s.ports.len()))
+}
+
 pub struct Registry {
     dir: PathBuf,
     switches: BTreeMap<String, SwitchEntry>,
@@ -117,7 +137,7 @@ impl Registry {
             &self.dir,
             &self.syncer,
             &store::Stored {
-                version: 1,
+                version: store::STATE_VERSION,
                 switches: self.switches.values().map(|e| e.sw.clone()).collect(),
                 ports: self.ports.values().map(|e| e.port.clone()).collect(),
             },

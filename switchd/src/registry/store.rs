@@ -18,6 +18,19 @@ pub(super) struct Stored {
 }
 
 pub(super) const STATE_FILE: &str = "state.json";
+/// The state file format this switchd writes and the newest it reads.
+pub(super) const STATE_VERSION: u32 = 1;
+
+/// Creates the state directory (0700: it names pods and their MACs) or
+/// tightens an existing one.
+pub fn prepare_dir(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+}
 
 /// Starts the thread that makes each saved state durable (fsync of the
 /// file, then of the directory for the rename), coalescing bursts.
@@ -48,12 +61,31 @@ pub(super) fn start_syncer(dir: &Path) -> std::sync::mpsc::Sender<()> {
 pub(super) fn load(dir: &Path) -> Result<Stored, RegistryError> {
     let path = dir.join(STATE_FILE);
     match std::fs::read(&path) {
-        Ok(b) => serde_json::from_slice(&b).map_err(|e| {
-            RegistryError::Invalid(format!(
-                "{} is not a valid podswitch state file: {e}",
-                path.display()
-            ))
-        }),
+        Ok(b) => {
+            // The version first, so a newer switchd's file is refused for
+            // what it is, not for a field this one does not know.
+            #[derive(Deserialize)]
+            struct Version {
+                version: u32,
+            }
+            let invalid = |e: serde_json::Error| {
+                RegistryError::Invalid(format!(
+                    "{} is not a valid podswitch state file: {e}",
+                    path.display()
+                ))
+            };
+            let v: Version = serde_json::from_slice(&b).map_err(invalid)?;
+            if v.version > STATE_VERSION {
+                return Err(RegistryError::Invalid(format!(
+                    "{} has state version {}, newer than this switchd reads ({STATE_VERSION}): \
+                     refusing to start, and leaving the file as it is (run the newer switchd, \
+                     or move the file away to start empty)",
+                    path.display(),
+                    v.version
+                )));
+            }
+            serde_json::from_slice(&b).map_err(invalid)
+        }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Stored::default()),
         Err(source) => Err(RegistryError::Persist { path, source }),
     }
@@ -77,10 +109,25 @@ pub(super) fn save(
         path: path.clone(),
         source,
     };
-    std::fs::create_dir_all(dir).map_err(err)?;
+    prepare_dir(dir).map_err(err)?;
     let tmp = dir.join(format!("{STATE_FILE}.tmp"));
     let body = serde_json::to_vec_pretty(stored).map_err(|e| err(e.into()))?;
-    let mut f = std::fs::File::create(&tmp).map_err(err)?;
+    let mut f = {
+        use std::os::unix::fs::OpenOptionsExt;
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)
+            .map_err(err)?
+    };
+    // A file left by an older switchd (0644) is replaced, not reused.
+    {
+        use std::os::unix::fs::PermissionsExt;
+        f.set_permissions(std::fs::Permissions::from_mode(0o600))
+            .map_err(err)?;
+    }
     f.write_all(&body).map_err(err)?;
     drop(f);
     std::fs::rename(&tmp, &path).map_err(err)?;
