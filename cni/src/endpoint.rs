@@ -56,6 +56,7 @@ fn plugin_err(what: String, e: impl std::fmt::Display) -> CniError {
 /// poll thread) and configures the pod end (MAC, MTU, TX checksum offload
 /// off, RPS to `rps_cpus`, up); the host end stays down for switchd to
 /// attach and bring up.
+#[allow(clippy::too_many_arguments)]
 pub fn create(
     ns: &NetNs,
     host_if: &str,

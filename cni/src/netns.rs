@@ -21,6 +21,8 @@ impl NetNs {
         if unsafe { libc::fstatfs(f.as_raw_fd(), &mut st) } < 0 {
             return Err(io::Error::last_os_error());
         }
+        // f_type's C type differs between architectures.
+        #[allow(clippy::unnecessary_cast)]
         if st.f_type as i64 != NSFS_MAGIC {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,

@@ -129,6 +129,16 @@ fn main() -> anyhow::Result<()> {
         .parse_env("RUST_LOG")
         .format_timestamp_millis()
         .init();
+    // A panic anywhere (a poll thread, the setup thread, a handler) ends
+    // the process with a non-zero status: a switchd that half works must
+    // not keep answering /healthz. The state directory brings every port
+    // back on the restart that follows (kubelet's, systemd's).
+    let default_hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        default_hook(info);
+        log::error!("switchd panicked ({info}); exiting so that it is restarted");
+        std::process::abort();
+    }));
     raise_memlock();
     switchd::control::listen::raise_nofile();
 

@@ -169,3 +169,26 @@ def test_unusable_state_stops_the_start_before_the_socket_appears(topo, content,
     assert (state / "state.json").read_text() == content
     assert not os.path.exists(node.socket)
     assert "serving the control API" not in log
+
+
+def test_a_panicking_poll_thread_takes_switchd_down(topo):
+    """A poll thread that panics must not leave /healthz answering ok: the
+    process exits non-zero (kubelet restarts it), and the restart brings
+    the stored ports back."""
+    node = topo.node()
+    os.environ["SWITCHD_TEST_PANIC_POLL_THREAD"] = "1"
+    try:
+        node.start(wait_ready=False)
+    except RuntimeError:
+        pass  # it may already be gone before it answered
+    finally:
+        del os.environ["SWITCHD_TEST_PANIC_POLL_THREAD"]
+    try:
+        rc = node.proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        raise AssertionError(f"switchd kept running after its poll thread panicked:\n{node.log()}")
+    assert rc != 0
+    log = node.log_path.read_text(errors="replace")
+    assert "panic injected" in log and "exiting so that it is restarted" in log, log[-2000:]
+    node.start()
+    assert node.api("GET", "/healthz")[0] == 200

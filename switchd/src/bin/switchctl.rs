@@ -509,8 +509,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     .as_deref()
                     .map(|s| {
                         none_or(s, |s| {
-                            Ok(s.parse::<u32>()
-                                .with_context(|| format!("--storm-limit {s:?}"))?)
+                            s.parse::<u32>()
+                                .with_context(|| format!("--storm-limit {s:?}"))
                         })
                     })
                     .transpose()?,

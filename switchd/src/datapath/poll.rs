@@ -265,6 +265,14 @@ impl PollThread {
             let worked = self.round();
             if self.last_housekeeping.elapsed() >= HOUSEKEEPING {
                 self.housekeeping();
+                // Fault injection for the test that a panicking poll thread
+                // takes the process down (tests/integration/test_hardening.py).
+                if std::env::var_os("SWITCHD_TEST_PANIC_POLL_THREAD").is_some() {
+                    panic!(
+                        "poll thread {}: panic injected by SWITCHD_TEST_PANIC_POLL_THREAD",
+                        self.index
+                    );
+                }
             }
             if worked {
                 last_work = Instant::now();
@@ -769,20 +777,19 @@ impl PollThread {
         };
         let mut go = Vec::new();
         match self.limits.egress(slot) {
-            Some(bucket) => loop {
-                let Some(end) = q
+            Some(bucket) => {
+                while let Some(end) = q
                     .iter()
                     .position(|d| d.options & XDP_PKT_CONTD == 0)
                     .map(|i| i + 1)
-                else {
-                    break;
-                };
-                let bits: u64 = q.iter().take(end).map(|d| d.len as u64 * 8).sum();
-                if bucket.admit(bits, now) == qos::Admit::No {
-                    break;
+                {
+                    let bits: u64 = q.iter().take(end).map(|d| d.len as u64 * 8).sum();
+                    if bucket.admit(bits, now) == qos::Admit::No {
+                        break;
+                    }
+                    go.extend(q.drain(..end));
                 }
-                go.extend(q.drain(..end));
-            },
+            }
             // The limit was removed: everything goes.
             None => go.extend(q.drain(..)),
         }

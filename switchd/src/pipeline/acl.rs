@@ -76,11 +76,12 @@ impl Acl {
 }
 
 fn matches(r: &AclRule, dir: Dir, l2: &L2Header, l3: Option<&L3>) -> bool {
-    let dir_ok = match (r.direction, dir) {
-        (AclDirection::Both, _) => true,
-        (AclDirection::Inbound, Dir::Inbound) | (AclDirection::Outbound, Dir::Outbound) => true,
-        _ => false,
-    };
+    let dir_ok = matches!(
+        (r.direction, dir),
+        (AclDirection::Both, _)
+            | (AclDirection::Inbound, Dir::Inbound)
+            | (AclDirection::Outbound, Dir::Outbound)
+    );
     if !dir_ok {
         return false;
     }

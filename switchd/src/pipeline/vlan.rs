@@ -44,6 +44,8 @@ impl VlanSet {
 }
 
 /// A port's VLAN role in the form the datapath reads.
+// The allowed set is a 4096-bit map read per frame: kept inline, not boxed.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum PortVlan {
     Access(u16),

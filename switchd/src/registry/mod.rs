@@ -692,6 +692,7 @@ impl Registry {
     /// Retries attaching ports that are not attached but whose NIC exists
     /// (a restart racing the old process, a NIC that came back). Ports whose
     /// NIC is gone stay recorded until deleted (the CNI's DEL or GC).
+    #[allow(clippy::type_complexity)]
     pub(crate) fn unattached(&self) -> (Arc<dyn Dataplane>, Vec<(String, Slot, String)>) {
         let todo = self
             .ports

@@ -283,7 +283,7 @@ pub(crate) mod tests {
 
     #[test]
     fn rewrite_keeps_priority_bits() {
-        let f = tagged_with(B, A, TPID_8021Q, (6 << 13) | 0, b"p");
+        let f = tagged_with(B, A, TPID_8021Q, 6 << 13, b"p");
         let mut buf = in_buffer(&f, 0);
         let n = f.len();
         apply_tag_edit(&mut buf, 0, n, true, TagEdit::Tagged(42)).unwrap();

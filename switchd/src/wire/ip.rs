@@ -34,7 +34,10 @@ fn be16(b: &[u8], at: usize) -> Option<u16> {
     Some(u16::from_be_bytes([*b.get(at)?, *b.get(at + 1)?]))
 }
 
-fn l4(proto: u8, p: &[u8]) -> (Option<(u16, u16)>, Option<u8>, Option<u8>, bool) {
+/// (ports, ICMP type, ICMP code, complete): what the L4 header gives.
+type L4Fields = (Option<(u16, u16)>, Option<u8>, Option<u8>, bool);
+
+fn l4(proto: u8, p: &[u8]) -> L4Fields {
     match proto {
         PROTO_TCP | PROTO_UDP => match (be16(p, 0), be16(p, 2)) {
             (Some(s), Some(d)) => {
