@@ -144,6 +144,7 @@ fn main() -> anyhow::Result<()> {
 
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
+        .max_blocking_threads(switchd::control::MAX_BLOCKING_THREADS)
         .enable_all()
         .build()
         .context("starting the async runtime")?;
@@ -187,6 +188,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         poll_cpu,
         poll_cpus: pinned,
         poll_threads,
+        gates: Default::default(),
     });
     log::info!("serving the control API on {}", args.socket.display());
     let server = tokio::spawn(control::serve(listener, api.clone()));

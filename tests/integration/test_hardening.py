@@ -5,11 +5,13 @@ port) can do to the control socket that the CNI needs.
 Real switchd, the real podswitch CNI plugin with the reference host-local
 IPAM; the attacker is a separate process running as `nobody`.
 """
+import json
 import os
 import re
 import stat
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -192,3 +194,125 @@ def test_a_panicking_poll_thread_takes_switchd_down(topo):
     assert "panic injected" in log and "exiting so that it is restarted" in log, log[-2000:]
     node.start()
     assert node.api("GET", "/healthz")[0] == 200
+
+
+# --- request storms on the control socket -------------------------------------
+
+STORM = r"""
+import asyncio, json, sys, time
+sock, total, inflight = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+REQS = [("GET", "/v1/ports", None), ("GET", "/v1/switches", None), ("GET", "/v1/datapath", None),
+        ("GET", "/v1/switches/default/fdb", None), ("GET", "/v1/ports/nope", None),
+        ("POST", "/v1/ports", b'{"nic": 3}'), ("PATCH", "/v1/ports/nope", b'{"vlan": 5}'),
+        ("DELETE", "/v1/ports/nope", None)]
+
+async def one(i):
+    m, p, b = REQS[i % len(REQS)]
+    r, w = await asyncio.open_unix_connection(sock)
+    head = f"{m} {p} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+    if b is not None:
+        head += f"Content-Type: application/json\r\nContent-Length: {len(b)}\r\n"
+    w.write(head.encode() + b"\r\n" + (b or b""))
+    await w.drain()
+    data = await r.read()
+    w.close()
+    return int(data.split(b" ", 2)[1]) if data else 0
+
+async def main():
+    sem = asyncio.Semaphore(inflight)
+    codes = {}
+    async def guarded(i):
+        async with sem:
+            try:
+                c = await one(i)
+            except OSError as e:
+                c = type(e).__name__
+            codes[c] = codes.get(c, 0) + 1
+    t0 = time.monotonic()
+    await asyncio.gather(*(guarded(i) for i in range(total)))
+    print(json.dumps({"codes": codes, "secs": time.monotonic() - t0}))
+
+asyncio.run(main())
+"""
+
+
+def rss_kib(pid):
+    for line in open(f"/proc/{pid}/status"):
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise AssertionError("no VmRSS")
+
+
+def threads(pid):
+    return len(os.listdir(f"/proc/{pid}/task"))
+
+
+def storm(node, total, inflight):
+    r = subprocess.run([sys.executable, "-c", STORM, node.socket, str(total), str(inflight)],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    return json.loads(r.stdout)
+
+
+def test_request_storm_keeps_probes_and_cni_fast_and_memory_returns(topo):
+    """2000 mixed requests, 200 in flight (five times over): /healthz and a CNI ADD stay under
+    100 ms at p99, switchd's threads stay bounded, and its memory comes back
+    to within 10 % of where it started."""
+    node = topo.node().start()
+    cni = NetCni(topo, node, subnet="10.72.0.0/24")
+    pid = node.proc.pid
+    storm(node, 200, 50)  # warm-up: the thread pool and allocator reach their working size
+    time.sleep(12)         # idle blocking threads retire after 10 s
+    rss0, threads0 = rss_kib(pid), threads(pid)
+    result = {}
+    done = threading.Event()
+
+    def run_storm():
+        # Five storms back to back, so that probes and ADDs meet them.
+        try:
+            for _ in range(5):
+                r = storm(node, 2000, 200)
+                for k, v in r["codes"].items():
+                    result.setdefault("codes", {})[k] = result.get("codes", {}).get(k, 0) + v
+                result["secs"] = result.get("secs", 0) + r["secs"]
+        finally:
+            done.set()
+
+    t = threading.Thread(target=run_storm)
+    t.start()
+    health, adds, peak_threads = [], [], threads0
+    pods = [QuietPodNs(topo, f"s{i}") for i in range(6)]
+    try:
+        i = 0
+        while not done.is_set():
+            t0 = time.monotonic()
+            status, _ = node.api("GET", "/healthz")
+            health.append(time.monotonic() - t0)
+            assert status == 200
+            peak_threads = max(peak_threads, threads(pid))
+            if i < len(pods) and len(health) % 4 == 1:
+                t0 = time.monotonic()
+                rc, out, err = cni.run("ADD", pods[i].cid, pods[i].netns)
+                adds.append(time.monotonic() - t0)
+                assert rc == 0, f"ADD under the storm failed: {out} {err}"
+                i += 1
+            time.sleep(0.01)
+    finally:
+        t.join(timeout=300)
+    for p in pods:
+        cni.run("DEL", p.cid, p.netns)
+    health.sort()
+    p99 = health[min(len(health) - 1, int(len(health) * 0.99))]
+    print(f"storm: {result}; /healthz p99 {p99 * 1000:.1f} ms over {len(health)}; "
+          f"CNI ADDs {[round(a * 1000) for a in adds]} ms; threads {threads0} -> peak {peak_threads}",
+          file=sys.stderr)
+    codes = result["codes"]
+    assert sum(v for k, v in codes.items() if k in ("200", "400", "404")) == 5 * 2000, codes
+    assert adds, "the storm ended before any ADD ran"
+    assert p99 < 0.100, f"/healthz p99 {p99 * 1000:.1f} ms"
+    assert max(adds) < 0.100, f"CNI ADDs under the storm took {adds} s"
+    assert peak_threads <= threads0 + 40, (threads0, peak_threads)
+    deadline = time.monotonic() + 30
+    while rss_kib(pid) > rss0 * 1.10 and time.monotonic() < deadline:
+        time.sleep(1)
+    assert rss_kib(pid) <= rss0 * 1.10, f"RSS {rss0} KiB before the storm, {rss_kib(pid)} KiB 30 s after"

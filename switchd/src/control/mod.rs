@@ -38,6 +38,32 @@ pub struct Api {
     /// Every poll thread's CPU (empty when unpinned) and the thread count.
     pub poll_cpus: Vec<usize>,
     pub poll_threads: usize,
+    /// How many requests run at once.
+    pub gates: Gates,
+}
+
+/// Reads (GET) and writes (POST, PATCH, DELETE: the CNI's ADD and DEL)
+/// each run at most this many at once; more wait their turn without a
+/// thread. Probes never wait. The blocking pool is sized above their sum.
+pub const MAX_READS: usize = 8;
+pub const MAX_WRITES: usize = 16;
+/// Threads for blocking work (registry, netdevs, metrics rendering).
+pub const MAX_BLOCKING_THREADS: usize = 32;
+
+/// The request budgets, apart so that a storm of reads cannot hold back
+/// a CNI ADD, nor a burst of ADDs the reads.
+pub struct Gates {
+    reads: tokio::sync::Semaphore,
+    writes: tokio::sync::Semaphore,
+}
+
+impl Default for Gates {
+    fn default() -> Self {
+        Gates {
+            reads: tokio::sync::Semaphore::new(MAX_READS),
+            writes: tokio::sync::Semaphore::new(MAX_WRITES),
+        }
+    }
 }
 
 type Answer = Response<Full<Bytes>>;
@@ -154,8 +180,20 @@ impl Api {
         let t0 = std::time::Instant::now();
         let method = req.method().clone();
         let path = req.uri().path().to_string();
+        let probe = matches!(path.as_str(), "/healthz" | "/readyz");
         let r = match read_body(req).await {
-            Ok((parts, bytes)) => self.route(parts, bytes).await,
+            Ok((parts, bytes)) => {
+                let gate = match method {
+                    _ if probe => None,
+                    Method::GET | Method::HEAD => Some(&self.gates.reads),
+                    _ => Some(&self.gates.writes),
+                };
+                let _permit = match gate {
+                    Some(g) => g.acquire().await.ok(),
+                    None => None,
+                };
+                self.route(parts, bytes).await
+            }
             Err(a) => Err(a),
         };
         let answer = r.unwrap_or_else(|a| a);
