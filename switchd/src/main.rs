@@ -22,6 +22,11 @@ struct Args {
     /// Control socket (HTTP/1.1 + JSON, mode 0600).
     #[arg(long, default_value = DEFAULT_SOCKET)]
     socket: PathBuf,
+    /// Group (name or GID) whose members may use the control socket besides
+    /// root: the socket becomes 0660 owned by it. Every connection's peer
+    /// credentials are checked as well as the file mode.
+    #[arg(long)]
+    socket_group: Option<String>,
     /// Where switches and ports are persisted.
     #[arg(long, default_value = DEFAULT_STATE_DIR)]
     state_dir: PathBuf,
@@ -93,6 +98,22 @@ fn raise_memlock() {
     }
 }
 
+/// A group's ID from its name or number.
+fn group_id(g: &str) -> anyhow::Result<u32> {
+    if let Ok(n) = g.parse::<u32>() {
+        return Ok(n);
+    }
+    let name = std::ffi::CString::new(g).context("group name contains NUL")?;
+    // SAFETY: getgrnam reads the NUL-terminated name; the returned entry
+    // (static storage) is read at once, before any other getgr* call.
+    let gr = unsafe { libc::getgrnam(name.as_ptr()) };
+    if gr.is_null() {
+        anyhow::bail!("no group named {g:?}");
+    }
+    // SAFETY: gr is non-null and points to a valid group entry.
+    Ok(unsafe { (*gr).gr_gid })
+}
+
 /// The poll threads' CPUs from --poll-cpus or --poll-cpu.
 fn poll_cpus(args: &Args) -> anyhow::Result<Vec<Option<usize>>> {
     let online = podswitch_shared::netdev::online_cpus();
@@ -160,7 +181,13 @@ async fn run(args: Args) -> anyhow::Result<()> {
         "state {}: {switches} switch(es), {ports} port(s) stored",
         args.state_dir.display()
     );
-    let listener = control::bind(&args.socket)
+    let group = args
+        .socket_group
+        .as_deref()
+        .map(group_id)
+        .transpose()
+        .context("--socket-group")?;
+    let listener = control::bind(&args.socket, group)
         .with_context(|| format!("binding control socket {}", args.socket.display()))?;
     let poll_cpus = poll_cpus(&args)?;
     let poll_cpu = poll_cpus.first().copied().flatten();
@@ -189,6 +216,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         poll_cpus: pinned,
         poll_threads,
         gates: Default::default(),
+        peers: control::Peers { group },
     });
     log::info!("serving the control API on {}", args.socket.display());
     let server = tokio::spawn(control::serve(listener, api.clone()));

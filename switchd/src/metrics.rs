@@ -332,7 +332,7 @@ pub fn render(state: &Mutex<Registry>, api: &ApiMetrics, start_time: f64) -> Str
         );
     }
     type PickL = fn(&ConnBudget) -> u64;
-    let per_listener: [(&str, &str, &str, PickL); 5] = [
+    let per_listener: [(&str, &str, &str, PickL); 6] = [
         (
             "podswitch_listener_open_connections",
             "gauge",
@@ -356,6 +356,12 @@ pub fn render(state: &Mutex<Registry>, api: &ApiMetrics, start_time: f64) -> Str
             "counter",
             "Connections closed because a request head or body came too slowly, or the connection grew too old.",
             |b| b.timeouts.load(Relaxed),
+        ),
+        (
+            "podswitch_listener_refused_peers_total",
+            "counter",
+            "Connections refused because the peer is neither root nor in --socket-group (control socket).",
+            |b| b.refused_peers.load(Relaxed),
         ),
         (
             "podswitch_listener_accept_errors_total",

@@ -8,6 +8,7 @@ IPAM; the attacker is a separate process running as `nobody`.
 import json
 import os
 import re
+import signal
 import stat
 import subprocess
 import sys
@@ -316,3 +317,51 @@ def test_request_storm_keeps_probes_and_cni_fast_and_memory_returns(topo):
     while rss_kib(pid) > rss0 * 1.10 and time.monotonic() < deadline:
         time.sleep(1)
     assert rss_kib(pid) <= rss0 * 1.10, f"RSS {rss0} KiB before the storm, {rss_kib(pid)} KiB 30 s after"
+
+
+# --- peer credentials ------------------------------------------------------------
+
+AS_NOBODY_GET = r"""
+import socket, sys
+s = socket.socket(socket.AF_UNIX)
+s.settimeout(10)
+s.connect(sys.argv[1])
+s.sendall(b"GET /v1/ports HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+data = b""
+while True:
+    b = s.recv(65536)
+    if not b:
+        break
+    data += b
+print(data.decode(errors="replace"))
+"""
+
+
+def as_nobody_get(node):
+    r = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
+                        sys.executable, "-c", AS_NOBODY_GET, node.socket],
+                       capture_output=True, text=True, timeout=30)
+    assert r.returncode == 0, r.stderr[-1000:]
+    return r.stdout
+
+
+def test_peer_credentials_are_checked_beyond_the_file_mode(topo):
+    """A peer that is neither root nor in --socket-group gets a 403 that says
+    why, even when the socket file's mode would let it in, and is counted;
+    a member of --socket-group is served."""
+    node = topo.node().start()
+    os.chmod(node.dir, 0o711)          # let nobody reach the socket file...
+    os.chmod(node.socket, 0o666)       # ...and open it, as a careless operator might
+    out = as_nobody_get(node)
+    assert out.startswith("HTTP/1.1 403"), out[:300]
+    assert "uid 65534" in out and "--socket-group" in out, out
+    text = metrics_text(node)
+    assert sample(text, "podswitch_listener_refused_peers_total", "control") == 1
+    node.kill(signal.SIGTERM)
+
+    node.start("--socket-group", "65534")
+    os.chmod(node.dir, 0o711)
+    mode = stat.S_IMODE(os.stat(node.socket).st_mode)
+    assert mode == 0o660 and os.stat(node.socket).st_gid == 65534, oct(mode)
+    out = as_nobody_get(node)
+    assert out.startswith("HTTP/1.1 200"), out[:300]

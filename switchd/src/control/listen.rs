@@ -38,6 +38,8 @@ pub struct ConnBudget {
     pub accept_errors: AtomicU64,
     /// Times the listener was full and a client had to wait.
     pub full: AtomicU64,
+    /// Connections refused for their peer credentials (control socket).
+    pub refused_peers: AtomicU64,
     last_log: Mutex<Option<Instant>>,
 }
 
@@ -50,6 +52,7 @@ impl ConnBudget {
             timeouts: AtomicU64::new(0),
             accept_errors: AtomicU64::new(0),
             full: AtomicU64::new(0),
+            refused_peers: AtomicU64::new(0),
             last_log: Mutex::new(None),
         }
     }

@@ -40,6 +40,8 @@ pub struct Api {
     pub poll_threads: usize,
     /// How many requests run at once.
     pub gates: Gates,
+    /// Who may connect.
+    pub peers: Peers,
 }
 
 /// Reads (GET) and writes (POST, PATCH, DELETE: the CNI's ADD and DEL)
@@ -395,9 +397,10 @@ pub async fn serve_metrics(listener: tokio::net::TcpListener, api: Arc<Api>, sta
     .await
 }
 
-/// Binds the control socket (mode 0600), refusing to steal it from a live
-/// switchd and removing a stale one left by a crash.
-pub fn bind(path: &Path) -> std::io::Result<tokio::net::UnixListener> {
+/// Binds the control socket (mode 0600, or 0660 owned by `group`),
+/// refusing to steal it from a live switchd and removing a stale one left
+/// by a crash.
+pub fn bind(path: &Path, group: Option<u32>) -> std::io::Result<tokio::net::UnixListener> {
     use std::os::unix::fs::PermissionsExt;
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)?;
@@ -418,16 +421,70 @@ pub fn bind(path: &Path) -> std::io::Result<tokio::net::UnixListener> {
     // SAFETY: as above.
     unsafe { libc::umask(old) };
     let l = l?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+    match group {
+        None => std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?,
+        Some(gid) => {
+            std::os::unix::fs::chown(path, None, Some(gid))?;
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660))?;
+        }
+    }
     Ok(l)
+}
+
+/// Who may use the control socket, checked on every connection with
+/// SO_PEERCRED in addition to the socket file's mode: root, and the
+/// members (by primary group at connect time) of `--socket-group`.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Peers {
+    pub group: Option<u32>,
+}
+
+impl Peers {
+    fn allows(&self, c: &tokio::net::unix::UCred) -> bool {
+        c.uid() == 0 || self.group.is_some_and(|g| c.gid() == g)
+    }
+}
+
+/// Answers every request on a connection from a peer that is not allowed.
+fn refuse_peer(c: &tokio::net::unix::UCred) -> Answer {
+    error(
+        403,
+        "forbidden",
+        format!(
+            "the control socket serves root and the --socket-group only; this peer is uid {} gid {}",
+            c.uid(),
+            c.gid()
+        ),
+    )
 }
 
 /// Serves connections until the listener fails.
 pub async fn serve(listener: tokio::net::UnixListener, api: Arc<Api>) {
     let budget = api.metrics.control.clone();
-    listen::run(listener, budget, move |stream| {
+    listen::run(listener, budget, move |stream: tokio::net::UnixStream| {
         let api = api.clone();
+        let cred = stream.peer_cred();
         async move {
+            let refused = match &cred {
+                Ok(c) if api.peers.allows(c) => None,
+                Ok(c) => Some(refuse_peer(c)),
+                Err(e) => Some(error(403, "forbidden", format!("no peer credentials: {e}"))),
+            };
+            if let Some(answer) = refused {
+                api.metrics
+                    .control
+                    .refused_peers
+                    .fetch_add(1, Ordering::Relaxed);
+                log::warn!("control socket: refused a peer ({:?})", cred.as_ref().ok());
+                let svc = hyper::service::service_fn(move |_req: Request<Incoming>| {
+                    let a = answer.clone();
+                    async move { Ok::<_, Infallible>(a) }
+                });
+                return listen::http1()
+                    .keep_alive(false)
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
+                    .await;
+            }
             let svc = hyper::service::service_fn(move |req| api.clone().handle(req));
             listen::http1()
                 .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
