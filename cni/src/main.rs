@@ -6,13 +6,13 @@
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
 mod commands;
-mod config;
 mod endpoint;
 mod inspect;
 mod ipam;
 mod netlink;
 mod netns;
-mod reply;
+
+use podswitch_cni::{config, reply};
 
 use config::{Env, NetConf};
 use reply::{code, CniError, CniResult};

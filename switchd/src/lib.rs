@@ -12,6 +12,8 @@
 pub mod clock;
 pub mod control;
 pub mod datapath;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod metrics;
 pub mod pipeline;
 pub mod reconcile;

@@ -171,9 +171,8 @@ impl PortView {
     }
 }
 
-#[cfg(test)]
 impl PortView {
-    /// A port with every feature off, for pipeline tests.
+    /// A port with every feature off, for pipeline tests and fuzzing.
     pub fn plain(slot: Slot, vlan: PortVlan) -> PortView {
         PortView {
             id: format!("p{slot}"),

@@ -79,6 +79,18 @@ struct PortEntry {
     flush_gen: u64,
 }
 
+/// A state file's contents, as switchd reads them (fuzzing, tests).
+#[doc(hidden)]
+pub fn parse_state(bytes: &[u8]) -> Result<impl std::fmt::Debug + serde::Serialize, RegistryError> {
+    store::parse(Path::new("state.json"), bytes)
+}
+
+/// Serializes what `parse_state` returned, as switchd writes it.
+#[doc(hidden)]
+pub fn write_state(s: &impl serde::Serialize) -> Vec<u8> {
+    serde_json::to_vec_pretty(s).unwrap_or_default()
+}
+
 /// Reads and validates the state directory before switchd serves anything:
 /// the directory is made 0700, and a state file that cannot be read, or
 /// that a newer switchd wrote, stops the start with the file untouched.

@@ -61,34 +61,37 @@ pub(super) fn start_syncer(dir: &Path) -> std::sync::mpsc::Sender<()> {
 pub(super) fn load(dir: &Path) -> Result<Stored, RegistryError> {
     let path = dir.join(STATE_FILE);
     match std::fs::read(&path) {
-        Ok(b) => {
-            // The version first, so a newer switchd's file is refused for
-            // what it is, not for a field this one does not know.
-            #[derive(Deserialize)]
-            struct Version {
-                version: u32,
-            }
-            let invalid = |e: serde_json::Error| {
-                RegistryError::Invalid(format!(
-                    "{} is not a valid podswitch state file: {e}",
-                    path.display()
-                ))
-            };
-            let v: Version = serde_json::from_slice(&b).map_err(invalid)?;
-            if v.version > STATE_VERSION {
-                return Err(RegistryError::Invalid(format!(
-                    "{} has state version {}, newer than this switchd reads ({STATE_VERSION}): \
-                     refusing to start, and leaving the file as it is (run the newer switchd, \
-                     or move the file away to start empty)",
-                    path.display(),
-                    v.version
-                )));
-            }
-            serde_json::from_slice(&b).map_err(invalid)
-        }
+        Ok(b) => parse(&path, &b),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Stored::default()),
         Err(source) => Err(RegistryError::Persist { path, source }),
     }
+}
+
+/// Decodes a state file's bytes (`path` names it in errors).
+pub(super) fn parse(path: &Path, b: &[u8]) -> Result<Stored, RegistryError> {
+    // The version first, so a newer switchd's file is refused for what it
+    // is, not for a field this one does not know.
+    #[derive(Deserialize)]
+    struct Version {
+        version: u32,
+    }
+    let invalid = |e: serde_json::Error| {
+        RegistryError::Invalid(format!(
+            "{} is not a valid podswitch state file: {e}",
+            path.display()
+        ))
+    };
+    let v: Version = serde_json::from_slice(b).map_err(invalid)?;
+    if v.version > STATE_VERSION {
+        return Err(RegistryError::Invalid(format!(
+            "{} has state version {}, newer than this switchd reads ({STATE_VERSION}): \
+             refusing to start, and leaving the file as it is (run the newer switchd, \
+             or move the file away to start empty)",
+            path.display(),
+            v.version
+        )));
+    }
+    serde_json::from_slice(b).map_err(invalid)
 }
 
 /// Saves the state: the new file is written beside the old one and
