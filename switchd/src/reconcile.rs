@@ -162,11 +162,14 @@ pub fn restore(state: &Mutex<Registry>) -> Result<(usize, usize), RegistryError>
 /// NIC is gone stay recorded until deleted (the CNI's DEL or GC).
 pub fn reconcile(state: &Mutex<Registry>) {
     let (dp, todo): (Arc<dyn Dataplane>, _) = lock(state).unattached();
-    for (id, slot, ifname) in todo {
-        if netdev::ifindex(&ifname).is_err() {
+    for p in todo {
+        if netdev::ifindex(&p.ifname).is_err() {
             continue;
         }
-        match dp.attach(slot, &ifname) {
+        let (id, slot, ifname) = (p.id.clone(), p.slot, p.ifname.clone());
+        // A NIC that came back (or was re-created under the same name) is
+        // new to the kernel: prepared and brought up like a new port's.
+        match bring_in(dp.as_ref(), &p) {
             Ok(_) => {
                 let mut s = lock(state);
                 match s.slot_owner(slot) {

@@ -19,7 +19,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 from cnihelp import NetCni, QuietPodNs, make_pods, ping_once
-from conftest import TARGET, host_links, sh
+from conftest import TARGET, host_links, nsexec, sh
 from test_cni import REF_CNI as REF_CNI_DIR
 
 ROUNDS = int(os.environ.get("PODSWITCH_FAULT_ROUNDS", "20"))
@@ -76,7 +76,7 @@ class World:
             node.start()
         deadline = time.monotonic() + 10
         while True:
-            ports = node.ok("GET", "/v1/ports")
+            ports = [p for p in node.ok("GET", "/v1/ports") if p["nic"]["kind"] != "uplink"]
             if all(p["status"]["attached"] for p in ports) or time.monotonic() > deadline:
                 break
             time.sleep(0.1)
@@ -246,3 +246,54 @@ def test_state_directory_read_only_or_full(topo):
     finally:
         node.kill()
         sh("umount", "-l", node.state_dir, check=False)
+
+
+def test_uplink_deleted_under_a_running_switch(topo):
+    """The uplink NIC disappears (a driver reset, a bond torn down) and comes
+    back, 20 times: pods keep forwarding among themselves, the uplink port
+    stays declared and re-attaches once its NIC is back, and nothing leaks."""
+    w = World(topo, "10.77.0.0/24")
+    node = w.node
+    other = QuietPodNs(topo, "other")
+    assert w.add(other)
+    up = f"{topo.short}up0"
+    far = QuietPodNs(topo, "far")  # the fabric behind the uplink
+
+    def make_link():
+        sh("ip", "-n", node.ns, "link", "add", up, "numtxqueues", "1", "numrxqueues", "1",
+           "type", "veth", "peer", "name", "eth0", "netns", far.ns, "numtxqueues", "1", "numrxqueues", "1")
+        nsexec(far.ns, "ethtool", "-K", "eth0", "tx", "off")
+        nsexec(far.ns, "ip", "addr", "add", "10.77.0.250/24", "dev", "eth0")
+        nsexec(far.ns, "ip", "link", "set", "eth0", "up")
+        link = nsexec(node.ns, "ip", "-o", "link", "show", up).stdout
+        return int(link.split(":", 1)[0])
+
+    ifindex = make_link()
+    # Native VLAN 1 (the pods' VLAN) untagged, so the fabric side can ping them.
+    port = node.ok("POST", "/v1/ports", {"nic": {"kind": "uplink", "ifname": up}, "vlan": 1,
+                                         "trunk": [{"minID": 100, "maxID": 200}]})
+
+    def uplink():
+        return node.ok("GET", f"/v1/ports/{port['id']}")
+
+    def wait_attached(rnd, ifindex):
+        deadline = time.monotonic() + 10
+        while True:
+            st = uplink()["status"]
+            if st["attached"] and st["ifindex"] == ifindex:
+                return
+            assert time.monotonic() < deadline, f"uplink did not re-attach in round {rnd}: {st}\n{node.log()[-1500:]}"
+            time.sleep(0.2)
+
+    wait_attached(-1, ifindex)
+    assert ping_once(far.ns, w.resident.ip, tries=5), "no traffic through the uplink"
+    for rnd in range(ROUNDS):
+        sh("ip", "-n", node.ns, "link", "del", up)
+        w.table["injections"] += 1
+        assert ping_once(other.ns, w.resident.ip, tries=3), f"pods stopped forwarding after the uplink went (round {rnd})"
+        ifindex = make_link()
+        wait_attached(rnd, ifindex)
+        assert ping_once(far.ns, w.resident.ip, tries=5), f"no traffic through the re-attached uplink (round {rnd})"
+        w.check(f"uplink removal in round {rnd}")
+    w.report("uplink deleted")
+    assert w.table["violations"] == 0

@@ -704,13 +704,18 @@ impl Registry {
     /// Retries attaching ports that are not attached but whose NIC exists
     /// (a restart racing the old process, a NIC that came back). Ports whose
     /// NIC is gone stay recorded until deleted (the CNI's DEL or GC).
-    #[allow(clippy::type_complexity)]
-    pub(crate) fn unattached(&self) -> (Arc<dyn Dataplane>, Vec<(String, Slot, String)>) {
+    pub(crate) fn unattached(&self) -> (Arc<dyn Dataplane>, Vec<Pending>) {
         let todo = self
             .ports
             .values()
             .filter(|e| self.datapath.attachment(e.slot).is_none())
-            .map(|e| (e.port.id.clone(), e.slot, e.port.nic.ifname.clone()))
+            .map(|e| Pending {
+                id: e.port.id.clone(),
+                slot: e.slot,
+                ifname: e.port.nic.ifname.clone(),
+                kind: e.port.nic.kind,
+                link_up: e.port.link_state == LinkState::Up,
+            })
             .collect();
         (self.datapath.clone(), todo)
     }
