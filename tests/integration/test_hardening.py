@@ -38,16 +38,21 @@ for i in range(n):
         continue
     conns.append(s)
 end = time.monotonic() + secs
+started = set()  # connections whose request line went out (connects finish late)
 k = 0
 while time.monotonic() < end:
     for s in conns:
         try:
-            s.send(b"GET /metrics HTTP/1.1\r\n" if k == 0 else b"X-Slow: %d\r\n" % k)
+            if s in started:
+                s.send(b"X-Slow: %d\r\n" % k)
+            else:
+                s.send(b"GET /metrics HTTP/1.1\r\n")
+                started.add(s)
         except OSError:
             pass
     k += 1
     time.sleep(2)
-print(len(conns), "connections held", flush=True)
+print(len(conns), "connections held,", len(started), "started a request", flush=True)
 """
 
 
