@@ -26,6 +26,14 @@ if ! command -v cargo >/dev/null; then
   echo "setup: cargo is missing; install Rust (https://rustup.rs) first" >&2
   exit 1
 fi
+# The lint gates of scripts/test.sh need clippy and rustfmt.
+for pair in "clippy:clippy" "fmt:rustfmt"; do
+  sub=${pair%%:*} component=${pair##*:}
+  if ! cargo "$sub" --version >/dev/null 2>&1; then
+    echo "setup: adding the Rust component $component"
+    rustup component add "$component" || { echo "setup: cargo $sub is missing and rustup could not add $component" >&2; exit 1; }
+  fi
+done
 if [[ ! -x .venv/bin/pytest ]]; then
   echo "setup: creating .venv with pytest"
   python3 -m venv .venv

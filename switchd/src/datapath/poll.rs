@@ -158,6 +158,9 @@ pub(crate) struct PollThread {
     /// Snapshot generation the tables were last synced to.
     fdb_generation: u64,
     stop: bool,
+    /// Fault injection for the test that a panicking poll thread takes
+    /// the process down (tests/integration/test_hardening.py): read once.
+    inject_panic: bool,
 }
 
 /// Total length of the frame made of `descs`.
@@ -224,6 +227,7 @@ impl PollThread {
             flush_seen: Vec::new(),
             fdb_generation: 0,
             stop: false,
+            inject_panic: std::env::var_os("SWITCHD_TEST_PANIC_POLL_THREAD").is_some(),
         }
     }
 
@@ -265,9 +269,7 @@ impl PollThread {
             let worked = self.round();
             if self.last_housekeeping.elapsed() >= HOUSEKEEPING {
                 self.housekeeping();
-                // Fault injection for the test that a panicking poll thread
-                // takes the process down (tests/integration/test_hardening.py).
-                if std::env::var_os("SWITCHD_TEST_PANIC_POLL_THREAD").is_some() {
+                if self.inject_panic {
                     panic!(
                         "poll thread {}: panic injected by SWITCHD_TEST_PANIC_POLL_THREAD",
                         self.index
@@ -363,7 +365,8 @@ impl PollThread {
                 dead: false,
             },
         );
-        self.refill(slot);
+        let now = self.now();
+        self.refill(slot, now);
         self.rebuild_pollfds();
         log::debug!(
             "poll thread {}: serving {} as slot {slot}",
@@ -414,7 +417,7 @@ impl PollThread {
         );
     }
 
-    fn refill(&mut self, slot: Slot) {
+    fn refill(&mut self, slot: Slot, now: u64) {
         let Some(p) = self.ports.get_mut(&slot) else {
             return;
         };
@@ -422,7 +425,6 @@ impl PollThread {
         // fill ring should cover if this thread is kept off its CPU), at
         // its recent rate, or a few refills' worth of its latest batch.
         let received = std::mem::take(&mut p.received);
-        let now = crate::clock::now_ns();
         if now.saturating_sub(p.window_start) >= RATE_WINDOW_NS {
             p.last_window_rx = p.window_rx;
             p.window_rx = 0;
@@ -472,7 +474,7 @@ impl PollThread {
                 self.drain_shaped(&snap, slot, now);
             }
             worked |= self.receive(&snap, slot, now);
-            self.refill(slot);
+            self.refill(slot, now);
         }
         worked |= self.transmit(&snap);
         while self.notify != 0 {
