@@ -297,3 +297,32 @@ def test_uplink_deleted_under_a_running_switch(topo):
         w.check(f"uplink removal in round {rnd}")
     w.report("uplink deleted")
     assert w.table["violations"] == 0
+
+
+def test_netdev_deleted_just_before_the_next_add(topo):
+    """A pod's veth vanishes (the runtime tore the sandbox down) and the
+    next ADD arrives before switchd noticed: the kernel has unbound the
+    vanished port's AF_XDP socket, which switchd would share its UMEM with.
+    Found by a CI run of the churn test (`bind(AF_XDP): Bad file
+    descriptor` on 1 ADD in 100). The ADD must succeed anyway, 20 times."""
+    w = World(topo, "10.78.0.0/24")
+    node = w.node
+    for rnd in range(ROUNDS):
+        victim = QuietPodNs(topo, f"v{rnd}")
+        assert w.add(victim), f"ADD of the victim failed in round {rnd}"
+        # Its port has the highest slot: the first socket a new one would share.
+        veth = [p["nic"]["ifname"] for p in node.ok("GET", "/v1/ports")
+                if p["owner"]["containerID"] == victim.cid][0]
+        sh("ip", "-n", node.ns, "link", "del", veth)
+        newcomer = QuietPodNs(topo, f"c{rnd}")
+        ok = w.add(newcomer)
+        w.table["injections"] += 1
+        w.delete(victim)  # the runtime's DEL of the torn-down sandbox
+        assert ok, f"ADD right after a netdev vanished failed in round {rnd}\n{node.log()[-1500:]}"
+        w.check(f"netdev deletion in round {rnd}")
+        w.delete(newcomer)
+    w.report("netdev deleted before ADD")
+    # Proof that the rounds met the unbound socket (switchd checks netdevs
+    # only once a second, and an ADD takes tens of milliseconds).
+    assert "lost its netdev; trying another" in node.log(), node.log()[-1500:]
+    assert w.table["violations"] == 0

@@ -217,13 +217,40 @@ impl SetupThread {
         i
     }
 
-    /// A live socket of poll thread `t`, to share its UMEM registration.
-    fn share_fd(&self, t: usize) -> Option<RawFd> {
-        self.ports
-            .values()
+    /// Live sockets of poll thread `t` whose UMEM registration a new
+    /// socket may share, highest slot first (a fixed order).
+    fn share_fds(&self, t: usize) -> Vec<RawFd> {
+        let mut slots: Vec<&Slot> = self.ports.keys().collect();
+        slots.sort_by(|a, b| b.cmp(a));
+        slots
+            .into_iter()
+            .filter_map(|s| self.ports.get(s))
             .flat_map(|p| p.sockets.iter())
-            .find(|(thread, _)| *thread == t)
+            .filter(|(thread, _)| *thread == t)
             .map(|(_, fd)| *fd)
+            .collect()
+    }
+
+    /// A socket on thread `t`'s UMEM. It shares the registration of a live
+    /// socket of that thread; a socket whose netdev was just deleted (its
+    /// port not yet detached) is unbound by the kernel and refuses sharing
+    /// (`NotConnected`), so the next one is tried, and with none left the socket
+    /// registers the UMEM itself.
+    fn umem_socket(&self, t: usize, ifindex: u32, queue: u32) -> std::io::Result<XskSocket> {
+        let umem = self.polls[t].umem;
+        let new = |share| XskSocket::new(umem, ifindex, queue, share, RingSizes::default(), true);
+        for fd in self.share_fds(t) {
+            match new(Some(fd)) {
+                Err(e) if e.kind() == std::io::ErrorKind::NotConnected => {
+                    log::info!(
+                        "poll thread {t}: the socket whose UMEM a new socket would share \
+                         lost its netdev; trying another"
+                    );
+                }
+                r => return r,
+            }
+        }
+        new(None)
     }
 
     fn attach(&mut self, slot: Slot, ifname: &str) -> Result<Attachment, Failure> {
@@ -242,16 +269,7 @@ impl SetupThread {
         let mut made = Vec::new();
         for q in 0..queues.min(threads) {
             let t = q as usize;
-            let share = self.share_fd(t);
-            let sock = XskSocket::new(
-                self.polls[t].umem,
-                ifindex,
-                q,
-                share,
-                RingSizes::default(),
-                true,
-            )
-            .map_err(|e| {
+            let sock = self.umem_socket(t, ifindex, q).map_err(|e| {
                 let m = format!("AF_XDP socket on {ifname} queue {q}: {e}");
                 if e.kind() == std::io::ErrorKind::ResourceBusy {
                     Failure::Busy(m)

@@ -584,6 +584,14 @@ impl XskSocket {
             )
         };
         if r < 0 {
+            let e = io::Error::last_os_error();
+            if share_with.is_some() && e.raw_os_error() == Some(libc::EBADF) {
+                // The kernel unbinds a socket whose netdev is unregistered.
+                return Err(io::Error::new(
+                    io::ErrorKind::NotConnected,
+                    "bind(AF_XDP): the socket whose UMEM is shared is no longer bound",
+                ));
+            }
             return Err(last_err("bind(AF_XDP)"));
         }
         // Older kernels lack the option: the default budget (32) still works.
