@@ -282,6 +282,30 @@ impl Netlink {
         self.request(&mut m)
     }
 
+    /// Moves link `ifindex` into the netns `ns` under the name `name`, with
+    /// the given MTU and MAC, in one request (the move keeps the link's
+    /// ifindex when the target netns has it free).
+    pub fn move_link(
+        &mut self,
+        ifindex: u32,
+        ns: RawFd,
+        name: &str,
+        mtu: Option<u32>,
+        mac: Option<[u8; 6]>,
+    ) -> io::Result<()> {
+        let mut m = Msg::new(RTM_NEWLINK, 0);
+        m.raw(&ifinfomsg(ifindex as i32, 0, 0));
+        m.attr_u32(IFLA_NET_NS_FD, ns as u32);
+        m.attr_str(IFLA_IFNAME, name);
+        if let Some(mtu) = mtu {
+            m.attr_u32(IFLA_MTU, mtu);
+        }
+        if let Some(mac) = mac {
+            m.attr(IFLA_ADDRESS, &mac);
+        }
+        self.request(&mut m)
+    }
+
     pub fn set_up(&mut self, ifindex: u32) -> io::Result<()> {
         let mut m = Msg::new(RTM_NEWLINK, 0);
         let up = libc::IFF_UP as u32;

@@ -7,6 +7,7 @@
 pub mod client;
 pub mod model;
 pub mod netdev;
+pub mod netns;
 
 /// Default path of switchd's control socket.
 pub const DEFAULT_SOCKET: &str = "/run/podswitch/switchd.sock";
