@@ -4,11 +4,12 @@
 //! prevResult; GC removes this network's attachments that are no longer
 //! valid; STATUS asks switchd whether it is ready.
 
-use crate::config::{Env, NetConf};
+use crate::config::{EndpointKind, Env, NetConf};
 use crate::endpoint::{self, host_ifname};
 use crate::ipam;
 use crate::netns::NetNs;
 use crate::reply::{code, CniError, CniOutput, CniResult};
+use crate::tap;
 use podswitch_shared::client::{Client, ClientError};
 use podswitch_shared::model::{MacAddr, Nic, NicKind, Owner, PortConfig, VPort};
 use podswitch_shared::netdev;
@@ -99,6 +100,8 @@ struct Rollback<'a> {
     conf: &'a NetConf,
     env: &'a Env,
     veth: Option<String>,
+    /// A tap made in the container's netns (its name there).
+    tap: Option<String>,
     ipam: bool,
     port: Option<String>,
 }
@@ -116,6 +119,11 @@ impl Rollback<'_> {
         }
         if let Some(v) = self.veth.take() {
             let _ = endpoint::delete(&v);
+        }
+        if let Some(t) = self.tap.take() {
+            if let Ok(ns) = NetNs::open(Path::new(&self.env.netns)) {
+                let _ = tap::delete(&ns, &t);
+            }
         }
     }
 }
@@ -189,6 +197,7 @@ pub fn add(conf: &NetConf, env: &Env) -> CniResult<Value> {
         conf,
         env,
         veth: None,
+        tap: None,
         ipam: false,
         port: None,
     };
@@ -197,25 +206,45 @@ pub fn add(conf: &NetConf, env: &Env) -> CniResult<Value> {
     let r = std::thread::scope(|s| -> CniResult<Value> {
         let ipam_job = s.spawn(|| ipam::exec(conf, env, "ADD", ipam::version_for(conf)));
         let mut local = || -> CniResult<endpoint::Endpoint> {
-            let ep = endpoint::create(
-                &ns,
-                &host_if,
-                &env.ifname,
-                mtu,
-                mac,
-                ready.threads,
-                rps.as_deref(),
-                conf.gro.unwrap_or(true),
-            )?;
-            rb.veth = Some(host_if.clone());
-            tm.mark("veth created");
+            let (ep, nic) = match conf.endpoint {
+                EndpointKind::Veth => {
+                    let ep = endpoint::create(
+                        &ns,
+                        &host_if,
+                        &env.ifname,
+                        mtu,
+                        mac,
+                        ready.threads,
+                        rps.as_deref(),
+                        conf.gro.unwrap_or(true),
+                    )?;
+                    rb.veth = Some(host_if.clone());
+                    (ep, Nic::new(NicKind::Veth, host_if.clone()))
+                }
+                EndpointKind::Tap => {
+                    let owner = conf.tap_owner.map(|o| (o.uid, o.gid));
+                    let ep =
+                        tap::create(&ns, &host_if, &env.ifname, mtu, mac, owner, ready.threads)?;
+                    rb.tap = Some(env.ifname.clone());
+                    let nic = Nic {
+                        kind: NicKind::Tap,
+                        ifname: env.ifname.clone(),
+                        netns: Some(env.netns.clone()),
+                    };
+                    (ep, nic)
+                }
+                EndpointKind::Vfio => {
+                    return Err(CniError::new(
+                        code::INVALID_CONFIG,
+                        "endpoint \"vfio\" is not available in this build",
+                    ))
+                }
+            };
+            tm.mark("endpoint created");
             let port = PortConfig {
                 id: Some(host_if.clone()),
                 switch: Some(conf.switch()),
-                nic: Nic {
-                    kind: NicKind::Veth,
-                    ifname: host_if.clone(),
-                },
+                nic,
                 mac: Some(MacAddr(ep.pod_mac)),
                 vlan: conf.vlan,
                 trunk: conf.trunk.clone(),
@@ -256,8 +285,11 @@ pub fn add(conf: &NetConf, env: &Env) -> CniResult<Value> {
         };
         tm.mark("IPAM done");
         let ep = ep?;
-        endpoint::configure_ips(&ns, ep.pod_ifindex, &ipam_out.ips, &ipam_out.routes)?;
-        tm.mark("addresses and routes set");
+        // A VM's guest owns its addresses: the tap gets none.
+        if conf.endpoint == EndpointKind::Veth {
+            endpoint::configure_ips(&ns, ep.pod_ifindex, &ipam_out.ips, &ipam_out.routes)?;
+            tm.mark("addresses and routes set");
+        }
         Ok(endpoint::result(&ep, &env.netns, mtu, &ipam_out).to_version(&conf.cni_version))
     });
     match r {
@@ -275,7 +307,14 @@ pub fn del(conf: &NetConf, env: &Env) -> CniResult<()> {
     // The three removals are independent: do them at once (each waits for
     // the kernel's RCU grace periods; together they cost the longest one).
     let (veth, ipam) = std::thread::scope(|s| {
-        let veth = s.spawn(|| endpoint::delete(&host_if));
+        let veth = s.spawn(|| match conf.endpoint {
+            EndpointKind::Tap => match NetNs::open(Path::new(&env.netns)) {
+                Ok(ns) => tap::delete(&ns, &env.ifname),
+                // No netns (gone, or not given to DEL): no tap.
+                Err(_) => Ok(()),
+            },
+            _ => endpoint::delete(&host_if),
+        });
         let ipam = s.spawn(|| ipam::exec(conf, env, "DEL", ipam::version_for(conf)));
         match client(conf).call::<Value>("DELETE", &format!("/v1/ports/{host_if}"), None::<&()>) {
             Ok(_) => {}
@@ -325,7 +364,8 @@ pub fn check(conf: &NetConf, env: &Env) -> CniResult<()> {
             ))
         }
     };
-    if !prev.interfaces.iter().any(|i| i.name == host_if) {
+    let tap = conf.endpoint == EndpointKind::Tap;
+    if !tap && !prev.interfaces.iter().any(|i| i.name == host_if) {
         return fail(format!(
             "prevResult does not list the host interface {host_if}"
         ));
@@ -360,7 +400,7 @@ pub fn check(conf: &NetConf, env: &Env) -> CniResult<()> {
             env.ifname, live.mac, pod.mac
         ));
     }
-    for (ip, p) in &want_ips {
+    for (ip, p) in want_ips.iter().filter(|_| !tap) {
         if !live.addrs.contains(&(*ip, *p)) {
             return fail(format!(
                 "interface {} lacks address {ip}/{p} (has {})",
@@ -373,7 +413,7 @@ pub fn check(conf: &NetConf, env: &Env) -> CniResult<()> {
             ));
         }
     }
-    for r in &prev.routes {
+    for r in prev.routes.iter().filter(|_| !tap) {
         let Some((dst, p)) = endpoint::parse_cidr(&r.dst) else {
             continue;
         };
@@ -386,7 +426,7 @@ pub fn check(conf: &NetConf, env: &Env) -> CniResult<()> {
             return fail(format!("route to {} is missing in the container", r.dst));
         }
     }
-    if podswitch_shared::netdev::ifindex(&host_if).is_err() {
+    if !tap && podswitch_shared::netdev::ifindex(&host_if).is_err() {
         return fail(format!("host interface {host_if} is missing"));
     }
     let port: VPort = client(conf)

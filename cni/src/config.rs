@@ -26,6 +26,9 @@ const OWN_KEYS: &[&str] = &[
     "acls",
     "aclDefault",
     "gro",
+    "endpoint",
+    "tapOwner",
+    "deviceID",
 ];
 
 /// Keys the CNI spec or libcni may put in a plugin's configuration.
@@ -65,6 +68,43 @@ pub struct RuntimeConfig {
     /// The `bandwidth` capability: overrides the configured rates.
     #[serde(default)]
     pub bandwidth: Option<Bandwidth>,
+    /// The `deviceID` capability: the VF's PCI address, from the SR-IOV
+    /// device plugin through Multus.
+    #[serde(default, rename = "deviceID")]
+    pub device_id: Option<String>,
+}
+
+/// What the plugin creates for the pod or VM.
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum EndpointKind {
+    /// A veth pair: the pod's interface, its host end a switch port.
+    #[default]
+    Veth,
+    /// A tap named CNI_IFNAME in the container's netns, for a VMM to open;
+    /// switchd attaches it where it lives.
+    Tap,
+    /// An SR-IOV VF (by PCI address) handed to a VM through vfio.
+    Vfio,
+}
+
+impl EndpointKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EndpointKind::Veth => "veth",
+            EndpointKind::Tap => "tap",
+            EndpointKind::Vfio => "vfio",
+        }
+    }
+}
+
+/// `tapOwner`: who may open the tap (an unprivileged VMM).
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct TapOwner {
+    pub uid: u32,
+    #[serde(default)]
+    pub gid: Option<u32>,
 }
 
 /// `runtimeConfig.bandwidth` (bits per second and bits, as the reference
@@ -121,6 +161,14 @@ pub struct NetConf {
     /// round trip about 14 us longer; bench/RESULTS-offloads.md).
     #[serde(default)]
     pub gro: Option<bool>,
+    /// `veth` (default), `tap` or `vfio`.
+    #[serde(default)]
+    pub endpoint: EndpointKind,
+    #[serde(default)]
+    pub tap_owner: Option<TapOwner>,
+    /// The VF's PCI address (`vfio`); `runtimeConfig.deviceID` wins.
+    #[serde(default, rename = "deviceID")]
+    pub device_id: Option<String>,
     #[serde(default)]
     pub ipam: Option<Value>,
     #[serde(default)]
@@ -234,6 +282,18 @@ impl NetConf {
         if let Some(q) = self.effective_qos() {
             q.validate()
                 .map_err(|e| CniError::new(code::INVALID_CONFIG, e))?;
+        }
+        if self.tap_owner.is_some() && self.endpoint != EndpointKind::Tap {
+            return invalid(format!(
+                "tapOwner is for \"endpoint\": \"tap\" (this endpoint is {:?})",
+                self.endpoint.as_str()
+            ));
+        }
+        if self.device_id.is_some() && self.endpoint != EndpointKind::Vfio {
+            return invalid(format!(
+                "deviceID is for \"endpoint\": \"vfio\" (this endpoint is {:?})",
+                self.endpoint.as_str()
+            ));
         }
         if let Some(ipam) = &self.ipam {
             if ipam

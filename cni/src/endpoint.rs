@@ -34,7 +34,7 @@ pub fn host_ifname(container_id: &str, ifname: &str) -> String {
     )
 }
 
-fn mac_string(m: [u8; 6]) -> String {
+pub(crate) fn mac_string(m: [u8; 6]) -> String {
     podswitch_shared::model::MacAddr(m).to_string()
 }
 
@@ -48,7 +48,7 @@ pub struct Endpoint {
     pub pod_ifindex: u32,
 }
 
-fn plugin_err(what: String, e: impl std::fmt::Display) -> CniError {
+pub(crate) fn plugin_err(what: String, e: impl std::fmt::Display) -> CniError {
     CniError::new(code::PLUGIN, what).with_details(e.to_string())
 }
 
@@ -286,33 +286,39 @@ pub fn configure_ips(
     .map_err(|e| plugin_err("adding addresses and routes in the container".into(), e))
 }
 
-/// The result interfaces for an endpoint: host end, then the pod end.
+/// The result interfaces for an endpoint: host end (a veth's; a tap has
+/// none), then the pod end.
 pub fn interfaces(ep: &Endpoint, netns: &str, mtu: u32) -> Vec<crate::reply::Interface> {
-    vec![
-        crate::reply::Interface {
+    let mut v = Vec::new();
+    if !ep.host_if.is_empty() {
+        v.push(crate::reply::Interface {
             name: ep.host_if.clone(),
             mac: ep.host_mac.clone(),
             mtu: None,
             sandbox: String::new(),
-        },
-        crate::reply::Interface {
-            name: ep.pod_if.clone(),
-            mac: mac_string(ep.pod_mac),
-            mtu: Some(mtu),
-            sandbox: netns.to_string(),
-        },
-    ]
+        });
+    }
+    v.push(crate::reply::Interface {
+        name: ep.pod_if.clone(),
+        mac: mac_string(ep.pod_mac),
+        mtu: Some(mtu),
+        sandbox: netns.to_string(),
+    });
+    v
 }
 
-/// Builds the ADD result from IPAM's answer: every IP on interface 1 (the pod's).
+/// Builds the ADD result from IPAM's answer: every IP on the pod's
+/// interface (the last one).
 pub fn result(ep: &Endpoint, netns: &str, mtu: u32, ipam: &CniOutput) -> CniOutput {
+    let interfaces = interfaces(ep, netns, mtu);
+    let pod = interfaces.len() - 1;
     CniOutput {
-        interfaces: interfaces(ep, netns, mtu),
+        interfaces,
         ips: ipam
             .ips
             .iter()
             .map(|ip| IpConfig {
-                interface: Some(1),
+                interface: Some(pod),
                 ..ip.clone()
             })
             .collect(),

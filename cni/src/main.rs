@@ -11,6 +11,7 @@ mod inspect;
 mod ipam;
 mod netlink;
 mod netns;
+mod tap;
 
 use podswitch_cni::{config, reply};
 

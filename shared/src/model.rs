@@ -219,8 +219,52 @@ impl fmt::Display for NicKind {
 #[serde(deny_unknown_fields)]
 pub struct Nic {
     pub kind: NicKind,
-    /// The netdev switchd attaches to, in switchd's network namespace.
+    /// The netdev switchd attaches to: in switchd's network namespace, or
+    /// in `netns`.
     pub ifname: String,
+    /// A tap's network namespace (a path such as `/var/run/netns/x` or
+    /// `/proc/PID/ns/net`): switchd attaches the tap where it lives, so a
+    /// VM's frames take no veth hop. Absent: switchd's own namespace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub netns: Option<String>,
+}
+
+impl Nic {
+    pub fn new(kind: NicKind, ifname: impl Into<String>) -> Nic {
+        Nic {
+            kind,
+            ifname: ifname.into(),
+            netns: None,
+        }
+    }
+
+    /// Where the netdev is, for messages: `eth0` or `eth0 in /var/run/netns/x`.
+    pub fn location(&self) -> String {
+        match &self.netns {
+            Some(ns) => format!("{} in {ns}", self.ifname),
+            None => self.ifname.clone(),
+        }
+    }
+
+    /// Checks the fields a client sent: the name, and a namespace only on
+    /// a tap, given as an absolute path.
+    pub fn check(&self) -> Result<(), ModelError> {
+        check_ifname(&self.ifname)?;
+        if let Some(ns) = &self.netns {
+            if self.kind != NicKind::Tap {
+                return Err(ModelError::Invalid(format!(
+                    "nic.netns is for taps only (this NIC is a {})",
+                    self.kind
+                )));
+            }
+            if !ns.starts_with('/') || ns.len() > 4096 || ns.contains('\0') {
+                return Err(ModelError::Invalid(format!(
+                    "nic.netns must be an absolute path, not {ns:?}"
+                )));
+            }
+        }
+        Ok(())
+    }
 }
 
 /// Administrative state of a port; `down` pulls the cable.
@@ -876,6 +920,8 @@ pub enum ModelError {
         name: String,
         why: &'static str,
     },
+    #[error("{0}")]
+    Invalid(String),
 }
 
 /// Checks a Linux interface name (1..=15 bytes, no '/', ':' or whitespace).

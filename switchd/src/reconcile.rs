@@ -10,7 +10,9 @@
 
 use crate::datapath::{netdev, Dataplane};
 use crate::registry::{Begun, Declared, Registry, RegistryError};
-use podswitch_shared::model::{LinkState, NicKind, PortConfig, PortUpdate, VPort, MAX_MTU};
+use podswitch_shared::model::{LinkState, Nic, NicKind, PortConfig, PortUpdate, VPort, MAX_MTU};
+use podswitch_shared::netns::NetNs;
+use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 /// Locks the registry, whatever a panicking holder left.
@@ -18,35 +20,68 @@ pub fn lock(s: &Mutex<Registry>) -> MutexGuard<'_, Registry> {
     s.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-fn nic_error(e: netdev::NetdevError) -> RegistryError {
-    match e {
-        netdev::NetdevError::NotFound { ifname } => RegistryError::NicMissing(format!(
-            "NIC {ifname:?} does not exist in switchd's network namespace"
-        )),
+fn nic_error(nic: &Nic) -> impl Fn(netdev::NetdevError) -> RegistryError + '_ {
+    move |e| match e {
+        netdev::NetdevError::NotFound { ifname } => RegistryError::NicMissing(match &nic.netns {
+            None => format!("NIC {ifname:?} does not exist in switchd's network namespace"),
+            Some(ns) => format!("NIC {ifname:?} does not exist in network namespace {ns}"),
+        }),
         e => RegistryError::Datapath(e.to_string()),
     }
 }
 
-/// Checks the NIC can be a port and prepares it: it exists here, its MTU
-/// fits the data path, a pod's or VM's end has no IPv6 of the host's, and
-/// it is down if the port starts down.
-fn prepare_nic(ifname: &str, kind: NicKind, link_up: bool) -> Result<(), RegistryError> {
-    netdev::ifindex(ifname).map_err(nic_error)?;
-    let mtu = netdev::mtu(ifname).map_err(nic_error)?;
-    if mtu > MAX_MTU {
-        return Err(RegistryError::Invalid(format!(
-            "NIC {ifname} has MTU {mtu}; the AF_XDP data path carries at most {MAX_MTU}"
-        )));
-    }
-    if kind != NicKind::Uplink {
-        if let Err(e) = netdev::disable_ipv6(ifname) {
-            log::debug!("disabling IPv6 on {ifname}: {e}");
+/// Runs `f` in the NIC's network namespace: here, or (a VM's tap) on a
+/// thread inside the pod's. A namespace that is gone means the NIC is.
+fn in_nic_ns<T: Send>(
+    nic: &Nic,
+    f: impl FnOnce() -> Result<T, RegistryError> + Send,
+) -> Result<T, RegistryError> {
+    let Some(path) = &nic.netns else { return f() };
+    let ns = NetNs::open(Path::new(path)).map_err(|e| {
+        if e.kind() == std::io::ErrorKind::NotFound {
+            RegistryError::NicMissing(format!(
+                "network namespace {path} of NIC {:?} is gone",
+                nic.ifname
+            ))
+        } else {
+            RegistryError::Datapath(format!("network namespace {path}: {e}"))
         }
-    }
-    if !link_up {
-        netdev::set_up(ifname, false).map_err(nic_error)?;
-    }
-    Ok(())
+    })?;
+    ns.run(f)
+        .map_err(|e| RegistryError::Datapath(format!("entering {path}: {e}")))?
+}
+
+/// Sets the NIC administratively up or down where it lives: the cable
+/// plugged or pulled (a pod's veth peer, or a VM's tap, loses carrier).
+fn set_link(nic: &Nic, up: bool) -> Result<(), RegistryError> {
+    in_nic_ns(nic, || {
+        netdev::set_up(&nic.ifname, up).map_err(nic_error(nic))
+    })
+}
+
+/// Checks the NIC can be a port and prepares it: it exists, its MTU fits
+/// the data path, a pod's or VM's end has no IPv6 of the host's (nor of
+/// the VM pod's namespace), and it is down if the port starts down.
+fn prepare_nic(nic: &Nic, link_up: bool) -> Result<(), RegistryError> {
+    in_nic_ns(nic, || {
+        let ifname = &nic.ifname;
+        netdev::ifindex(ifname).map_err(nic_error(nic))?;
+        let mtu = netdev::mtu(ifname).map_err(nic_error(nic))?;
+        if mtu > MAX_MTU {
+            return Err(RegistryError::Invalid(format!(
+                "NIC {ifname} has MTU {mtu}; the AF_XDP data path carries at most {MAX_MTU}"
+            )));
+        }
+        if nic.kind != NicKind::Uplink {
+            if let Err(e) = netdev::disable_ipv6(ifname) {
+                log::debug!("disabling IPv6 on {ifname}: {e}");
+            }
+        }
+        if !link_up {
+            netdev::set_up(ifname, false).map_err(nic_error(nic))?;
+        }
+        Ok(())
+    })
 }
 
 /// Prepares, attaches and (if the port is up) brings up a recorded port's
@@ -56,12 +91,12 @@ fn bring_in(
     dp: &dyn Dataplane,
     p: &crate::registry::Pending,
 ) -> Result<crate::datapath::Attachment, RegistryError> {
-    prepare_nic(&p.ifname, p.kind, p.link_up)?;
+    prepare_nic(&p.nic, p.link_up)?;
     let a = dp
-        .attach(p.slot, &p.ifname)
-        .map_err(|e| RegistryError::Datapath(format!("attaching {}: {e}", p.ifname)))?;
+        .attach(p.slot, &p.nic)
+        .map_err(|e| RegistryError::Datapath(format!("attaching {}: {e}", p.nic.location())))?;
     if p.link_up {
-        netdev::set_up(&p.ifname, true).map_err(|e| RegistryError::Datapath(e.to_string()))?;
+        set_link(&p.nic, true)?;
     }
     Ok(a)
 }
@@ -96,8 +131,7 @@ pub fn update_port(
     let mut s = lock(state);
     let (p, old) = s.plan_update(id, u)?;
     if p.link_state != old.link_state {
-        netdev::set_up(&p.nic.ifname, p.link_state == LinkState::Up)
-            .map_err(|e| RegistryError::Datapath(e.to_string()))?;
+        set_link(&p.nic, p.link_state == LinkState::Up)?;
     }
     s.commit_update(id, p, &old)
 }
@@ -128,7 +162,7 @@ pub fn restore(state: &Mutex<Registry>) -> Result<(usize, usize), RegistryError>
             s.add_port(port.to_config()).map(|p| (p, s.datapath()))
         };
         let r = match begun {
-            Ok((p, dp)) => match prepare_nic(&p.ifname, p.kind, p.link_up) {
+            Ok((p, dp)) => match prepare_nic(&p.nic, p.link_up) {
                 Err(e @ RegistryError::NicMissing(_)) => {
                     let mut s = lock(state);
                     s.forget_port(&p.id);
@@ -163,10 +197,14 @@ pub fn restore(state: &Mutex<Registry>) -> Result<(usize, usize), RegistryError>
 pub fn reconcile(state: &Mutex<Registry>) {
     let (dp, todo): (Arc<dyn Dataplane>, _) = lock(state).unattached();
     for p in todo {
-        if netdev::ifindex(&p.ifname).is_err() {
+        if in_nic_ns(&p.nic, || {
+            netdev::ifindex(&p.nic.ifname).map_err(nic_error(&p.nic))
+        })
+        .is_err()
+        {
             continue;
         }
-        let (id, slot, ifname) = (p.id.clone(), p.slot, p.ifname.clone());
+        let (id, slot, ifname) = (p.id.clone(), p.slot, p.nic.location());
         // A NIC that came back (or was re-created under the same name) is
         // new to the kernel: prepared and brought up like a new port's.
         match bring_in(dp.as_ref(), &p) {
@@ -210,17 +248,13 @@ pub fn apply_declared(state: &Mutex<Registry>, d: Declared) -> Result<(), Regist
 mod tests {
     use super::*;
     use crate::datapath::fake::FakeDataplane;
-    use podswitch_shared::model::Nic;
 
     #[test]
     fn a_missing_nic_fails_the_create_and_leaves_nothing() {
         let d = std::env::temp_dir().join(format!("psw-reconcile-{}", std::process::id()));
         let fake = Arc::new(FakeDataplane::default());
         let reg = Mutex::new(Registry::new(&d, fake.clone(), 300));
-        let cfg = PortConfig::on(Nic {
-            kind: NicKind::Veth,
-            ifname: "pswnosuchnic0".into(),
-        });
+        let cfg = PortConfig::on(Nic::new(NicKind::Veth, "pswnosuchnic0"));
         let e = create_port(&reg, cfg).unwrap_err();
         assert!(matches!(e, RegistryError::NicMissing(_)), "{e}");
         assert!(lock(&reg).ports().is_empty());

@@ -83,11 +83,14 @@ enum PortCmd {
     },
     /// Attach a NIC as a new port.
     Add {
-        /// Netdev in switchd's network namespace.
+        /// Netdev in switchd's network namespace (or in --netns).
         #[arg(long)]
         ifname: String,
         #[arg(long, value_enum, default_value_t = Kind::Veth)]
         kind: Kind,
+        /// A tap's network namespace (a path, e.g. /var/run/netns/vm1).
+        #[arg(long)]
+        netns: Option<String>,
         #[arg(long)]
         id: Option<String>,
         #[arg(long)]
@@ -275,7 +278,7 @@ fn print_ports(ports: &[VPort]) {
             vec![
                 p.id.clone(),
                 p.switch.clone(),
-                format!("{}/{}", p.nic.kind, p.nic.ifname),
+                format!("{}/{}", p.nic.kind, p.nic.location()),
                 vlan_desc(p),
                 format!("{:?}", p.link_state).to_lowercase(),
                 if attached { "yes" } else { "no" }.into(),
@@ -401,6 +404,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Cmd::Port(PortCmd::Add {
             ifname,
             kind,
+            netns,
             id,
             switch,
             vlan,
@@ -425,6 +429,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                         Kind::Uplink => NicKind::Uplink,
                     },
                     ifname,
+                    netns,
                 })
             };
             let p: VPort = c.call("POST", "/v1/ports", Some(&cfg))?;

@@ -24,6 +24,7 @@ pub mod xsk;
 use crate::pipeline::fdb::Slot;
 use crate::pipeline::snapshot::Snapshot;
 use arc_swap::ArcSwap;
+use podswitch_shared::model::Nic;
 use std::collections::HashMap;
 use std::io;
 use std::os::fd::{FromRawFd, OwnedFd};
@@ -152,7 +153,7 @@ fn thread_cpu_seconds(tid: u32) -> f64 {
 pub(crate) enum SetupMsg {
     Attach {
         slot: Slot,
-        ifname: String,
+        nic: Nic,
         reply: mpsc::SyncSender<Result<Attachment, String>>,
     },
     Detach {
@@ -191,8 +192,9 @@ pub struct Datapath {
 /// is the AF_XDP one; tests of the layers above use a fake, so they run
 /// without root.
 pub trait Dataplane: Send + Sync {
-    /// Attaches `ifname` as port `slot`; returns once frames flow.
-    fn attach(&self, slot: Slot, ifname: &str) -> Result<Attachment, DatapathError>;
+    /// Attaches the NIC (in its network namespace) as port `slot`;
+    /// returns once frames flow.
+    fn attach(&self, slot: Slot, nic: &Nic) -> Result<Attachment, DatapathError>;
     /// Stops serving `slot` (teardown happens off the caller's thread).
     fn detach(&self, slot: Slot) -> Result<(), DatapathError>;
     /// Hands the poll threads a new configuration.
@@ -363,11 +365,11 @@ impl Datapath {
     /// Attaches the netdev `ifname` as port `slot`; returns once frames
     /// flow. The socket work happens on the setup thread; the caller only
     /// waits (holding no lock of the control plane's).
-    pub fn attach(&self, slot: Slot, ifname: &str) -> Result<Attachment, DatapathError> {
+    pub fn attach(&self, slot: Slot, nic: &Nic) -> Result<Attachment, DatapathError> {
         let (reply, answer) = mpsc::sync_channel(1);
         self.send(SetupMsg::Attach {
             slot,
-            ifname: ifname.to_string(),
+            nic: nic.clone(),
             reply,
         })?;
         match answer.recv_timeout(ANSWER_TIMEOUT) {
@@ -444,8 +446,8 @@ impl Datapath {
 }
 
 impl Dataplane for Datapath {
-    fn attach(&self, slot: Slot, ifname: &str) -> Result<Attachment, DatapathError> {
-        Datapath::attach(self, slot, ifname)
+    fn attach(&self, slot: Slot, nic: &Nic) -> Result<Attachment, DatapathError> {
+        Datapath::attach(self, slot, nic)
     }
     fn detach(&self, slot: Slot) -> Result<(), DatapathError> {
         Datapath::detach(self, slot)
@@ -503,7 +505,7 @@ pub mod fake {
     }
 
     impl Dataplane for FakeDataplane {
-        fn attach(&self, slot: Slot, _ifname: &str) -> Result<Attachment, DatapathError> {
+        fn attach(&self, slot: Slot, _nic: &Nic) -> Result<Attachment, DatapathError> {
             let a = Attachment {
                 ifindex: 100 + slot,
                 mode: Mode::Native,

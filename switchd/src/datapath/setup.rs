@@ -13,8 +13,11 @@ use super::poll::{NewPort, PollCmd};
 use super::xsk::{RingSizes, UmemArea, XskSocket};
 use super::{netdev, Attachment, DatapathConfig, SetupMsg};
 use crate::pipeline::fdb::Slot;
+use podswitch_shared::model::Nic;
+use podswitch_shared::netns::NetNs;
 use std::collections::{HashMap, VecDeque};
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::path::Path;
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -57,12 +60,29 @@ pub(crate) fn kick(efd: &OwnedFd) {
 
 struct PortRecord {
     ifname: String,
+    /// The tap's namespace (None: switchd's own).
+    netns: Option<String>,
     ifindex: u32,
     /// (thread, raw fd) of each queue's socket; the poll thread owns the
     /// socket, and only this thread closes it, so the fd stays valid while
     /// it is listed here.
     sockets: Vec<(usize, RawFd)>,
     attachment: Attachment,
+}
+
+impl PortRecord {
+    /// Whether the netdev is still the one attached. A tap whose
+    /// namespace path is gone counts as gone: its pod was deleted (our
+    /// socket keeps the namespace alive until we let go of it).
+    fn present(&self) -> bool {
+        let here = || netdev::ifindex(&self.ifname).ok() == Some(self.ifindex);
+        match &self.netns {
+            None => here(),
+            Some(path) => NetNs::open(Path::new(path))
+                .and_then(|ns| ns.run(here))
+                .unwrap_or(false),
+        }
+    }
 }
 
 /// Why an attach failed.
@@ -150,14 +170,10 @@ impl SetupThread {
 
     fn handle(&mut self, m: SetupMsg) {
         match m {
-            SetupMsg::Attach {
-                slot,
-                ifname,
-                reply,
-            } => {
-                let r = self.attach_retrying(slot, &ifname);
+            SetupMsg::Attach { slot, nic, reply } => {
+                let r = self.attach_retrying(slot, &nic);
                 if let Err(e) = &r {
-                    log::warn!("attach {ifname} as slot {slot}: {e}");
+                    log::warn!("attach {} as slot {slot}: {e}", nic.location());
                 }
                 let _ = reply.send(r);
             }
@@ -195,13 +211,13 @@ impl SetupThread {
         }
     }
 
-    fn attach_retrying(&mut self, slot: Slot, ifname: &str) -> Result<Attachment, String> {
+    fn attach_retrying(&mut self, slot: Slot, nic: &Nic) -> Result<Attachment, String> {
         let deadline = Instant::now() + BUSY_RETRY;
         loop {
-            match self.attach(slot, ifname) {
+            match self.attach(slot, nic) {
                 Ok(a) => return Ok(a),
                 Err(Failure::Busy(m)) if Instant::now() < deadline => {
-                    log::debug!("attach {ifname}: {m}; retrying");
+                    log::debug!("attach {}: {m}; retrying", nic.location());
                     self.drain_returns();
                     std::thread::sleep(Duration::from_millis(10));
                 }
@@ -253,15 +269,45 @@ impl SetupThread {
         new(None)
     }
 
-    fn attach(&mut self, slot: Slot, ifname: &str) -> Result<Attachment, Failure> {
+    fn attach(&mut self, slot: Slot, nic: &Nic) -> Result<Attachment, Failure> {
         if let Some(p) = self.ports.get(&slot) {
-            if p.ifname == ifname {
+            if p.ifname == nic.ifname && p.netns == nic.netns {
                 return Ok(p.attachment);
             }
             self.detach(slot);
         }
+        let Some(path) = &nic.netns else {
+            return self.attach_here(slot, &nic.ifname, None);
+        };
+        // A VM's tap in its pod's namespace: the socket (which belongs to
+        // the namespace it is made in) and the XDP link are made from a
+        // thread inside it.
+        let ns = NetNs::open(Path::new(path))
+            .map_err(|e| Failure::Other(format!("network namespace {path}: {e}")))?;
+        ns.run(|| self.attach_here(slot, &nic.ifname, Some(path)))
+            .map_err(|e| Failure::Other(format!("entering {path}: {e}")))?
+    }
+
+    /// Attaches `ifname` of the calling thread's network namespace.
+    fn attach_here(
+        &mut self,
+        slot: Slot,
+        ifname: &str,
+        netns: Option<&str>,
+    ) -> Result<Attachment, Failure> {
         let other = |e: netdev::NetdevError| Failure::Other(e.to_string());
         let ifindex = netdev::ifindex(ifname).map_err(other)?;
+        // The XDP program finds a port by ifindex. Indexes are per
+        // namespace: a tap moved in from the node's namespace keeps the
+        // node-wide unique index it was born with; one that did not is
+        // refused here rather than mixed up with another port.
+        if let Some((s, p)) = self.ports.iter().find(|(_, p)| p.ifindex == ifindex) {
+            return Err(Failure::Other(format!(
+                "{ifname} has ifindex {ifindex}, which slot {s} ({}) has too; \
+                 create the tap in switchd's namespace and move it (the CNI plugin does)",
+                p.ifname
+            )));
+        }
         let mtu = netdev::mtu(ifname).map_err(other)?;
         let threads = self.polls.len() as u32;
         let queues = netdev::fit_queues(ifname, threads).map_err(other)?;
@@ -342,6 +388,7 @@ impl SetupThread {
             slot,
             PortRecord {
                 ifname: ifname.to_string(),
+                netns: netns.map(str::to_string),
                 ifindex,
                 sockets,
                 attachment,
@@ -383,7 +430,7 @@ impl SetupThread {
         let gone: Vec<Slot> = self
             .ports
             .iter()
-            .filter(|(_, p)| netdev::ifindex(&p.ifname).ok() != Some(p.ifindex))
+            .filter(|(_, p)| !p.present())
             .map(|(s, _)| *s)
             .collect();
         for s in gone {

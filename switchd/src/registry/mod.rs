@@ -16,8 +16,8 @@ use crate::pipeline::fdb::Slot;
 use crate::pipeline::snapshot::{PortCounters, PortView, Snapshot, SwitchView};
 use crate::pipeline::vlan::PortVlan;
 use podswitch_shared::model::{
-    check_ifname, check_object_name, FdbEntry, LinkState, NicKind, PortConfig, PortStatus,
-    PortUpdate, SwitchConfig, VPort, VSwitch, VlanId, VlanMode,
+    check_object_name, FdbEntry, LinkState, Nic, NicKind, PortConfig, PortStatus, PortUpdate,
+    SwitchConfig, VPort, VSwitch, VlanId, VlanMode,
 };
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -610,15 +610,16 @@ impl Registry {
                 "no switch named {switch:?}"
             )));
         }
-        check_ifname(&cfg.nic.ifname)?;
+        cfg.nic.check()?;
         if let Some(e) = self
             .ports
             .values()
-            .find(|e| e.port.nic.ifname == cfg.nic.ifname)
+            .find(|e| e.port.nic.ifname == cfg.nic.ifname && e.port.nic.netns == cfg.nic.netns)
         {
             return Err(RegistryError::Conflict(format!(
                 "NIC {} is already attached as port {}",
-                cfg.nic.ifname, e.port.id
+                cfg.nic.location(),
+                e.port.id
             )));
         }
         validate::check_trunk(cfg.trunk.as_deref())?;
@@ -628,7 +629,7 @@ impl Registry {
                 cfg.nic.ifname
             );
         }
-        let ifname = cfg.nic.ifname.clone();
+        let nic = cfg.nic.clone();
         let link_state = cfg.link_state.unwrap_or_default();
         let slot = self.alloc_slot(&id)?;
         let mut port = VPort::from_config(id.clone(), switch, cfg);
@@ -650,16 +651,10 @@ impl Registry {
             },
         );
         self.publish();
-        let kind = self
-            .ports
-            .get(&id)
-            .map(|e| e.port.nic.kind)
-            .unwrap_or(NicKind::Veth);
         Ok(Pending {
             id,
             slot,
-            ifname,
-            kind,
+            nic,
             link_up: link_state == LinkState::Up,
         })
     }
@@ -712,8 +707,7 @@ impl Registry {
             .map(|e| Pending {
                 id: e.port.id.clone(),
                 slot: e.slot,
-                ifname: e.port.nic.ifname.clone(),
-                kind: e.port.nic.kind,
+                nic: e.port.nic.clone(),
                 link_up: e.port.link_state == LinkState::Up,
             })
             .collect();
@@ -829,8 +823,7 @@ pub(crate) enum Begun {
 pub(crate) struct Pending {
     pub id: String,
     pub slot: Slot,
-    pub ifname: String,
-    pub kind: NicKind,
+    pub nic: Nic,
     pub link_up: bool,
 }
 
@@ -849,10 +842,7 @@ mod tests {
     fn cfg(ifname: &str, vlan: u16) -> PortConfig {
         PortConfig {
             vlan: Some(VlanId::new(vlan).unwrap()),
-            ..PortConfig::on(Nic {
-                kind: NicKind::Veth,
-                ifname: ifname.into(),
-            })
+            ..PortConfig::on(Nic::new(NicKind::Veth, ifname))
         }
     }
 
@@ -863,7 +853,7 @@ mod tests {
             Begun::Pending(p) => {
                 let a = r
                     .datapath()
-                    .attach(p.slot, &p.ifname)
+                    .attach(p.slot, &p.nic)
                     .map_err(|e| RegistryError::Datapath(e.to_string()));
                 r.finish_port(p, a, false)
             }
