@@ -45,4 +45,5 @@ if [[ "${1:-}" != "--minimal" ]]; then
   scripts/setup-containerd.sh
   # helm 3 and 4, kubernetes-validate, promtool (the chart and alert tests).
   scripts/setup-k8s-tools.sh
+  scripts/setup-qemu.sh  # QEMU + busybox-static for the VM-guest tests (vmguest.py)
 fi

@@ -732,6 +732,10 @@ pub struct PortStats {
     pub rx_bytes: u64,
     pub tx_packets: u64,
     pub tx_bytes: u64,
+    /// Times the port's own MAC moved here from another port of the
+    /// switch (a migrated VM announcing itself).
+    #[serde(default)]
+    pub mac_handovers: u64,
     /// Dropped frames by reason (`malformed`, `vlan`, `spoof`, `link-down`,
     /// `no-buffer`, `qos`, `acl`, `dhcp-guard`, `router-guard`, `storm`,
     /// `oversize`, `rx-overrun`, `tx-full`); only reasons seen so far are
@@ -770,6 +774,19 @@ pub struct PortStatus {
     /// The NIC's MTU when it was attached.
     #[serde(default)]
     pub mtu: u32,
+    /// Only while another port of the switch has the same MAC (a VM's
+    /// live migration): `standby` (the switch sends the MAC's traffic to
+    /// the other port) or `active` (to this one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub handover: Option<Handover>,
+}
+
+/// A port's part in a MAC handover (see `PortStatus::handover`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Handover {
+    Standby,
+    Active,
 }
 
 /// A port's 802.1Q role, derived from `vlan` and `trunk`.

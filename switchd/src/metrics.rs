@@ -143,7 +143,7 @@ pub fn render(state: &Mutex<Registry>, api: &ApiMetrics, start_time: f64) -> Str
         );
     }
     type Pick = fn(&podswitch_shared::model::PortStats) -> u64;
-    let counters: [(&str, &str, Pick); 4] = [
+    let counters: [(&str, &str, Pick); 5] = [
         (
             "podswitch_port_receive_packets_total",
             "Frames received from the port's NIC.",
@@ -163,6 +163,11 @@ pub fn render(state: &Mutex<Registry>, api: &ApiMetrics, start_time: f64) -> Str
             "podswitch_port_transmit_bytes_total",
             "Bytes sent to the port's NIC.",
             |s| s.tx_bytes,
+        ),
+        (
+            "podswitch_port_mac_handovers_total",
+            "Times the port's own MAC moved to it from another port of the switch (a live-migrated VM announcing itself).",
+            |s| s.mac_handovers,
         ),
     ];
     for (name, help, pick) in counters {

@@ -6,8 +6,8 @@ use anyhow::{bail, Context};
 use clap::{Parser, Subcommand, ValueEnum};
 use podswitch_shared::client::Client;
 use podswitch_shared::model::{
-    AclAction, AclRule, DatapathInfo, FdbEntry, LinkState, MacAddr, Nic, NicKind, PortConfig,
-    PortUpdate, SwitchConfig, TrunkRange, VPort, VSwitch, VlanId, VlanMode,
+    AclAction, AclRule, DatapathInfo, FdbEntry, Handover, LinkState, MacAddr, Nic, NicKind,
+    PortConfig, PortUpdate, SwitchConfig, TrunkRange, VPort, VSwitch, VlanId, VlanMode,
 };
 use podswitch_shared::DEFAULT_SOCKET;
 use serde::Serialize;
@@ -281,7 +281,19 @@ fn print_ports(ports: &[VPort]) {
                 format!("{}/{}", p.nic.kind, p.nic.location()),
                 vlan_desc(p),
                 format!("{:?}", p.link_state).to_lowercase(),
-                if attached { "yes" } else { "no" }.into(),
+                match p.status.as_ref().and_then(|s| s.handover) {
+                    // Two ports share the MAC (a VM's live migration).
+                    Some(h) => format!(
+                        "{} ({})",
+                        if attached { "yes" } else { "no" },
+                        if h == Handover::Standby {
+                            "standby"
+                        } else {
+                            "active"
+                        }
+                    ),
+                    None => if attached { "yes" } else { "no" }.into(),
+                },
                 p.mac.map(|m| m.to_string()).unwrap_or_else(|| "-".into()),
                 st.rx_packets.to_string(),
                 st.tx_packets.to_string(),

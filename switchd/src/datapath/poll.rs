@@ -493,6 +493,7 @@ impl PollThread {
             return;
         }
         let seen = std::mem::replace(&mut self.fdb_generation, snap.generation);
+        let now = self.now();
         let all: Vec<Slot>;
         let slots: &[Slot] = match snap.changed_since(seen) {
             Some(c) => c,
@@ -506,7 +507,7 @@ impl PollThread {
                         .or_insert_with(|| Fdb::new(sw.aging_seconds, sw.max_fdb_entries));
                     f.set_aging(sw.aging_seconds);
                     f.set_limit(sw.max_fdb_entries);
-                    f.set_static(&sw.statics);
+                    f.set_static(&sw.statics, now);
                 }
                 all = (0..snap.ports.len().max(self.flush_seen.len()) as Slot).collect();
                 &all
@@ -836,6 +837,9 @@ impl PollThread {
                             self.release_all(f);
                         }
                         Ok(dec) => {
+                            if matches!(dec.learned, crate::pipeline::fdb::Learned::Moved { .. }) {
+                                count_handover(ingress, head, self.index);
+                            }
                             if announce && dec.learned.announce() {
                                 if let Ok(h) = crate::wire::ethernet::parse(head) {
                                     self.mesh.announce(
@@ -1154,5 +1158,17 @@ mod tests {
         assert_eq!(f[1].len(), 3);
         assert_eq!(frame_len(f[1]), 8680);
         assert_eq!(frame_len(f[2]), 64);
+    }
+}
+
+/// A MAC moved to `ingress` and it is the port's own: a VM that moved
+/// here (live migration) announced itself, and the switch now sends its
+/// traffic to this port.
+fn count_handover(ingress: &crate::pipeline::snapshot::PortView, head: &[u8], thread: usize) {
+    if let Ok(h) = crate::wire::ethernet::parse(head) {
+        if ingress.mac == Some(h.src) {
+            let c = ingress.counters.t(thread);
+            crate::pipeline::snapshot::ThreadCounters::add(&c.mac_handovers, 1);
+        }
     }
 }

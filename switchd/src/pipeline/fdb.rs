@@ -209,9 +209,28 @@ impl Fdb {
     }
 
     /// Replaces every static entry with `entries` (vlan, mac, slot). A
-    /// learned entry for the same key is taken over.
-    pub fn set_static(&mut self, entries: &[(u16, MacAddr, Slot)]) {
-        self.map.retain(|_, e| !e.is_static);
+    /// learned entry for the same key is taken over. A static entry that
+    /// is no longer listed becomes a learned one on the same port (fresh
+    /// at `now`): its MAC keeps flowing there until frames move it (a
+    /// second port claimed the MAC for a VM's migration) or it ages out.
+    pub fn set_static(&mut self, entries: &[(u16, MacAddr, Slot)], now: u64) {
+        let listed: std::collections::HashSet<u64> =
+            entries.iter().map(|&(v, m, _)| key(v, m)).collect();
+        let mut demoted = 0;
+        self.map.retain(|k, e| {
+            if !e.is_static {
+                return true;
+            }
+            if listed.contains(k) {
+                return false;
+            }
+            e.is_static = false;
+            e.last_seen = now;
+            e.announced = now;
+            demoted += 1;
+            true
+        });
+        self.learned += demoted;
         for &(vlan, mac, slot) in entries {
             let prev = self.map.insert(
                 key(vlan, mac),
@@ -329,7 +348,7 @@ mod tests {
             !f.learn(1, m(1), 3, 2 * SEC).announce(),
             "just heard of it: no echo"
         );
-        f.set_static(&[(1, m(9), 5)]);
+        f.set_static(&[(1, m(9), 5)], 0);
         f.learn_remote(1, m(9), 1, 3 * SEC);
         assert_eq!(f.lookup(1, m(9), 3 * SEC), Some(5), "static wins");
     }
@@ -386,14 +405,38 @@ mod tests {
     fn static_entries_win_and_do_not_age() {
         let mut f = Fdb::new(1, 1);
         f.learn(7, m(9), 2, 0);
-        f.set_static(&[(7, m(9), 4)]);
+        f.set_static(&[(7, m(9), 4)], 0);
         assert_eq!(f.learn(7, m(9), 2, 0), Learned::Static);
         assert_eq!(f.lookup(7, m(9), 1000 * SEC), Some(4));
         // Static entries do not count against the learning limit.
         assert_eq!(f.learn(7, m(1), 2, 0), Learned::New);
         assert_eq!(f.flush_port(4), 0, "flush keeps static entries");
-        f.set_static(&[]);
-        assert_eq!(f.lookup(7, m(9), 0), None);
+        f.set_static(&[], 5 * SEC);
+        // No longer static: learned on the same port, moved by frames, aged.
+        assert_eq!(f.lookup(7, m(9), 5 * SEC), Some(4));
+        assert_eq!(f.flush_port(4), 1);
+        assert_eq!(f.lookup(7, m(9), 5 * SEC), None);
+    }
+
+    #[test]
+    fn a_demoted_static_entry_moves_with_the_first_frame_and_ages() {
+        // A VM's MAC is static on port 4; its migration target (port 6)
+        // claims it too, so the switch demotes it: traffic stays on 4 ...
+        let mut f = Fdb::new(300, 10);
+        f.set_static(&[(7, m(9), 4)], 0);
+        f.set_static(&[], SEC);
+        assert_eq!(f.lookup(7, m(9), 2 * SEC), Some(4));
+        // ... until the VM announces itself from port 6.
+        assert_eq!(f.learn(7, m(9), 6, 3 * SEC), Learned::Moved { from: 4 });
+        assert_eq!(f.lookup(7, m(9), 3 * SEC), Some(6));
+        assert_eq!(f.flush_port(4), 0, "the old port holds nothing");
+        // Once the old port is gone the MAC is static on the new one.
+        f.set_static(&[(7, m(9), 6)], 4 * SEC);
+        assert_eq!(f.learn(7, m(9), 4, 5 * SEC), Learned::Static);
+        assert_eq!(f.lookup(7, m(9), 1000 * SEC), Some(6));
+        // A demoted entry nobody refreshes ages like any learned one.
+        f.set_static(&[], 10 * SEC);
+        assert_eq!(f.lookup(7, m(9), 311 * SEC), None);
     }
 
     #[test]

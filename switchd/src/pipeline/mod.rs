@@ -628,7 +628,7 @@ mod tests {
             Err(DropReason::LinkDown)
         );
         // Even a static/learned entry pointing at the down port sends nothing there.
-        w.fdb.set_static(&[(10, MacAddr(B), 1)]);
+        w.fdb.set_static(&[(10, MacAddr(B), 1)], 0);
         assert_eq!(w.slots(0, &untagged(B, A, b""), 0), Vec::<Slot>::new());
     }
 

@@ -21,6 +21,8 @@ pub struct ThreadCounters {
     pub rx_bytes: AtomicU64,
     pub tx_packets: AtomicU64,
     pub tx_bytes: AtomicU64,
+    /// The port's own MAC moved here from another port (live migration).
+    pub mac_handovers: AtomicU64,
     drops: [AtomicU64; DropReason::COUNT],
     /// Frames the kernel could not hand to this thread's socket of the
     /// port (RX ring full, fill ring empty), read from XDP_STATISTICS.
@@ -90,6 +92,7 @@ impl PortCounters {
             rx_bytes: self.sum(|t| t.rx_bytes.load(Relaxed)),
             tx_packets: self.sum(|t| t.tx_packets.load(Relaxed)),
             tx_bytes: self.sum(|t| t.tx_bytes.load(Relaxed)),
+            mac_handovers: self.sum(|t| t.mac_handovers.load(Relaxed)),
             drops: DropReason::ALL
                 .iter()
                 .map(|r| (r.as_str().to_string(), self.dropped(*r)))

@@ -16,8 +16,8 @@ use crate::pipeline::fdb::Slot;
 use crate::pipeline::snapshot::{PortCounters, PortView, Snapshot, SwitchView};
 use crate::pipeline::vlan::PortVlan;
 use podswitch_shared::model::{
-    check_object_name, FdbEntry, LinkState, Nic, NicKind, PortConfig, PortStatus, PortUpdate,
-    SwitchConfig, VPort, VSwitch, VlanId, VlanMode,
+    check_object_name, FdbEntry, Handover, LinkState, MacAddr, Nic, NicKind, PortConfig,
+    PortStatus, PortUpdate, SwitchConfig, VPort, VSwitch, VlanId, VlanMode,
 };
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -220,20 +220,19 @@ impl Registry {
             })
             .collect();
         let threads = self.datapath.config().threads() as u32;
+        // A MAC that two ports claim (a VM being live-migrated: its target
+        // port exists before the VM moves) is learned, not static: it
+        // stays where the VM's frames come from and moves with the first
+        // one from the other port.
+        let mut claims: BTreeMap<(usize, u16, MacAddr), Vec<Slot>> = BTreeMap::new();
         for e in self.ports.values() {
             let Some(&si) = index.get(e.port.switch.as_str()) else {
                 continue;
             };
             let mode = e.port.mode();
             switches[si].ports.push(e.slot);
-            if let Some(mac) = e.port.mac {
-                let home = match &mode {
-                    VlanMode::Access(v) => Some(*v),
-                    VlanMode::Trunk { native, .. } => *native,
-                };
-                if let Some(v) = home {
-                    switches[si].statics.push((v.get(), mac, e.slot));
-                }
+            if let (Some(mac), Some(v)) = (e.port.mac, home_vlan(&mode)) {
+                claims.entry((si, v.get(), mac)).or_default().push(e.slot);
             }
             let served = self
                 .datapath
@@ -258,6 +257,11 @@ impl Registry {
                 acl: e.acl.clone(),
                 counters: e.counters.clone(),
             });
+        }
+        for ((si, vlan, mac), slots) in claims {
+            if let [slot] = slots[..] {
+                switches[si].statics.push((vlan, mac, slot));
+            }
         }
         let same_switches = switches.len() == self.last_switches.len()
             && switches.iter().zip(&self.last_switches).all(|(a, b)| {
@@ -491,12 +495,14 @@ impl Registry {
     // ---- ports ----
 
     fn view(&self, e: &PortEntry) -> VPort {
+        let handover = self.handover(e);
         let status = self.datapath.attachment(e.slot).map(|a| PortStatus {
             attached: true,
             ifindex: a.ifindex,
             xdp_mode: a.mode.as_str().into(),
             queues: a.queues,
             mtu: a.mtu,
+            handover,
         });
         VPort {
             status: Some(status.unwrap_or(PortStatus {
@@ -505,10 +511,39 @@ impl Registry {
                 xdp_mode: "none".into(),
                 queues: 0,
                 mtu: 0,
+                handover,
             })),
             stats: Some(e.counters.to_stats(&e.acl)),
             ..e.port.clone()
         }
+    }
+
+    /// The port's part in a MAC handover: only while another port of its
+    /// switch has the same MAC on the same VLAN; `active` if the switch's
+    /// table sends the MAC to this port, else `standby`.
+    fn handover(&self, e: &PortEntry) -> Option<Handover> {
+        let mac = e.port.mac?;
+        let vlan = home_vlan(&e.port.mode())?;
+        let shared = self.ports.values().any(|o| {
+            o.slot != e.slot
+                && o.port.switch == e.port.switch
+                && o.port.mac == Some(mac)
+                && home_vlan(&o.port.mode()) == Some(vlan)
+        });
+        if !shared {
+            return None;
+        }
+        let sw = self.switches.get(&e.port.switch)?;
+        let table = self.datapath.fdb(sw.id, true)?;
+        let here = table
+            .rows
+            .iter()
+            .any(|r| r.vlan == vlan.get() && r.mac == mac && r.slot == e.slot);
+        Some(if here {
+            Handover::Active
+        } else {
+            Handover::Standby
+        })
     }
 
     pub fn ports(&self) -> Vec<VPort> {
@@ -955,5 +990,13 @@ mod tests {
         assert_eq!(r.ports().len(), 1);
         assert_eq!(fake.last().ports.iter().flatten().count(), 1);
         let _ = std::fs::remove_dir_all(d);
+    }
+}
+
+/// The VLAN a port's own MAC lives on: its access VLAN or native VLAN.
+fn home_vlan(mode: &VlanMode) -> Option<VlanId> {
+    match mode {
+        VlanMode::Access(v) => Some(*v),
+        VlanMode::Trunk { native, .. } => *native,
     }
 }
