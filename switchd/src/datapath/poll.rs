@@ -1132,6 +1132,18 @@ impl PollThread {
     }
 }
 
+/// A MAC moved to `ingress` and it is the port's own: a VM that moved
+/// here (live migration) announced itself, and the switch now sends its
+/// traffic to this port.
+fn count_handover(ingress: &crate::pipeline::snapshot::PortView, head: &[u8], thread: usize) {
+    if let Ok(h) = crate::wire::ethernet::parse(head) {
+        if ingress.mac == Some(h.src) {
+            let c = ingress.counters.t(thread);
+            crate::pipeline::snapshot::ThreadCounters::add(&c.mac_handovers, 1);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1158,17 +1170,5 @@ mod tests {
         assert_eq!(f[1].len(), 3);
         assert_eq!(frame_len(f[1]), 8680);
         assert_eq!(frame_len(f[2]), 64);
-    }
-}
-
-/// A MAC moved to `ingress` and it is the port's own: a VM that moved
-/// here (live migration) announced itself, and the switch now sends its
-/// traffic to this port.
-fn count_handover(ingress: &crate::pipeline::snapshot::PortView, head: &[u8], thread: usize) {
-    if let Ok(h) = crate::wire::ethernet::parse(head) {
-        if ingress.mac == Some(h.src) {
-            let c = ingress.counters.t(thread);
-            crate::pipeline::snapshot::ThreadCounters::add(&c.mac_handovers, 1);
-        }
     }
 }

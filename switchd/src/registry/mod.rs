@@ -862,6 +862,14 @@ pub(crate) struct Pending {
     pub link_up: bool,
 }
 
+/// The VLAN a port's own MAC lives on: its access VLAN or native VLAN.
+fn home_vlan(mode: &VlanMode) -> Option<VlanId> {
+    match mode {
+        VlanMode::Access(v) => Some(*v),
+        VlanMode::Trunk { native, .. } => *native,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -990,13 +998,5 @@ mod tests {
         assert_eq!(r.ports().len(), 1);
         assert_eq!(fake.last().ports.iter().flatten().count(), 1);
         let _ = std::fs::remove_dir_all(d);
-    }
-}
-
-/// The VLAN a port's own MAC lives on: its access VLAN or native VLAN.
-fn home_vlan(mode: &VlanMode) -> Option<VlanId> {
-    match mode {
-        VlanMode::Access(v) => Some(*v),
-        VlanMode::Trunk { native, .. } => *native,
     }
 }
