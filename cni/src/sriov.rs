@@ -5,6 +5,10 @@
 //!
 //! - [`sysfs`]: resolve the VF under a sysfs root (its PF, index, driver,
 //!   netdevs, the PF's eswitch mode and the VF's representor).
+//! - [`vf`]: the VF's settings on the PF ([`VfSettings`]), the rtnetlink
+//!   requests that set and read them, and [`mapping`] from a port's fields.
+//! - [`rtnl`]: the request/answer transport ([`Rtnl`]) and its real
+//!   implementation on a NETLINK_ROUTE socket.
 //!
 //! # Switchdev detection
 //!
@@ -35,13 +39,25 @@
 //! PF's device directory, because representors.rst asks drivers not to
 //! parent representors to a PCI device.
 //!
+//! # Legacy and switchdev mode
+//!
+//! In legacy mode the NIC's own VEB switches the VF; switchd never sees its
+//! traffic, so the port's policy is what the PF can set on the VF (MAC,
+//! access VLAN and 802.1p priority, spoof check, link state, transmit rate)
+//! and what it cannot (a trunk, receive rate, guards, ACLs) is an error. In
+//! switchdev mode switchd attaches the VF's representor like a veth and
+//! enforces the port there; the VF itself only gets its MAC (and trust off).
 
+pub mod rtnl;
 pub mod sysfs;
+pub mod vf;
 
 #[cfg(test)]
 mod testutil;
 
+pub use rtnl::{apply_vf, read_vf, Rtnl, RtnlSocket};
 pub use sysfs::{EswitchMode, Sysfs, Vf};
+pub use vf::{get_vf_request, mapping, parse_vf_settings, set_vf_request, VfLinkState, VfSettings};
 
 use crate::reply::{code, CniError};
 use serde::{Deserialize, Serialize};

@@ -1,4 +1,5 @@
-//! Test doubles: a generated sysfs tree of an SR-IOV NIC.
+//! Test doubles: a generated sysfs tree of an SR-IOV NIC and a recording
+//! rtnetlink transport standing in for the kernel.
 //!
 //! The tree is laid out as a ConnectX-style dual-port NIC's sysfs, from
 //! the kernel's Documentation/ABI/testing/sysfs-bus-pci (`sriov_totalvfs`,
@@ -14,8 +15,19 @@
 //! representors but the PF keeps a `phys_switch_id`, as ice does (its PF
 //! devlink port always carries the switch id derived from the PCI DSN).
 
+use super::rtnl::Rtnl;
 use super::sysfs::Sysfs;
+use super::vf::{settings_of, vf_id, VfSettings};
+use netlink_packet_core::{NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_REQUEST};
+use netlink_packet_route::link::{
+    LinkAttribute, LinkMessage, LinkVfInfo, VfInfo, VfInfoLinkState, VfInfoMac, VfInfoRate,
+    VfInfoSpoofCheck, VfInfoTrust, VfInfoTxRate, VfInfoVlan,
+};
+use netlink_packet_route::RouteNetlinkMessage;
+use podswitch_shared::model::MacAddr;
+use std::collections::BTreeMap;
 use std::fs;
+use std::io;
 use std::os::unix::fs::symlink;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -200,5 +212,157 @@ impl Fixture {
             30,
             Some(("0c42a1fffe000001", "pf0vf1")),
         );
+    }
+}
+
+/// The kernel, as far as VF settings on one PF go: records every request
+/// as the bytes it would receive, decodes them back with
+/// netlink-packet-route, applies SETLINKs to its VF table and answers
+/// GETLINKs from it.
+pub struct RecordingRtnl {
+    pub pf_ifindex: u32,
+    pub vfs: BTreeMap<u32, VfSettings>,
+    /// Every request, as decoded from its bytes.
+    pub requests: Vec<NetlinkMessage<RouteNetlinkMessage>>,
+    /// Errnos to answer the next SETLINKs with, in order (a failed one
+    /// applies nothing).
+    pub fail_setlinks: Vec<i32>,
+}
+
+impl RecordingRtnl {
+    /// A PF with `n` VFs, each with zero MAC, no VLAN, spoof check on,
+    /// trust off, link auto, no rate limit (a fresh VF).
+    pub fn new(pf_ifindex: u32, n: u32) -> RecordingRtnl {
+        let fresh = VfSettings {
+            mac: Some(MacAddr([0; 6])),
+            vlan: Some(0),
+            qos: Some(0),
+            spoofchk: Some(true),
+            trust: Some(false),
+            link_state: Some(super::VfLinkState::Auto),
+            min_tx_rate: Some(0),
+            max_tx_rate: Some(0),
+        };
+        RecordingRtnl {
+            pf_ifindex,
+            vfs: (0..n).map(|i| (i, fresh.clone())).collect(),
+            requests: Vec::new(),
+            fail_setlinks: Vec::new(),
+        }
+    }
+
+    /// The SETLINK requests seen, as (ifindex, VF attributes).
+    pub fn setlinks(&self) -> Vec<(u32, Vec<LinkVfInfo>)> {
+        self.requests
+            .iter()
+            .filter_map(|m| match &m.payload {
+                NetlinkPayload::InnerMessage(RouteNetlinkMessage::SetLink(l)) => {
+                    let vfs = l
+                        .attributes
+                        .iter()
+                        .filter_map(|a| match a {
+                            LinkAttribute::VfInfoList(v) => Some(v.clone()),
+                            _ => None,
+                        })
+                        .flatten()
+                        .collect();
+                    Some((l.header.index, vfs))
+                }
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn answer_getlink(&self) -> NetlinkMessage<RouteNetlinkMessage> {
+        let mut link = LinkMessage::default();
+        link.header.index = self.pf_ifindex;
+        link.attributes.push(LinkAttribute::IfName("ens1f0".into()));
+        let list = self
+            .vfs
+            .iter()
+            .map(|(&i, s)| LinkVfInfo(kernel_vf_info(i, s)))
+            .collect();
+        link.attributes.push(LinkAttribute::VfInfoList(list));
+        let mut m = NetlinkMessage::from(RouteNetlinkMessage::NewLink(link));
+        m.finalize();
+        roundtrip(&m)
+    }
+
+    /// Applies attributes one by one, as do_setvfinfo does.
+    fn apply(&mut self, infos: &[VfInfo]) -> io::Result<()> {
+        for info in infos {
+            let id = vf_id(info).unwrap_or_else(|| panic!("unexpected VF attribute {info:?}"));
+            let set = settings_of(std::slice::from_ref(info)).unwrap();
+            let vf = self
+                .vfs
+                .get_mut(&id)
+                .ok_or_else(|| io::Error::from_raw_os_error(libc::EINVAL))?;
+            *vf = VfSettings::fill_missing(&set, vf);
+        }
+        Ok(())
+    }
+}
+
+/// What the kernel's rtnl_fill_vfinfo puts in one IFLA_VF_INFO.
+fn kernel_vf_info(i: u32, s: &VfSettings) -> Vec<VfInfo> {
+    let mac = s.mac.unwrap_or_default();
+    let max = s.max_tx_rate.unwrap_or(0);
+    vec![
+        VfInfo::Mac(VfInfoMac::new(i, &mac.0)),
+        VfInfo::Vlan(VfInfoVlan::new(
+            i,
+            s.vlan.unwrap_or(0).into(),
+            s.qos.unwrap_or(0).into(),
+        )),
+        VfInfo::TxRate(VfInfoTxRate::new(i, max)),
+        VfInfo::Rate(VfInfoRate::new(i, s.min_tx_rate.unwrap_or(0), max)),
+        VfInfo::SpoofCheck(VfInfoSpoofCheck::new(i, s.spoofchk.unwrap_or(false))),
+        VfInfo::LinkState(VfInfoLinkState::new(
+            i,
+            s.link_state.unwrap_or(super::VfLinkState::Auto).into(),
+        )),
+        VfInfo::Trust(VfInfoTrust::new(i, s.trust.unwrap_or(false))),
+    ]
+}
+
+/// A message as its receiver sees it: serialized, then decoded.
+pub fn roundtrip(m: &NetlinkMessage<RouteNetlinkMessage>) -> NetlinkMessage<RouteNetlinkMessage> {
+    let mut buf = vec![0u8; m.buffer_len()];
+    m.serialize(&mut buf);
+    NetlinkMessage::deserialize(&buf).unwrap()
+}
+
+impl Rtnl for RecordingRtnl {
+    fn request(
+        &mut self,
+        msg: NetlinkMessage<RouteNetlinkMessage>,
+    ) -> io::Result<Vec<NetlinkMessage<RouteNetlinkMessage>>> {
+        let m = roundtrip(&msg);
+        assert_eq!(m.header.flags, NLM_F_REQUEST | NLM_F_ACK, "{m:?}");
+        self.requests.push(m.clone());
+        match m.payload {
+            NetlinkPayload::InnerMessage(RouteNetlinkMessage::GetLink(l))
+                if l.header.index == self.pf_ifindex =>
+            {
+                Ok(vec![self.answer_getlink()])
+            }
+            NetlinkPayload::InnerMessage(RouteNetlinkMessage::SetLink(l))
+                if l.header.index == self.pf_ifindex =>
+            {
+                if !self.fail_setlinks.is_empty() {
+                    let errno = self.fail_setlinks.remove(0);
+                    return Err(io::Error::from_raw_os_error(errno));
+                }
+                for a in &l.attributes {
+                    if let LinkAttribute::VfInfoList(list) = a {
+                        for LinkVfInfo(infos) in list {
+                            self.apply(infos)?;
+                        }
+                    }
+                }
+                Ok(Vec::new())
+            }
+            _ => Err(io::Error::from_raw_os_error(libc::ENODEV)),
+        }
     }
 }
