@@ -9,6 +9,8 @@
 //!   requests that set and read them, and [`mapping`] from a port's fields.
 //! - [`rtnl`]: the request/answer transport ([`Rtnl`]) and its real
 //!   implementation on a NETLINK_ROUTE socket.
+//! - [`state`]: claims and saved settings per VF ([`add`], [`del`],
+//!   [`check`]): ADD saves what it changes, DEL puts it back.
 //!
 //! # Switchdev detection
 //!
@@ -49,6 +51,7 @@
 //! enforces the port there; the VF itself only gets its MAC (and trust off).
 
 pub mod rtnl;
+pub mod state;
 pub mod sysfs;
 pub mod vf;
 
@@ -56,6 +59,7 @@ pub mod vf;
 mod testutil;
 
 pub use rtnl::{apply_vf, read_vf, Rtnl, RtnlSocket};
+pub use state::{add, check, claims, del, Claim, VfState};
 pub use sysfs::{EswitchMode, Sysfs, Vf};
 pub use vf::{get_vf_request, mapping, parse_vf_settings, set_vf_request, VfLinkState, VfSettings};
 
