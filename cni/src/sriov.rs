@@ -11,6 +11,7 @@
 //!   implementation on a NETLINK_ROUTE socket.
 //! - [`state`]: claims and saved settings per VF ([`add`], [`del`],
 //!   [`check`]): ADD saves what it changes, DEL puts it back.
+//! - [`devinfo`]: the Device Information file Multus reads.
 //!
 //! # Switchdev detection
 //!
@@ -50,6 +51,7 @@
 //! switchdev mode switchd attaches the VF's representor like a veth and
 //! enforces the port there; the VF itself only gets its MAC (and trust off).
 
+pub mod devinfo;
 pub mod rtnl;
 pub mod state;
 pub mod sysfs;
@@ -58,6 +60,7 @@ pub mod vf;
 #[cfg(test)]
 mod testutil;
 
+pub use devinfo::DeviceInfo;
 pub use rtnl::{apply_vf, read_vf, Rtnl, RtnlSocket};
 pub use state::{add, check, claims, del, Claim, VfState};
 pub use sysfs::{EswitchMode, Sysfs, Vf};
