@@ -354,6 +354,36 @@ mod tests {
         assert!(matches!(step(&ack, 3), Ok(Step::Done)));
     }
 
+    /// The real socket against this machine's kernel, harmlessly: the
+    /// VF list of `lo` (it has none), and a SETLINK on an ifindex that
+    /// does not exist (ENODEV, or EPERM without CAP_NET_ADMIN).
+    #[test]
+    fn real_socket_round_trips_with_the_kernel() {
+        let Ok(mut sock) = RtnlSocket::open() else {
+            eprintln!("no NETLINK_ROUTE socket here; skipped");
+            return;
+        };
+        let e = read_vf(&mut sock, 1, 0).unwrap_err();
+        assert!(
+            matches!(e, SriovError::VfNotReported { ifindex: 1, vf: 0 }),
+            "{e}"
+        );
+        let s = VfSettings {
+            trust: Some(false),
+            ..VfSettings::default()
+        };
+        let e = apply_vf(&mut sock, 0x7fff_fff0, 0, &s).unwrap_err();
+        let SriovError::Netlink { source, .. } = &e else {
+            panic!("{e}");
+        };
+        assert!(
+            matches!(errno(source), Some(libc::ENODEV | libc::EPERM)),
+            "{e}"
+        );
+        // The socket still works after a NACK (sequence numbers advance).
+        assert!(read_vf(&mut sock, 1, 0).is_err());
+    }
+
     #[test]
     fn datagrams_split_into_messages() {
         let a = nack(1, 1, 0, vec![0; 16]);
