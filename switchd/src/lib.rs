@@ -18,4 +18,5 @@ pub mod metrics;
 pub mod pipeline;
 pub mod reconcile;
 pub mod registry;
+pub mod vmlink;
 pub mod wire;

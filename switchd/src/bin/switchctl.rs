@@ -58,6 +58,35 @@ enum Cmd {
     /// How the data path runs: poll threads (CPU, ports, frames, hand-offs,
     /// CPU time), frame budget, MTU limit.
     Datapath,
+    /// Helpers that run next to a VMM.
+    #[command(subcommand)]
+    Vm(VmCmd),
+}
+
+#[derive(Subcommand)]
+enum VmCmd {
+    /// Carries a tap port's link state to the guest: watches the tap's
+    /// administrative state (switchd takes it down when the port's
+    /// linkState is down) and sets the guest NIC's link through QEMU's QMP
+    /// socket (`set_link`), at start and on every change, until the tap is
+    /// gone. QEMU does not read a tap's state by itself.
+    LinkFollow {
+        /// The VM pod's network namespace (path), where the tap is.
+        #[arg(long)]
+        netns: Option<String>,
+        /// The tap (CNI_IFNAME).
+        #[arg(long, default_value = "eth0")]
+        ifname: String,
+        /// QEMU's QMP socket (`-qmp unix:PATH,server=on,wait=off`).
+        #[arg(long)]
+        qmp: std::path::PathBuf,
+        /// QEMU's netdev ID of the tap (`-netdev tap,id=ID`).
+        #[arg(long, default_value = "n0")]
+        netdev: String,
+        /// How often the tap is looked at, in milliseconds.
+        #[arg(long, default_value_t = 50)]
+        interval_ms: u64,
+    },
 }
 
 #[derive(Subcommand)]
@@ -565,6 +594,35 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                         .collect(),
                 )
             })
+        }
+        Cmd::Vm(VmCmd::LinkFollow {
+            netns,
+            ifname,
+            qmp,
+            netdev,
+            interval_ms,
+        }) => {
+            use switchd::vmlink;
+            let tap = vmlink::TapWatch::open(netns.as_deref(), &ifname)
+                .map_err(|e| anyhow::anyhow!("watching {ifname}: {e}"))?;
+            let mut q = vmlink::Qmp::connect(&qmp)
+                .map_err(|e| anyhow::anyhow!("QMP at {}: {e}", qmp.display()))?;
+            vmlink::follow(
+                &tap,
+                &mut q,
+                &netdev,
+                std::time::Duration::from_millis(interval_ms.max(1)),
+                |up| {
+                    eprintln!(
+                        "switchctl: {ifname} is {}; guest link of {netdev} set {}",
+                        if up { "up" } else { "down" },
+                        if up { "up" } else { "down" }
+                    )
+                },
+            )
+            .map_err(|e| anyhow::anyhow!("following {ifname}: {e}"))?;
+            eprintln!("switchctl: {ifname} is gone; done");
+            Ok(())
         }
         Cmd::Datapath => {
             let d: DatapathInfo = c.get("/v1/datapath")?;
