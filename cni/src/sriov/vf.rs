@@ -459,10 +459,7 @@ mod tests {
     }
 
     fn port() -> PortConfig {
-        PortConfig::on(Nic {
-            kind: NicKind::Vfio,
-            ifname: "0000:18:02.5".into(),
-        })
+        PortConfig::on(Nic::new(NicKind::Vfio, "0000:18:02.5".into()))
     }
 
     #[test]
@@ -644,10 +641,10 @@ mod wire_tests {
     /// PF ifindex, the message type and flags.
     #[test]
     fn setlink_for_a_typical_port() {
-        let mut p = PortConfig::on(podswitch_shared::model::Nic {
-            kind: podswitch_shared::model::NicKind::Vfio,
-            ifname: "0000:18:02.5".into(),
-        });
+        let mut p = PortConfig::on(podswitch_shared::model::Nic::new(
+            podswitch_shared::model::NicKind::Vfio,
+            "0000:18:02.5".into(),
+        ));
         p.mac = Some("02:42:0a:0a:00:05".parse().unwrap());
         p.vlan = Some(podswitch_shared::model::VlanId::new(100).unwrap());
         p.mac_spoof_check = Some(true);
