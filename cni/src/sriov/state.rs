@@ -315,7 +315,7 @@ mod tests {
     }
 
     fn wanted() -> VfSettings {
-        let mut p = PortConfig::on(Nic::new(NicKind::Vfio, VF.into()));
+        let mut p = PortConfig::on(Nic::new(NicKind::Vfio, VF));
         p.mac = Some("02:42:0a:0a:00:05".parse().unwrap());
         p.vlan = Some(VlanId::new(100).unwrap());
         p.mac_spoof_check = Some(true);

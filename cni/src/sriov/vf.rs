@@ -459,7 +459,7 @@ mod tests {
     }
 
     fn port() -> PortConfig {
-        PortConfig::on(Nic::new(NicKind::Vfio, "0000:18:02.5".into()))
+        PortConfig::on(Nic::new(NicKind::Vfio, "0000:18:02.5"))
     }
 
     #[test]
