@@ -643,7 +643,7 @@ mod wire_tests {
     fn setlink_for_a_typical_port() {
         let mut p = PortConfig::on(podswitch_shared::model::Nic::new(
             podswitch_shared::model::NicKind::Vfio,
-            "0000:18:02.5".into(),
+            "0000:18:02.5",
         ));
         p.mac = Some("02:42:0a:0a:00:05".parse().unwrap());
         p.vlan = Some(podswitch_shared::model::VlanId::new(100).unwrap());
