@@ -161,34 +161,7 @@ pub fn create(
 /// whoever mounted it, so the thread mounts a fresh sysfs in a private
 /// mount namespace of its own.
 fn write_sysfs(pod_if: &str, queues: u32, rps: Option<&[usize]>, threaded: bool) -> io::Result<()> {
-    // SAFETY: unshare/mount on this thread only (it ends right after);
-    // arguments are valid NUL-terminated strings.
-    unsafe {
-        if libc::unshare(libc::CLONE_NEWNS | libc::CLONE_FS) != 0 {
-            return Err(io::Error::last_os_error());
-        }
-        let private = libc::MS_REC | libc::MS_PRIVATE;
-        if libc::mount(
-            std::ptr::null(),
-            c"/".as_ptr(),
-            std::ptr::null(),
-            private,
-            std::ptr::null(),
-        ) != 0
-        {
-            return Err(io::Error::last_os_error());
-        }
-        if libc::mount(
-            c"sysfs".as_ptr(),
-            c"/sys".as_ptr(),
-            c"sysfs".as_ptr(),
-            0,
-            std::ptr::null(),
-        ) != 0
-        {
-            return Err(io::Error::last_os_error());
-        }
-    }
+    netdev::mount_private_sysfs()?;
     if let Some(cpus) = rps {
         for q in 0..queues.max(1) {
             std::fs::write(

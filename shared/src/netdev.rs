@@ -188,6 +188,53 @@ pub fn fit_queues(ifname: &str, threads: u32) -> Result<u32, NetdevError> {
     Ok(rx.min(threads))
 }
 
+/// Gives the calling thread a mount namespace of its own with a fresh
+/// sysfs on /sys, so that /sys/class/net shows the thread's network
+/// namespace (sysfs shows the namespace of whoever mounted it). For a
+/// short-lived thread that entered a pod's netns; never call it on a
+/// thread that lives on.
+pub fn mount_private_sysfs() -> io::Result<()> {
+    // SAFETY: unshare/mount on this thread only; arguments are valid
+    // NUL-terminated strings.
+    unsafe {
+        if libc::unshare(libc::CLONE_NEWNS | libc::CLONE_FS) != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let private = libc::MS_REC | libc::MS_PRIVATE;
+        if libc::mount(
+            std::ptr::null(),
+            c"/".as_ptr(),
+            std::ptr::null(),
+            private,
+            std::ptr::null(),
+        ) != 0
+        {
+            return Err(io::Error::last_os_error());
+        }
+        if libc::mount(
+            c"sysfs".as_ptr(),
+            c"/sys".as_ptr(),
+            c"sysfs".as_ptr(),
+            0,
+            std::ptr::null(),
+        ) != 0
+        {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
+/// The netdev's receive queues in use (`/sys/class/net/IF/queues/rx-*`):
+/// for a tap, the queues its VMM opened (at least one).
+pub fn rx_queues(ifname: &str) -> io::Result<u32> {
+    let n = std::fs::read_dir(format!("/sys/class/net/{ifname}/queues"))?
+        .filter_map(Result::ok)
+        .filter(|e| e.file_name().to_string_lossy().starts_with("rx-"))
+        .count();
+    Ok(n as u32)
+}
+
 /// Keeps the host stack off a port's netdev (no link-local address, no
 /// router solicitations or MLD leaking into the pod's segment). Fails
 /// harmlessly where IPv6 is disabled or absent.

@@ -90,3 +90,32 @@ def test_qemu_guest_on_a_tap_port(topo, guest_image):
         assert res["bps"] >= LIMIT * 0.5, res
         drops = node.ok("GET", f"/v1/ports/{port['id']}")["stats"]["drops"]
         assert drops.get("qos", 0) > 0, drops
+
+
+def test_multi_queue_tap_follows_the_vmm(topo, guest_image):
+    """With two poll threads the tap is multi_queue; its queues appear when
+    QEMU opens them (queues=2), and switchd then serves each with its own
+    socket (one per poll thread)."""
+    node = topo.node().start("--poll-cpus", "0-1")
+    web = NetCni(topo, node, subnet=SUBNET, vlan=100)
+    vmnet = NetCni(topo, node, subnet=SUBNET, vlan=100, endpoint="tap")
+    a = QuietPodNs(topo, "a")
+    a.add_to(web)
+    vm = QuietPodNs(topo, "vm")
+    mac = vmguest.random_mac()
+    out = vmnet.add(vm, args=f"IgnoreUnknown=1;MAC={mac}")
+    guest_ip = out["ips"][0]["address"].split("/")[0]
+    assert vmguest.tap_flags(vm.ns, "eth0") & 0x0100, "two poll threads: a multi_queue tap"
+    port = [p for p in node.ok("GET", "/v1/ports") if p["nic"]["kind"] == "tap"][0]
+    assert port["status"]["queues"] == 1, "before the VMM: one queue"
+    # Two vCPUs: the guest's virtio-net then enables both queue pairs (with
+    # one, QEMU detaches the second queue again).
+    with vmguest.Guest(vm.ns, "eth0", mac=mac, workdir=node.dir / "vm", extra_args=("-smp", "2")) as g:
+        assert g.multi_queue
+        deadline = time.monotonic() + 10
+        while node.ok("GET", f"/v1/ports/{port['id']}")["status"]["queues"] < 2:
+            assert time.monotonic() < deadline, f"switchd did not follow the tap's queues\n{node.log()[-1500:]}"
+            time.sleep(0.2)
+        g.configure(f"{guest_ip}/24")
+        assert g.ping_until(a.ip, seconds=20), g.console_tail()
+    assert "the tap now has 2 queues" in node.log()

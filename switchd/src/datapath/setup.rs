@@ -13,7 +13,7 @@ use super::poll::{NewPort, PollCmd};
 use super::xsk::{RingSizes, UmemArea, XskSocket};
 use super::{netdev, Attachment, DatapathConfig, SetupMsg};
 use crate::pipeline::fdb::Slot;
-use podswitch_shared::model::Nic;
+use podswitch_shared::model::{Nic, NicKind};
 use podswitch_shared::netns::NetNs;
 use std::collections::{HashMap, VecDeque};
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
@@ -62,6 +62,8 @@ struct PortRecord {
     ifname: String,
     /// The tap's namespace (None: switchd's own).
     netns: Option<String>,
+    /// A tap: its queue count follows its VMM, which opens them later.
+    tap: bool,
     ifindex: u32,
     /// (thread, raw fd) of each queue's socket; the poll thread owns the
     /// socket, and only this thread closes it, so the fd stays valid while
@@ -81,6 +83,29 @@ impl PortRecord {
             Some(path) => NetNs::open(Path::new(path))
                 .and_then(|ns| ns.run(here))
                 .unwrap_or(false),
+        }
+    }
+
+    /// The receive queues the netdev has now (a tap: those its VMM opened).
+    fn queues_now(&self) -> std::io::Result<u32> {
+        match &self.netns {
+            None => netdev::rx_queues(&self.ifname),
+            Some(path) => NetNs::open(Path::new(path))?.run(|| {
+                netdev::mount_private_sysfs()?;
+                netdev::rx_queues(&self.ifname)
+            })?,
+        }
+    }
+
+    fn as_nic(&self) -> Nic {
+        Nic {
+            kind: if self.tap {
+                NicKind::Tap
+            } else {
+                NicKind::Veth
+            },
+            ifname: self.ifname.clone(),
+            netns: self.netns.clone(),
         }
     }
 }
@@ -277,24 +302,20 @@ impl SetupThread {
             self.detach(slot);
         }
         let Some(path) = &nic.netns else {
-            return self.attach_here(slot, &nic.ifname, None);
+            return self.attach_here(slot, nic);
         };
         // A VM's tap in its pod's namespace: the socket (which belongs to
         // the namespace it is made in) and the XDP link are made from a
         // thread inside it.
         let ns = NetNs::open(Path::new(path))
             .map_err(|e| Failure::Other(format!("network namespace {path}: {e}")))?;
-        ns.run(|| self.attach_here(slot, &nic.ifname, Some(path)))
+        ns.run(|| self.attach_here(slot, nic))
             .map_err(|e| Failure::Other(format!("entering {path}: {e}")))?
     }
 
-    /// Attaches `ifname` of the calling thread's network namespace.
-    fn attach_here(
-        &mut self,
-        slot: Slot,
-        ifname: &str,
-        netns: Option<&str>,
-    ) -> Result<Attachment, Failure> {
+    /// Attaches the NIC, which is in the calling thread's network namespace.
+    fn attach_here(&mut self, slot: Slot, nic: &Nic) -> Result<Attachment, Failure> {
+        let ifname = nic.ifname.as_str();
         let other = |e: netdev::NetdevError| Failure::Other(e.to_string());
         let ifindex = netdev::ifindex(ifname).map_err(other)?;
         // The XDP program finds a port by ifindex. Indexes are per
@@ -388,7 +409,8 @@ impl SetupThread {
             slot,
             PortRecord {
                 ifname: ifname.to_string(),
-                netns: netns.map(str::to_string),
+                netns: nic.netns.clone(),
+                tap: nic.kind == NicKind::Tap,
                 ifindex,
                 sockets,
                 attachment,
@@ -436,6 +458,41 @@ impl SetupThread {
         for s in gone {
             log::warn!("slot {s}: its netdev is gone; detaching");
             self.detach(s);
+        }
+        self.follow_tap_queues();
+    }
+
+    /// A multi-queue tap gets its queues when the VMM opens them, after
+    /// the port was attached; frames on a queue without a socket would be
+    /// lost. A tap with more queues than it has sockets (up to one per poll
+    /// thread) is attached again, with a socket per queue.
+    fn follow_tap_queues(&mut self) {
+        let threads = self.polls.len() as u32;
+        if threads < 2 {
+            return;
+        }
+        let grown: Vec<(Slot, Nic, u32, u32)> = self
+            .ports
+            .iter()
+            .filter(|(_, p)| p.tap && p.attachment.queues < threads)
+            .filter_map(|(s, p)| {
+                let now = p
+                    .queues_now()
+                    .map_err(|e| log::debug!("slot {s}: counting the tap's queues: {e}"))
+                    .ok()?
+                    .min(threads);
+                (now > p.attachment.queues).then(|| (*s, p.as_nic(), p.attachment.queues, now))
+            })
+            .collect();
+        for (slot, nic, had, now) in grown {
+            log::info!(
+                "slot {slot} ({}): the tap now has {now} queues (had {had}); attaching again",
+                nic.location()
+            );
+            self.detach(slot);
+            if let Err(e) = self.attach_retrying(slot, &nic) {
+                log::warn!("slot {slot}: attaching {} again: {e}", nic.location());
+            }
         }
     }
 }
