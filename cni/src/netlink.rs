@@ -49,11 +49,11 @@ struct Request {
 
 impl Request {
     /// The bytes sent to the kernel, with sequence number `seq`.
-    fn to_bytes(&self, seq: u32) -> Vec<u8> {
+    fn into_bytes(self, seq: u32) -> Vec<u8> {
         let mut header = NetlinkHeader::default();
         header.flags = NLM_F_REQUEST | NLM_F_ACK | self.flags;
         header.sequence_number = seq;
-        let mut m = NetlinkMessage::new(header, NetlinkPayload::from(self.msg.clone()));
+        let mut m = NetlinkMessage::new(header, NetlinkPayload::from(self.msg));
         // Sets the header's length and message type from the payload, so
         // the buffer below is exactly as long as serialize() needs.
         m.finalize();
@@ -284,7 +284,7 @@ impl Netlink {
     fn request(&mut self, req: Request) -> io::Result<()> {
         self.seq = self.seq.wrapping_add(1);
         let seq = self.seq;
-        self.sock.send(&req.to_bytes(seq), 0)?;
+        self.sock.send(&req.into_bytes(seq), 0)?;
         loop {
             self.buf.clear();
             // Fills the buffer's spare capacity (RECV_BUF) with one datagram
@@ -370,7 +370,7 @@ mod tests {
     /// Serializes `req` and parses the bytes back as the kernel would get
     /// them: the header's type, flags and sequence number, and the payload.
     fn roundtrip(req: &Request, seq: u32, ty: u16) -> (u16, RouteNetlinkMessage) {
-        let b = req.to_bytes(seq);
+        let b = req.clone().into_bytes(seq);
         assert_eq!(b.len() % 4, 0, "netlink messages are 4-byte aligned");
         let m = NetlinkMessage::<RouteNetlinkMessage>::deserialize(&b).unwrap();
         assert_eq!(m.header.length as usize, b.len());
@@ -444,7 +444,7 @@ mod tests {
 
     #[test]
     fn create_veth_wire_layout() {
-        let b = create_veth_request("h", "p", 5, None, None, 0).to_bytes(2);
+        let b = create_veth_request("h", "p", 5, None, None, 0).into_bytes(2);
         let attrs = raw_attrs(&b, 16);
         // IFLA_IFNAME "h\0", IFLA_NUM_TX/RX_QUEUES at least 1, no MTU,
         // IFLA_LINKINFO last.
@@ -552,7 +552,7 @@ mod tests {
         ] {
             let ip: IpAddr = ip.parse().unwrap();
             let req = add_address_request(11, ip, prefix);
-            let b = req.to_bytes(8);
+            let b = req.clone().into_bytes(8);
             // struct ifaddrmsg: family, prefixlen, flags (IFA_F_NODAD),
             // scope universe, index.
             assert_eq!(b[16 + 1], prefix);
