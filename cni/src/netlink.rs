@@ -315,8 +315,6 @@ impl Netlink {
     /// Moves link `ifindex` into the netns `ns` under the name `name`, with
     /// the given MTU and MAC, in one request (the move keeps the link's
     /// ifindex when the target netns has it free).
-    // Not called yet: the tap endpoint of issue 10 moves a VM's tap with it.
-    #[allow(dead_code)]
     pub fn move_link(
         &mut self,
         ifindex: u32,
