@@ -212,7 +212,8 @@ def containers(ds):
     ["--set", "metrics.enabled=false"],
     ["--set", "cni.install=false"],
     ["--set", "pollCpus=2-3", "--set", "resources.limits.memory=1Gi"],
-], ids=["default", "full", "privileged", "no-metrics", "no-conflist", "poll-cpus"])
+    ["--set", "vmEndpoints.enabled=true"],
+], ids=["default", "full", "privileged", "no-metrics", "no-conflist", "poll-cpus", "vm-endpoints"])
 def test_daemonset_semantics(helm, args):
     """What the API server would refuse or what would not work, beyond the
     OpenAPI schema: privilege settings, probes, mounts, arguments."""
@@ -235,6 +236,16 @@ def test_daemonset_semantics(helm, args):
     assert "--socket=/run/podswitch/switchd.sock" in args_
     assert "--state-dir=/var/lib/podswitch" in args_
     assert "--switches-file=/etc/podswitch/switches.json" in args_
+    # VM endpoints: switchd enters pods' netns (SYS_ADMIN) found in the
+    # runtime's netns directory, whose new mounts must propagate in.
+    mounts = {m["name"]: m for m in switchd.get("volumeMounts", [])}
+    sw_caps = set(switchd["securityContext"].get("capabilities", {}).get("add", []))
+    if "vmEndpoints.enabled=true" in args:
+        assert "SYS_ADMIN" in sw_caps
+        assert mounts["netns"]["mountPropagation"] == "HostToContainer"
+        assert volumes["netns"]["hostPath"]["path"] == mounts["netns"]["mountPath"] == "/run/netns"
+    else:
+        assert "netns" not in mounts
     # One poll thread per listed CPU, or the single --poll-cpu otherwise.
     if "pollCpus=2-3" in args:
         assert "--poll-cpus=2-3" in args_ and not any(a.startswith("--poll-cpu=") for a in args_)
