@@ -465,7 +465,9 @@ pub fn gc(conf: &NetConf, env: &Env) -> CniResult<()> {
     let mut first_err = None;
     for p in ports {
         let Some(o) = &p.owner else { continue };
-        if o.network.as_deref() != Some(conf.name.as_str()) || p.nic.kind != NicKind::Veth {
+        if o.network.as_deref() != Some(conf.name.as_str())
+            || !matches!(p.nic.kind, NicKind::Veth | NicKind::Tap)
+        {
             continue;
         }
         let (Some(cid), Some(ifname)) = (&o.container_id, &o.ifname) else {
@@ -486,7 +488,14 @@ pub fn gc(conf: &NetConf, env: &Env) -> CniResult<()> {
                 first_err.get_or_insert(switchd_err(conf, "removing a stale port", e));
             }
         }
-        if let Err(e) = endpoint::delete(&p.nic.ifname) {
+        let removed = match (&p.nic.kind, &p.nic.netns) {
+            (NicKind::Tap, Some(ns)) => match NetNs::open(Path::new(ns)) {
+                Ok(ns) => tap::delete(&ns, &p.nic.ifname),
+                Err(_) => Ok(()), // the sandbox is gone, and its tap with it
+            },
+            _ => endpoint::delete(&p.nic.ifname),
+        };
+        if let Err(e) = removed {
             first_err.get_or_insert(e);
         }
         let stale = Env {

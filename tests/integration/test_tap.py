@@ -123,3 +123,34 @@ def test_tap_bad_input(topo):
         assert words in json.dumps(out), (words, out)
     assert not node.ok("GET", "/v1/ports")
     assert not cni.allocations()
+
+
+def test_tap_port_survives_a_switchd_restart_and_gc_removes_it(topo):
+    """A tap port is stored with its namespace: after kill -9 and a restart
+    switchd attaches it again inside the VM pod's netns. GC of the network
+    without the VM's attachment removes port, tap and address."""
+    node = topo.node().start()
+    net = NetCni(topo, node, subnet=SUBNET, vlan=100)
+    vmnet = NetCni(topo, node, subnet=SUBNET, vlan=100, endpoint="tap")
+    vmnet.conf["name"] = net.conf["name"]  # one network, two endpoint kinds
+    a = QuietPodNs(topo, "a")
+    a.add_to(net)
+    vm = QuietPodNs(topo, "vm")
+    mac = "02:00:00:aa:bb:03"
+    out = vmnet.add(vm, args=f"IgnoreUnknown=1;MAC={mac}")
+    guest_ip = out["ips"][0]["address"].split("/")[0]
+    assert vmm_arp(vm, mac, guest_ip, a.ip)["reply_mac"]
+    node.kill()
+    node.start()
+    port = [p for p in node.ok("GET", "/v1/ports") if p["nic"]["kind"] == "tap"][0]
+    assert port["status"]["attached"] and port["nic"]["netns"] == vm.netns, port
+    assert vmm_arp(vm, mac, guest_ip, a.ip)["reply_mac"], "no forwarding after the restart"
+    # GC: only the veth pod is still valid.
+    gc = {**net.conf, "cniVersion": "1.1.0",
+          "cni.dev/valid-attachments": [{"containerID": a.cid, "ifname": "eth0"}]}
+    rc, o, e = net.run("GC", conf=gc)
+    assert rc == 0, f"GC failed: {o} {e}"
+    assert not [p for p in node.ok("GET", "/v1/ports") if p["nic"]["kind"] == "tap"]
+    assert nsexec(vm.ns, "ip", "link", "show", "eth0", check=False).returncode != 0, "GC left the tap"
+    assert guest_ip not in net.allocations()
+    assert len(node.ok("GET", "/v1/ports")) == 1
