@@ -227,9 +227,8 @@ pub fn add(conf: &NetConf, env: &Env) -> CniResult<Value> {
                         tap::create(&ns, &host_if, &env.ifname, mtu, mac, owner, ready.threads)?;
                     rb.tap = Some(env.ifname.clone());
                     let nic = Nic {
-                        kind: NicKind::Tap,
-                        ifname: env.ifname.clone(),
                         netns: Some(env.netns.clone()),
+                        ..Nic::new(NicKind::Tap, env.ifname.clone())
                     };
                     (ep, nic)
                 }
