@@ -10,6 +10,8 @@ use crate::ipam;
 use crate::netns::NetNs;
 use crate::reply::{code, CniError, CniOutput, CniResult};
 use crate::tap;
+use podswitch_cni::sriov::RtnlSocket;
+use podswitch_cni::vfio;
 use podswitch_shared::client::{Client, ClientError};
 use podswitch_shared::model::{MacAddr, Nic, NicKind, Owner, PortConfig, VPort};
 use podswitch_shared::netdev;
@@ -95,6 +97,83 @@ fn ensure_ready(conf: &NetConf, c: &Client) -> CniResult<Ready> {
     }
 }
 
+/// switchd's port API for the vfio verbs.
+struct SwitchdApi<'a> {
+    conf: &'a NetConf,
+    c: Client,
+}
+
+impl vfio::Switchd for SwitchdApi<'_> {
+    fn create_port(&self, port: &PortConfig) -> CniResult<VPort> {
+        self.c
+            .call("POST", "/v1/ports", Some(port))
+            .map_err(|e| switchd_err(self.conf, "switchd refused the port", e))
+    }
+    fn delete_port(&self, id: &str) -> CniResult<()> {
+        match self
+            .c
+            .call::<Value>("DELETE", &format!("/v1/ports/{id}"), None::<&()>)
+        {
+            Ok(_) => Ok(()),
+            Err(e) if e.status() == Some(404) => Ok(()),
+            Err(e) => Err(switchd_err(
+                self.conf,
+                &format!("switchd did not remove port {id}"),
+                e,
+            )),
+        }
+    }
+    fn port(&self, id: &str) -> CniResult<VPort> {
+        self.c
+            .get(&format!("/v1/ports/{id}"))
+            .map_err(|e| switchd_err(self.conf, &format!("switchd has no port {id}"), e))
+    }
+}
+
+/// The delegated IPAM plugin for the vfio verbs.
+struct ExecIpam<'a> {
+    conf: &'a NetConf,
+    env: &'a Env,
+}
+
+impl vfio::Ipam for ExecIpam<'_> {
+    fn add(&self) -> CniResult<Option<Value>> {
+        ipam::exec(self.conf, self.env, "ADD", ipam::version_for(self.conf))
+    }
+    fn del(&self) -> CniResult<()> {
+        ipam::exec(self.conf, self.env, "DEL", ipam::version_for(self.conf)).map(drop)
+    }
+    fn check(&self) -> CniResult<()> {
+        ipam::exec(self.conf, self.env, "CHECK", ipam::version_for(self.conf)).map(drop)
+    }
+}
+
+/// Runs a vfio verb with the real I/O: the PF's rtnetlink in this
+/// (the node's) network namespace, switchd, the IPAM plugin.
+fn with_vfio_io<T>(
+    conf: &NetConf,
+    env: &Env,
+    f: impl FnOnce(&mut vfio::Io) -> CniResult<T>,
+) -> CniResult<T> {
+    let mut rtnl = RtnlSocket::open().map_err(|e| {
+        CniError::new(
+            code::PLUGIN,
+            "opening a NETLINK_ROUTE socket (to configure the VF through its PF)",
+        )
+        .with_details(e.to_string())
+    })?;
+    let switchd = SwitchdApi {
+        conf,
+        c: client(conf),
+    };
+    let ipam = ExecIpam { conf, env };
+    f(&mut vfio::Io {
+        rtnl: &mut rtnl,
+        switchd: &switchd,
+        ipam: &ipam,
+    })
+}
+
 /// What ADD has created so far, undone in reverse on failure.
 struct Rollback<'a> {
     conf: &'a NetConf,
@@ -175,6 +254,11 @@ pub fn add(conf: &NetConf, env: &Env) -> CniResult<Value> {
     let c = client(conf);
     let ready = ensure_ready(conf, &c)?;
     tm.mark("switchd ready");
+    if conf.endpoint == EndpointKind::Vfio {
+        // The VM's VF: nothing is made in the container's netns.
+        let port_id = host_ifname(&env.container_id, &env.ifname);
+        return with_vfio_io(conf, env, |io| vfio::add(conf, env, &args, &port_id, io));
+    }
     // Pods' receive processing goes to every CPU but switchd's poll CPUs.
     let rps: Option<Vec<usize>> = Some(&ready.poll_cpus)
         .filter(|p| !p.is_empty())
@@ -227,16 +311,15 @@ pub fn add(conf: &NetConf, env: &Env) -> CniResult<Value> {
                         tap::create(&ns, &host_if, &env.ifname, mtu, mac, owner, ready.threads)?;
                     rb.tap = Some(env.ifname.clone());
                     let nic = Nic {
-                        kind: NicKind::Tap,
-                        ifname: env.ifname.clone(),
                         netns: Some(env.netns.clone()),
+                        ..Nic::new(NicKind::Tap, env.ifname.clone())
                     };
                     (ep, nic)
                 }
                 EndpointKind::Vfio => {
                     return Err(CniError::new(
-                        code::INVALID_CONFIG,
-                        "endpoint \"vfio\" is not available in this build",
+                        code::PLUGIN,
+                        "internal error: a vfio endpoint reached the netdev path",
                     ))
                 }
             };
@@ -304,6 +387,9 @@ pub fn add(conf: &NetConf, env: &Env) -> CniResult<Value> {
 pub fn del(conf: &NetConf, env: &Env) -> CniResult<()> {
     env.require(false)?;
     let host_if = host_ifname(&env.container_id, &env.ifname);
+    if conf.endpoint == EndpointKind::Vfio {
+        return with_vfio_io(conf, env, |io| vfio::del(conf, env, &host_if, io));
+    }
     // The three removals are independent: do them at once (each waits for
     // the kernel's RCU grace periods; together they cost the longest one).
     let (veth, ipam) = std::thread::scope(|s| {
@@ -349,6 +435,9 @@ pub fn check(conf: &NetConf, env: &Env) -> CniResult<()> {
     })?;
     let prev = CniOutput::parse(prev)?;
     let host_if = host_ifname(&env.container_id, &env.ifname);
+    if conf.endpoint == EndpointKind::Vfio {
+        return with_vfio_io(conf, env, |io| vfio::check(conf, env, &host_if, &prev, io));
+    }
     let fail = |m: String| Err(CniError::new(code::PLUGIN, m));
     let (pod_idx, pod) = match prev
         .interfaces
@@ -465,9 +554,14 @@ pub fn gc(conf: &NetConf, env: &Env) -> CniResult<()> {
     let mut first_err = None;
     for p in ports {
         let Some(o) = &p.owner else { continue };
-        if o.network.as_deref() != Some(conf.name.as_str())
-            || !matches!(p.nic.kind, NicKind::Veth | NicKind::Tap)
-        {
+        // A vfio port's VF state lives where this network's configuration
+        // says (vfStateDir, sysfsRoot): only a vfio network collects them.
+        let ours = match p.nic.kind {
+            NicKind::Veth | NicKind::Tap => true,
+            NicKind::Vfio => conf.endpoint == EndpointKind::Vfio,
+            _ => false,
+        };
+        if o.network.as_deref() != Some(conf.name.as_str()) || !ours {
             continue;
         }
         let (Some(cid), Some(ifname)) = (&o.container_id, &o.ifname) else {
@@ -483,6 +577,22 @@ pub fn gc(conf: &NetConf, env: &Env) -> CniResult<()> {
             "podswitch: GC: removing stale attachment {cid}/{ifname} (port {})",
             p.id
         );
+        let stale = Env {
+            command: "DEL".into(),
+            container_id: cid.clone(),
+            ifname: ifname.clone(),
+            netns: String::new(),
+            args: String::new(),
+            path: env.path.clone(),
+        };
+        if p.nic.kind == NicKind::Vfio {
+            // As DEL does: the port, the VF put back, the device-info
+            // file, the address.
+            if let Err(e) = with_vfio_io(conf, &stale, |io| vfio::del(conf, &stale, &p.id, io)) {
+                first_err.get_or_insert(e);
+            }
+            continue;
+        }
         if let Err(e) = c.call::<Value>("DELETE", &format!("/v1/ports/{}", p.id), None::<&()>) {
             if e.status() != Some(404) {
                 first_err.get_or_insert(switchd_err(conf, "removing a stale port", e));
@@ -498,14 +608,6 @@ pub fn gc(conf: &NetConf, env: &Env) -> CniResult<()> {
         if let Err(e) = removed {
             first_err.get_or_insert(e);
         }
-        let stale = Env {
-            command: "DEL".into(),
-            container_id: cid.clone(),
-            ifname: ifname.clone(),
-            netns: String::new(),
-            args: String::new(),
-            path: env.path.clone(),
-        };
         if let Err(e) = ipam::exec(conf, &stale, "DEL", ipam::version_for(conf)) {
             first_err.get_or_insert(e);
         }

@@ -29,6 +29,8 @@ const OWN_KEYS: &[&str] = &[
     "endpoint",
     "tapOwner",
     "deviceID",
+    "sysfsRoot",
+    "vfStateDir",
 ];
 
 /// Keys the CNI spec or libcni may put in a plugin's configuration.
@@ -72,6 +74,10 @@ pub struct RuntimeConfig {
     /// device plugin through Multus.
     #[serde(default, rename = "deviceID")]
     pub device_id: Option<String>,
+    /// The `CNIDeviceInfoFile` capability: where to write the Device
+    /// Information file of a `vfio` attachment (NPWG device-info spec).
+    #[serde(default, rename = "CNIDeviceInfoFile")]
+    pub cni_device_info_file: Option<PathBuf>,
 }
 
 /// What the plugin creates for the pod or VM.
@@ -169,6 +175,15 @@ pub struct NetConf {
     /// The VF's PCI address (`vfio`); `runtimeConfig.deviceID` wins.
     #[serde(default, rename = "deviceID")]
     pub device_id: Option<String>,
+    /// Where sysfs is (`vfio`; default `/sys`): a test's generated tree,
+    /// or a node that mounts it elsewhere.
+    #[serde(default)]
+    pub sysfs_root: Option<PathBuf>,
+    /// Where `vfio` keeps one file per claimed VF: who holds it and its
+    /// settings from before ADD, which DEL puts back (default
+    /// `/var/lib/cni/podswitch/vfio`).
+    #[serde(default)]
+    pub vf_state_dir: Option<PathBuf>,
     #[serde(default)]
     pub ipam: Option<Value>,
     #[serde(default)]
@@ -289,11 +304,33 @@ impl NetConf {
                 self.endpoint.as_str()
             ));
         }
-        if self.device_id.is_some() && self.endpoint != EndpointKind::Vfio {
-            return invalid(format!(
-                "deviceID is for \"endpoint\": \"vfio\" (this endpoint is {:?})",
-                self.endpoint.as_str()
-            ));
+        for (set, key) in [
+            (self.device_id.is_some(), "deviceID"),
+            (self.sysfs_root.is_some(), "sysfsRoot"),
+            (self.vf_state_dir.is_some(), "vfStateDir"),
+        ] {
+            if set && self.endpoint != EndpointKind::Vfio {
+                return invalid(format!(
+                    "{key} is for \"endpoint\": \"vfio\" (this endpoint is {:?})",
+                    self.endpoint.as_str()
+                ));
+            }
+        }
+        for (path, key) in [
+            (&self.sysfs_root, "sysfsRoot"),
+            (&self.vf_state_dir, "vfStateDir"),
+        ] {
+            if let Some(p) = path.as_ref().filter(|p| !p.is_absolute()) {
+                return invalid(format!("{key} must be an absolute path, not {p:?}"));
+            }
+        }
+        if let Some(d) = &self.device_id {
+            if !podswitch_shared::model::is_pci_address(d) {
+                return invalid(format!(
+                    "deviceID {d:?} is not a PCI address (expected domain:bus:device.function, \
+                     e.g. 0000:18:02.5)"
+                ));
+            }
         }
         if let Some(ipam) = &self.ipam {
             if ipam
@@ -549,6 +586,62 @@ mod tests {
             }
             let _ = NetConf::parse(&b);
         }
+    }
+
+    #[test]
+    fn vfio_keys_only_on_vfio_endpoints() {
+        let base = r#""cniVersion":"1.0.0","name":"n","type":"podswitch""#;
+        let c = parse(&format!(
+            r#"{{{base},"endpoint":"vfio","deviceID":"0000:18:02.0","sysfsRoot":"/tmp/sys",
+                "vfStateDir":"/tmp/vf","runtimeConfig":{{"deviceID":"0000:18:02.1",
+                "CNIDeviceInfoFile":"/run/x"}}}}"#
+        ))
+        .unwrap();
+        assert_eq!(
+            c.sysfs_root.as_deref(),
+            Some(std::path::Path::new("/tmp/sys"))
+        );
+        assert_eq!(
+            c.vf_state_dir.as_deref(),
+            Some(std::path::Path::new("/tmp/vf"))
+        );
+        assert_eq!(c.runtime_config.device_id.as_deref(), Some("0000:18:02.1"));
+        assert_eq!(
+            c.runtime_config.cni_device_info_file.as_deref(),
+            Some(std::path::Path::new("/run/x"))
+        );
+        for (extra, words) in [
+            (
+                r#""sysfsRoot":"/sys""#,
+                "sysfsRoot is for \"endpoint\": \"vfio\" (this endpoint is \"veth\")",
+            ),
+            (
+                r#""endpoint":"tap","vfStateDir":"/x""#,
+                "vfStateDir is for \"endpoint\": \"vfio\" (this endpoint is \"tap\")",
+            ),
+            (
+                r#""endpoint":"vfio","sysfsRoot":"sys""#,
+                "sysfsRoot must be an absolute path",
+            ),
+            (
+                r#""endpoint":"vfio","deviceID":"18:02.0""#,
+                "deviceID \"18:02.0\" is not a PCI address",
+            ),
+            (
+                r#""endpoint":"vfio","vfStateDirs":"/x""#,
+                "did you mean \"vfStateDir\"",
+            ),
+        ] {
+            let e = parse(&format!("{{{base},{extra}}}")).unwrap_err();
+            assert_eq!(e.code, code::INVALID_CONFIG, "{extra}");
+            assert!(e.msg.contains(words), "{extra}: {}", e.msg);
+        }
+        // The runtime's deviceID and device-info path come with every
+        // plugin's capabilities: not an error elsewhere.
+        parse(&format!(
+            r#"{{{base},"runtimeConfig":{{"deviceID":"x","CNIDeviceInfoFile":"/run/x"}}}}"#
+        ))
+        .unwrap();
     }
 
     #[test]

@@ -269,6 +269,7 @@ pub fn interfaces(ep: &Endpoint, netns: &str, mtu: u32) -> Vec<crate::reply::Int
             mac: ep.host_mac.clone(),
             mtu: None,
             sandbox: String::new(),
+            pci_id: String::new(),
         });
     }
     v.push(crate::reply::Interface {
@@ -276,6 +277,7 @@ pub fn interfaces(ep: &Endpoint, netns: &str, mtu: u32) -> Vec<crate::reply::Int
         mac: mac_string(ep.pod_mac),
         mtu: Some(mtu),
         sandbox: netns.to_string(),
+        pci_id: String::new(),
     });
     v
 }

@@ -1,7 +1,8 @@
 //! The CNI plugin's pure parts, as a library for the `podswitch` binary
 //! and the fuzz targets: the network configuration and CNI_ARGS
-//! (`config`), results and errors with the spec's codes (`reply`), and
-//! SR-IOV VFs for the `vfio` endpoint (`sriov`).
+//! (`config`), results and errors with the spec's codes (`reply`),
+//! SR-IOV VFs for the `vfio` endpoint (`sriov`) and that endpoint's verbs
+//! over injected I/O (`vfio`).
 
 // Tests may unwrap: a panic there is a failed test, not a crash on input.
 #![cfg_attr(test, allow(clippy::unwrap_used))]
@@ -9,6 +10,7 @@
 pub mod config;
 pub mod reply;
 pub mod sriov;
+pub mod vfio;
 
 /// Fuzz target `cni_config`: bytes up to the first NUL are CNI_ARGS, the
 /// rest a network configuration. Parsing must answer (a config, or an

@@ -71,6 +71,10 @@ pub struct Interface {
     pub mtu: Option<u32>,
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub sandbox: String,
+    /// The PCI device behind the interface (a VF), a CNI 1.1 result field:
+    /// rendered in 1.1.0 results only.
+    #[serde(default, rename = "pciID", skip_serializing_if = "String::is_empty")]
+    pub pci_id: String,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -114,6 +118,14 @@ impl CniOutput {
     pub fn to_version(&self, version: &str) -> Value {
         let mut v = serde_json::to_value(self).unwrap_or_else(|_| json!({}));
         v["cniVersion"] = json!(version);
+        if version != "1.1.0" {
+            // Not a field of the older result types.
+            if let Some(ifs) = v["interfaces"].as_array_mut() {
+                for i in ifs.iter_mut().filter_map(Value::as_object_mut) {
+                    i.remove("pciID");
+                }
+            }
+        }
         if version == "0.4.0" {
             if let Some(ips) = v["ips"].as_array_mut() {
                 for ip in ips {
@@ -161,6 +173,31 @@ mod tests {
         let v = o.to_version("1.0.0");
         assert!(v["ips"][0].get("version").is_none());
         assert_eq!(v["cniVersion"], "1.0.0");
+    }
+
+    #[test]
+    fn pci_id_only_in_110_results() {
+        let o = CniOutput {
+            interfaces: vec![Interface {
+                name: "net1".into(),
+                sandbox: "/var/run/netns/x".into(),
+                pci_id: "0000:18:02.0".into(),
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        assert_eq!(
+            o.to_version("1.1.0")["interfaces"][0]["pciID"],
+            "0000:18:02.0"
+        );
+        for v in ["1.0.0", "0.4.0"] {
+            assert!(
+                o.to_version(v)["interfaces"][0].get("pciID").is_none(),
+                "{v}"
+            );
+        }
+        let back = CniOutput::parse(&o.to_version("1.1.0")).unwrap();
+        assert_eq!(back.interfaces[0].pci_id, "0000:18:02.0");
     }
 
     #[test]

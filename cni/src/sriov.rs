@@ -58,7 +58,7 @@ pub mod sysfs;
 pub mod vf;
 
 #[cfg(test)]
-mod testutil;
+pub(crate) mod testutil;
 
 pub use devinfo::DeviceInfo;
 pub use rtnl::{apply_vf, read_vf, Rtnl, RtnlSocket};
@@ -95,25 +95,11 @@ impl PciAddr {
     }
 }
 
-fn all_hex(s: &str, min: usize, max: usize) -> bool {
-    (min..=max).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_hexdigit())
-}
-
 impl FromStr for PciAddr {
     type Err = SriovError;
     fn from_str(s: &str) -> Result<Self, SriovError> {
-        let bad = || SriovError::BadPciAddress(s.to_string());
-        let mut parts = s.split(':');
-        let (Some(domain), Some(bus), Some(devfn), None) =
-            (parts.next(), parts.next(), parts.next(), parts.next())
-        else {
-            return Err(bad());
-        };
-        let (dev, func) = devfn.split_once('.').ok_or_else(bad)?;
-        let dev_ok = all_hex(dev, 2, 2) && u8::from_str_radix(dev, 16).is_ok_and(|d| d < 32);
-        let func_ok = func.len() == 1 && func.bytes().all(|b| (b'0'..=b'7').contains(&b));
-        if !all_hex(domain, 4, 8) || !all_hex(bus, 2, 2) || !dev_ok || !func_ok {
-            return Err(bad());
+        if !podswitch_shared::model::is_pci_address(s) {
+            return Err(SriovError::BadPciAddress(s.to_string()));
         }
         Ok(PciAddr(s.to_ascii_lowercase()))
     }
@@ -197,7 +183,13 @@ pub enum SriovError {
 impl From<SriovError> for CniError {
     fn from(e: SriovError) -> CniError {
         let c = match &e {
-            SriovError::BadPciAddress(_) | SriovError::Unsupported(_) => code::INVALID_CONFIG,
+            // The deviceID names no usable VF: the input is wrong, not the
+            // plugin or the node.
+            SriovError::BadPciAddress(_)
+            | SriovError::UnknownPciAddress(..)
+            | SriovError::NotAVf(..)
+            | SriovError::NoSriov { .. }
+            | SriovError::Unsupported(_) => code::INVALID_CONFIG,
             SriovError::Sysfs { .. } | SriovError::State { .. } | SriovError::DeviceInfo { .. } => {
                 code::IO
             }
@@ -248,6 +240,11 @@ mod tests {
     #[test]
     fn cni_codes() {
         let e: CniError = SriovError::BadPciAddress("x".into()).into();
+        assert_eq!(e.code, code::INVALID_CONFIG);
+        let a: PciAddr = "0000:19:00.1".parse().unwrap();
+        let e: CniError = SriovError::UnknownPciAddress(a.clone(), "/sys/x".into()).into();
+        assert_eq!(e.code, code::INVALID_CONFIG);
+        let e: CniError = SriovError::NotAVf(a, "").into();
         assert_eq!(e.code, code::INVALID_CONFIG);
         let e: CniError = SriovError::InUse {
             pci: "0000:18:02.5".parse().unwrap(),

@@ -215,18 +215,70 @@ impl fmt::Display for NicKind {
     }
 }
 
+/// The eswitch mode of an SR-IOV PF (devlink's name for it), which
+/// decides who switches its VFs' frames.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EswitchMode {
+    /// The NIC switches VFs itself (VEB); VFs have no representors.
+    Legacy,
+    /// Every VF has a representor netdev on the host; the host switches.
+    Switchdev,
+}
+
+impl fmt::Display for EswitchMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            EswitchMode::Legacy => "legacy",
+            EswitchMode::Switchdev => "switchdev",
+        })
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct Nic {
     pub kind: NicKind,
     /// The netdev switchd attaches to: in switchd's network namespace, or
-    /// in `netns`.
+    /// in `netns`. A vfio NIC's is the VF's representor; a VF in legacy
+    /// eswitch mode has none (absent: see [`Nic::attaches`]).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub ifname: String,
     /// A tap's network namespace (a path such as `/var/run/netns/x` or
     /// `/proc/PID/ns/net`): switchd attaches the tap where it lives, so a
     /// VM's frames take no veth hop. Absent: switchd's own namespace.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub netns: Option<String>,
+    /// A vfio NIC's VF, by PCI address (`0000:18:02.5`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pci_address: Option<String>,
+    /// A vfio NIC's PF eswitch mode. `legacy`: the NIC's own switch
+    /// forwards the VF's frames and the PF enforces what it can of the
+    /// port (set by the CNI plugin); switchd records the port but never
+    /// attaches anything. `switchdev` (or absent): switchd attaches the
+    /// representor `ifname` like any netdev.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub eswitch_mode: Option<EswitchMode>,
+}
+
+/// Whether `s` is a PCI address in the kernel's `domain:bus:device.function`
+/// form (`0000:18:02.5`; the domain has 4 to 8 hex digits, VMD domains 5).
+pub fn is_pci_address(s: &str) -> bool {
+    fn hex(s: &str, min: usize, max: usize) -> bool {
+        (min..=max).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_hexdigit())
+    }
+    let mut parts = s.split(':');
+    let (Some(domain), Some(bus), Some(devfn), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return false;
+    };
+    let Some((dev, func)) = devfn.split_once('.') else {
+        return false;
+    };
+    let dev_ok = hex(dev, 2, 2) && u8::from_str_radix(dev, 16).is_ok_and(|d| d < 32);
+    let func_ok = func.len() == 1 && func.bytes().all(|b| (b'0'..=b'7').contains(&b));
+    hex(domain, 4, 8) && hex(bus, 2, 2) && dev_ok && func_ok
 }
 
 impl Nic {
@@ -235,32 +287,108 @@ impl Nic {
             kind,
             ifname: ifname.into(),
             netns: None,
+            pci_address: None,
+            eswitch_mode: None,
         }
     }
 
-    /// Where the netdev is, for messages: `eth0` or `eth0 in /var/run/netns/x`.
+    /// Whether switchd attaches a netdev for this NIC: every NIC but an
+    /// SR-IOV VF in legacy eswitch mode, whose frames the NIC's own
+    /// switch forwards (switchd never sees them).
+    pub fn attaches(&self) -> bool {
+        !(self.kind == NicKind::Vfio && self.eswitch_mode == Some(EswitchMode::Legacy))
+    }
+
+    /// Whether `self` and `other` name the same device: the same VF (PCI
+    /// address), or the same netdev in the same namespace.
+    pub fn same_device(&self, other: &Nic) -> bool {
+        let same_vf = match (&self.pci_address, &other.pci_address) {
+            (Some(a), Some(b)) => a.eq_ignore_ascii_case(b),
+            _ => false,
+        };
+        let same_netdev =
+            !self.ifname.is_empty() && self.ifname == other.ifname && self.netns == other.netns;
+        same_vf || same_netdev
+    }
+
+    /// Where the NIC is, for messages: `eth0`, `eth0 in /var/run/netns/x`,
+    /// `ens1f0_0 (VF 0000:18:02.0)` or `VF 0000:18:02.0 (legacy eswitch)`.
     pub fn location(&self) -> String {
-        match &self.netns {
-            Some(ns) => format!("{} in {ns}", self.ifname),
-            None => self.ifname.clone(),
+        match (&self.netns, &self.pci_address) {
+            (Some(ns), _) => format!("{} in {ns}", self.ifname),
+            (None, Some(pci)) if !self.attaches() => format!("VF {pci} (legacy eswitch)"),
+            (None, Some(pci)) => format!("{} (VF {pci})", self.ifname),
+            (None, None) => self.ifname.clone(),
         }
     }
 
-    /// Checks the fields a client sent: the name, and a namespace only on
-    /// a tap, given as an absolute path.
+    /// Checks the fields a client sent: the name (absent only on a VF in
+    /// legacy eswitch mode), a namespace only on a tap, given as an
+    /// absolute path, and a PCI address and eswitch mode only on vfio.
     pub fn check(&self) -> Result<(), ModelError> {
-        check_ifname(&self.ifname)?;
+        let invalid = |m: String| Err(ModelError::Invalid(m));
+        let vfio = self.kind == NicKind::Vfio;
+        if let Some(a) = &self.pci_address {
+            if !vfio {
+                return invalid(format!(
+                    "nic.pciAddress is for vfio NICs only (this NIC is a {})",
+                    self.kind
+                ));
+            }
+            if !is_pci_address(a) {
+                return invalid(format!(
+                    "nic.pciAddress {a:?} is not a PCI address (expected \
+                     domain:bus:device.function, e.g. 0000:18:02.5)"
+                ));
+            }
+        }
+        if let Some(m) = self.eswitch_mode {
+            if !vfio {
+                return invalid(format!(
+                    "nic.eswitchMode is for vfio NICs only (this NIC is a {})",
+                    self.kind
+                ));
+            }
+            if m == EswitchMode::Legacy && self.pci_address.is_none() {
+                return invalid(
+                    "a vfio NIC in legacy eswitch mode needs nic.pciAddress: \
+                     the VF has no netdev here, its PCI address names it"
+                        .into(),
+                );
+            }
+        }
+        if !self.attaches() {
+            if !self.ifname.is_empty() {
+                return invalid(format!(
+                    "a vfio NIC in legacy eswitch mode has no netdev for switchd to \
+                     attach (the NIC's own switch forwards the VF's frames); leave \
+                     nic.ifname out, not {:?}",
+                    self.ifname
+                ));
+            }
+        } else if self.ifname.is_empty() {
+            let what = if vfio {
+                " (the VF's representor netdev; a VF in legacy eswitch mode has none: \
+                 give nic.pciAddress and nic.eswitchMode \"legacy\" instead)"
+            } else {
+                ""
+            };
+            return invalid(format!(
+                "nic.ifname is required for kind {}{what}",
+                self.kind
+            ));
+        } else {
+            check_ifname(&self.ifname)?;
+        }
         if let Some(ns) = &self.netns {
             if self.kind != NicKind::Tap {
-                return Err(ModelError::Invalid(format!(
+                return invalid(format!(
                     "nic.netns is for taps only (this NIC is a {})",
                     self.kind
-                )));
+                ));
             }
             if !ns.starts_with('/') || ns.len() > 4096 || ns.contains('\0') {
-                return Err(ModelError::Invalid(format!(
-                    "nic.netns must be an absolute path, not {ns:?}"
-                )));
+                return invalid(format!("nic.netns must be an absolute path, not {ns:?}"));
             }
         }
         Ok(())
@@ -724,6 +852,34 @@ port_settings! {
     def acl_default: AclAction;
 }
 
+impl PortConfig {
+    /// The settings of this port that a VF in legacy eswitch mode cannot
+    /// enforce (the NIC's VEB switches its frames, with only what the PF
+    /// sets on the VF: MAC, access VLAN, 802.1p, spoof check, link state,
+    /// transmit rate): a trunk, receive-side QoS, the guards, the storm
+    /// limit and ACLs. Empty: the port can be a legacy VF's.
+    pub fn unenforceable_on_legacy_vf(&self) -> Vec<&'static str> {
+        let qos = self.qos.clone().unwrap_or_default();
+        [
+            (
+                self.trunk.as_ref().is_some_and(|t| !t.is_empty()),
+                "a trunk",
+            ),
+            (qos.ingress_rate.is_some(), "qos.ingressRate"),
+            (qos.ingress_burst.is_some(), "qos.ingressBurst"),
+            (self.dhcp_guard == Some(true), "dhcpGuard"),
+            (self.router_guard == Some(true), "routerGuard"),
+            (self.storm_limit.is_some(), "stormLimit"),
+            (self.acls.as_ref().is_some_and(|a| !a.is_empty()), "acls"),
+            (self.acl_default == Some(AclAction::Deny), "aclDefault deny"),
+        ]
+        .into_iter()
+        .filter(|(bad, _)| *bad)
+        .map(|(_, what)| what)
+        .collect()
+    }
+}
+
 /// Per-port counters as reported by the API (summed over poll threads).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -779,6 +935,10 @@ pub struct PortStatus {
     /// the other port) or `active` (to this one).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub handover: Option<Handover>,
+    /// Why the port is not attached, where that is by design rather than
+    /// a fault (a VF in legacy eswitch mode: the NIC forwards its frames).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
 }
 
 /// A port's part in a MAC handover (see `PortStatus::handover`).
@@ -1078,5 +1238,77 @@ mod tests {
         assert!(check_object_name("port ID", "p-1.x_y").is_ok());
         assert!(check_object_name("port ID", "../etc").is_err());
         assert!(check_object_name("port ID", "a b").is_err());
+    }
+
+    #[test]
+    fn pci_addresses() {
+        for ok in ["0000:18:02.5", "0000:AF:1F.7", "10000:e1:00.0"] {
+            assert!(is_pci_address(ok), "{ok}");
+        }
+        for bad in [
+            "",
+            "18:02.5",
+            "0000:18:02",
+            "0000:18:02.8",
+            "0000:18:20.0",
+            "0000:1:02.5",
+            "0000:18:02.5 ",
+            "000g:18:02.5",
+            "0000:18:02.5:1",
+            "../../etc",
+            "0000:18:02.55",
+        ] {
+            assert!(!is_pci_address(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn vfio_nics() {
+        let legacy: Nic = serde_json::from_str(
+            r#"{"kind":"vfio","pciAddress":"0000:18:02.3","eswitchMode":"legacy"}"#,
+        )
+        .unwrap();
+        assert!(!legacy.attaches());
+        assert!(legacy.check().is_ok());
+        assert_eq!(legacy.location(), "VF 0000:18:02.3 (legacy eswitch)");
+        assert_eq!(
+            serde_json::to_string(&legacy).unwrap(),
+            r#"{"kind":"vfio","pciAddress":"0000:18:02.3","eswitchMode":"legacy"}"#
+        );
+        let rep = Nic {
+            pci_address: Some("0000:18:02.0".into()),
+            eswitch_mode: Some(EswitchMode::Switchdev),
+            ..Nic::new(NicKind::Vfio, "ens1f0_0")
+        };
+        assert!(rep.attaches() && rep.check().is_ok());
+        assert_eq!(rep.location(), "ens1f0_0 (VF 0000:18:02.0)");
+        assert!(!rep.same_device(&legacy));
+        let upper = Nic {
+            pci_address: Some("0000:18:02.3".to_uppercase()),
+            ..legacy.clone()
+        };
+        assert!(upper.same_device(&legacy));
+        assert!(Nic::new(NicKind::Veth, "a").same_device(&Nic::new(NicKind::Tap, "a")));
+        assert!(!Nic::new(NicKind::Veth, "").same_device(&legacy));
+        let e = serde_json::from_str::<Nic>(r#"{"kind":"vfio","ifname":"x","pci":"y"}"#)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("unknown field `pci`"), "{e}");
+        let e = Nic::new(NicKind::Uplink, "")
+            .check()
+            .unwrap_err()
+            .to_string();
+        assert_eq!(e, "nic.ifname is required for kind uplink");
+        let e = Nic {
+            eswitch_mode: Some(EswitchMode::Switchdev),
+            ..Nic::new(NicKind::Tap, "t")
+        }
+        .check()
+        .unwrap_err()
+        .to_string();
+        assert_eq!(
+            e,
+            "nic.eswitchMode is for vfio NICs only (this NIC is a tap)"
+        );
     }
 }

@@ -132,14 +132,28 @@ pub fn render(state: &Mutex<Registry>, api: &ApiMetrics, start_time: f64) -> Str
                 esc(ns.unwrap_or(""))
             ),
         };
+        // A VF's PCI address and eswitch mode, on vfio ports only.
+        let vf = match (&p.nic.pci_address, p.nic.eswitch_mode) {
+            (None, None) => String::new(),
+            (pci, mode) => format!(
+                ",pci_address=\"{}\",eswitch_mode=\"{}\"",
+                esc(pci.as_deref().unwrap_or("")),
+                mode.map(|m| m.to_string()).unwrap_or_default()
+            ),
+        };
+        // A legacy-eswitch VF has no netdev: its PCI address names it.
+        let nic = match (p.nic.ifname.as_str(), &p.nic.pci_address) {
+            ("", Some(pci)) => pci.as_str(),
+            (ifname, _) => ifname,
+        };
         let _ = writeln!(
             o,
-            "podswitch_port_info{{port=\"{}\",switch=\"{}\"{pod},vlan=\"{}\",nic_kind=\"{}\",nic=\"{}\"}} 1",
+            "podswitch_port_info{{port=\"{}\",switch=\"{}\"{pod},vlan=\"{}\",nic_kind=\"{}\",nic=\"{}\"{vf}}} 1",
             esc(&p.id),
             esc(&p.switch),
             vlan,
             p.nic.kind,
-            esc(&p.nic.ifname)
+            esc(nic)
         );
     }
     type Pick = fn(&podswitch_shared::model::PortStats) -> u64;
@@ -170,9 +184,13 @@ pub fn render(state: &Mutex<Registry>, api: &ApiMetrics, start_time: f64) -> Str
             |s| s.mac_handovers,
         ),
     ];
+    // Ports switchd never attaches (a legacy-eswitch VF: the NIC forwards
+    // its frames) have no counters and no attached series: switchd sees
+    // none of their traffic, and 0 would read as an idle or broken port.
+    let served = || ports.iter().filter(|p| p.nic.attaches());
     for (name, help, pick) in counters {
         head(&mut o, name, "counter", help);
-        for p in &ports {
+        for p in served() {
             let v = p.stats.as_ref().map(pick).unwrap_or(0);
             let _ = writeln!(o, "{name}{{port=\"{}\"}} {v}", esc(&p.id));
         }
@@ -183,7 +201,7 @@ pub fn render(state: &Mutex<Registry>, api: &ApiMetrics, start_time: f64) -> Str
         "counter",
         "Frames dropped at the port, by reason (malformed, vlan, spoof, link-down, no-buffer, qos, acl, dhcp-guard, router-guard, storm, oversize, rx-overrun, tx-full).",
     );
-    for p in &ports {
+    for p in served() {
         let drops = p
             .stats
             .as_ref()
@@ -218,9 +236,9 @@ pub fn render(state: &Mutex<Registry>, api: &ApiMetrics, start_time: f64) -> Str
         &mut o,
         "podswitch_port_attached",
         "gauge",
-        "1 if the data path serves the port's NIC.",
+        "1 if the data path serves the port's NIC (no series for a VF in legacy eswitch mode, which the NIC itself forwards).",
     );
-    for p in &ports {
+    for p in served() {
         let a = p.status.as_ref().is_some_and(|s| s.attached);
         let _ = writeln!(
             o,
@@ -440,5 +458,41 @@ mod tests {
         assert_eq!(i.buckets[0], 1);
         assert_eq!(i.buckets[BUCKETS.len() - 1], 2);
         assert_eq!(i.count, 2);
+    }
+
+    #[test]
+    fn a_legacy_vf_port_has_info_but_no_traffic_or_attached_series() {
+        use crate::datapath::fake::FakeDataplane;
+        use podswitch_shared::model::{EswitchMode, Nic, NicKind, PortConfig};
+        let d = std::env::temp_dir().join(format!("psw-metrics-{}", std::process::id()));
+        let reg = Mutex::new(Registry::new(&d, Arc::new(FakeDataplane::default()), 300));
+        {
+            let mut r = reg.lock().unwrap();
+            let mut vf = PortConfig::on(Nic {
+                pci_address: Some("0000:18:02.3".into()),
+                eswitch_mode: Some(EswitchMode::Legacy),
+                ..Nic::new(NicKind::Vfio, "")
+            });
+            vf.id = Some("vm1".into());
+            assert!(r.begin_create(vf).is_ok());
+            let mut veth = PortConfig::on(Nic::new(NicKind::Veth, "pswa"));
+            veth.id = Some("pod1".into());
+            assert!(r.begin_create(veth).is_ok());
+        }
+        let text = render(&reg, &ApiMetrics::default(), 0.0);
+        assert!(
+            text.contains(
+                "podswitch_port_info{port=\"vm1\",switch=\"default\",vlan=\"1\",nic_kind=\"vfio\",\
+                 nic=\"0000:18:02.3\",pci_address=\"0000:18:02.3\",eswitch_mode=\"legacy\"} 1"
+            ),
+            "{text}"
+        );
+        assert!(text.contains("podswitch_port_link_up{port=\"vm1\"} 1"));
+        assert!(text.contains("podswitch_port_attached{port=\"pod1\"} 0"));
+        for series in ["attached", "receive_packets_total", "drops_total"] {
+            let name = format!("podswitch_port_{series}{{port=\"vm1\"");
+            assert!(!text.contains(&name), "{name} in {text}");
+        }
+        let _ = std::fs::remove_dir_all(d);
     }
 }

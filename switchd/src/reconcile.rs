@@ -9,7 +9,7 @@
 //! every other request is served.
 
 use crate::datapath::{netdev, Dataplane};
-use crate::registry::{Begun, Declared, Registry, RegistryError};
+use crate::registry::{Added, Begun, Declared, Registry, RegistryError};
 use podswitch_shared::model::{LinkState, Nic, NicKind, PortConfig, PortUpdate, VPort, MAX_MTU};
 use podswitch_shared::netns::NetNs;
 use std::path::Path;
@@ -111,6 +111,7 @@ pub fn create_port(
         let mut s = lock(state);
         match s.begin_create(cfg)? {
             Begun::Exists(v) => return Ok((*v, false)),
+            Begun::Recorded(v) => return Ok((*v, true)),
             Begun::Pending(p) => (p, s.datapath()),
         }
     };
@@ -140,11 +141,12 @@ pub fn update_port(
 /// thread; this returns at once).
 pub fn delete_port(state: &Mutex<Registry>, id: &str) -> Result<(), RegistryError> {
     let mut s = lock(state);
-    let slot = s.delete_port(id)?;
     // Under the lock: the slot cannot be given to a new port before the
     // setup thread has this detach (messages run in order).
-    if let Err(e) = s.datapath().detach(slot) {
-        log::warn!("detaching port {id}: {e}");
+    if let Some(slot) = s.delete_port(id)? {
+        if let Err(e) = s.datapath().detach(slot) {
+            log::warn!("detaching port {id}: {e}");
+        }
     }
     Ok(())
 }
@@ -162,7 +164,9 @@ pub fn restore(state: &Mutex<Registry>) -> Result<(usize, usize), RegistryError>
             s.add_port(port.to_config()).map(|p| (p, s.datapath()))
         };
         let r = match begun {
-            Ok((p, dp)) => match prepare_nic(&p.nic, p.link_up) {
+            // Nothing to attach (a VF in legacy eswitch mode): recorded again.
+            Ok((Added::Recorded(id), _)) => Ok(id),
+            Ok((Added::Pending(p), dp)) => match prepare_nic(&p.nic, p.link_up) {
                 Err(e @ RegistryError::NicMissing(_)) => {
                     let mut s = lock(state);
                     s.forget_port(&p.id);
@@ -181,7 +185,7 @@ pub fn restore(state: &Mutex<Registry>) -> Result<(usize, usize), RegistryError>
                 log::warn!(
                     "dropping stored port {} ({}): {e}",
                     port.id,
-                    port.nic.ifname
+                    port.nic.location()
                 );
                 dropped += 1;
             }
@@ -237,7 +241,7 @@ pub fn apply_declared(state: &Mutex<Registry>, d: Declared) -> Result<(), Regist
         update_port(state, &id, u)?;
     }
     for p in create {
-        let nic = p.nic.ifname.clone();
+        let nic = p.nic.location();
         let (port, _) = create_port(state, p)?;
         log::info!("created declared port {} on {nic}", port.id);
     }

@@ -315,7 +315,11 @@ mod tests {
     }
 
     fn wanted() -> VfSettings {
-        let mut p = PortConfig::on(Nic::new(NicKind::Vfio, VF));
+        let mut p = PortConfig::on(Nic {
+            pci_address: Some(VF.into()),
+            eswitch_mode: Some(EswitchMode::Legacy),
+            ..Nic::new(NicKind::Vfio, "")
+        });
         p.mac = Some("02:42:0a:0a:00:05".parse().unwrap());
         p.vlan = Some(VlanId::new(100).unwrap());
         p.mac_spoof_check = Some(true);

@@ -17,7 +17,6 @@
 //! functions are pure.
 
 use super::{PciAddr, SriovError};
-use serde::{Deserialize, Serialize};
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
@@ -25,15 +24,8 @@ use std::path::{Path, PathBuf};
 /// Where sysfs is mounted on a node.
 pub const DEFAULT_ROOT: &str = "/sys";
 
-/// The eswitch mode of a PF.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum EswitchMode {
-    /// The NIC switches VFs itself (VEB); VFs have no representors.
-    Legacy,
-    /// Every VF has a representor netdev on the host; the host switches.
-    Switchdev,
-}
+/// The eswitch mode of a PF (the port model's, so a port records it).
+pub use podswitch_shared::model::EswitchMode;
 
 /// A resolved VF.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -28,7 +28,7 @@ use netlink_packet_route::link::{
     VfInfoRate, VfInfoSpoofCheck, VfInfoTrust, VfInfoVlan, VfLinkState as NlLinkState,
 };
 use netlink_packet_route::RouteNetlinkMessage;
-use podswitch_shared::model::{AclAction, LinkState, MacAddr, PortConfig};
+use podswitch_shared::model::{LinkState, MacAddr, PortConfig};
 use serde::{Deserialize, Serialize};
 
 /// `IFLA_VF_LINK_STATE`: what link the VF's driver sees.
@@ -358,32 +358,6 @@ pub fn mbit_ceil(bits_per_second: u64) -> u32 {
     u32::try_from(bits_per_second.div_ceil(1_000_000)).unwrap_or(u32::MAX)
 }
 
-/// The port settings a VF in legacy mode cannot enforce (the NIC's VEB
-/// switches its frames; there is no switchd on the path).
-fn legacy_unsupported(port: &PortConfig) -> Vec<&'static str> {
-    let mut u = Vec::new();
-    let qos = port.qos.clone().unwrap_or_default();
-    let checks = [
-        (
-            port.trunk.as_ref().is_some_and(|t| !t.is_empty()),
-            "a trunk",
-        ),
-        (qos.ingress_rate.is_some(), "qos.ingressRate"),
-        (qos.ingress_burst.is_some(), "qos.ingressBurst"),
-        (port.dhcp_guard == Some(true), "dhcpGuard"),
-        (port.router_guard == Some(true), "routerGuard"),
-        (port.storm_limit.is_some(), "stormLimit"),
-        (port.acls.as_ref().is_some_and(|a| !a.is_empty()), "acls"),
-        (port.acl_default == Some(AclAction::Deny), "aclDefault deny"),
-    ];
-    for (bad, what) in checks {
-        if bad {
-            u.push(what);
-        }
-    }
-    u
-}
-
 /// What the PF should set on the VF for a port with these fields; `pcp`
 /// is the port's 802.1p priority (0..7) where it sets one.
 ///
@@ -424,7 +398,7 @@ pub fn mapping(
             ..VfSettings::default()
         });
     }
-    let unsupported = legacy_unsupported(port);
+    let unsupported = port.unenforceable_on_legacy_vf();
     if !unsupported.is_empty() {
         return Err(SriovError::Unsupported(unsupported.join(", ")));
     }
@@ -450,7 +424,7 @@ mod tests {
     use super::*;
     use netlink_packet_core::NLM_F_ACK;
     use netlink_packet_route::link::VfInfoTxRate;
-    use podswitch_shared::model::{Nic, NicKind, Qos, TrunkRange, VlanId};
+    use podswitch_shared::model::{AclAction, Nic, NicKind, Qos, TrunkRange, VlanId};
 
     fn decode(msg: &NetlinkMessage<RouteNetlinkMessage>) -> NetlinkMessage<RouteNetlinkMessage> {
         let mut buf = vec![0u8; msg.buffer_len()];
@@ -459,7 +433,11 @@ mod tests {
     }
 
     fn port() -> PortConfig {
-        PortConfig::on(Nic::new(NicKind::Vfio, "0000:18:02.5"))
+        PortConfig::on(Nic {
+            pci_address: Some("0000:18:02.5".into()),
+            eswitch_mode: Some(EswitchMode::Legacy),
+            ..Nic::new(NicKind::Vfio, "")
+        })
     }
 
     #[test]
@@ -641,10 +619,11 @@ mod wire_tests {
     /// PF ifindex, the message type and flags.
     #[test]
     fn setlink_for_a_typical_port() {
-        let mut p = PortConfig::on(podswitch_shared::model::Nic::new(
-            podswitch_shared::model::NicKind::Vfio,
-            "0000:18:02.5",
-        ));
+        let mut p = PortConfig::on(podswitch_shared::model::Nic {
+            pci_address: Some("0000:18:02.5".into()),
+            eswitch_mode: Some(EswitchMode::Legacy),
+            ..podswitch_shared::model::Nic::new(podswitch_shared::model::NicKind::Vfio, "")
+        });
         p.mac = Some("02:42:0a:0a:00:05".parse().unwrap());
         p.vlan = Some(podswitch_shared::model::VlanId::new(100).unwrap());
         p.mac_spoof_check = Some(true);

@@ -6,8 +6,8 @@ use anyhow::{bail, Context};
 use clap::{Parser, Subcommand, ValueEnum};
 use podswitch_shared::client::Client;
 use podswitch_shared::model::{
-    AclAction, AclRule, DatapathInfo, FdbEntry, Handover, LinkState, MacAddr, Nic, NicKind,
-    PortConfig, PortUpdate, SwitchConfig, TrunkRange, VPort, VSwitch, VlanId, VlanMode,
+    AclAction, AclRule, DatapathInfo, EswitchMode, FdbEntry, Handover, LinkState, MacAddr, Nic,
+    NicKind, PortConfig, PortUpdate, SwitchConfig, TrunkRange, VPort, VSwitch, VlanId, VlanMode,
 };
 use podswitch_shared::DEFAULT_SOCKET;
 use serde::Serialize;
@@ -112,14 +112,21 @@ enum PortCmd {
     },
     /// Attach a NIC as a new port.
     Add {
-        /// Netdev in switchd's network namespace (or in --netns).
+        /// Netdev in switchd's network namespace (or in --netns); a vfio
+        /// NIC's representor (none for a VF in legacy eswitch mode).
         #[arg(long)]
-        ifname: String,
+        ifname: Option<String>,
         #[arg(long, value_enum, default_value_t = Kind::Veth)]
         kind: Kind,
         /// A tap's network namespace (a path, e.g. /var/run/netns/vm1).
         #[arg(long)]
         netns: Option<String>,
+        /// A vfio NIC's VF, by PCI address (e.g. 0000:18:02.5).
+        #[arg(long)]
+        pci_address: Option<String>,
+        /// A vfio NIC's PF eswitch mode (legacy: recorded, never attached).
+        #[arg(long, value_enum)]
+        eswitch_mode: Option<Eswitch>,
         #[arg(long)]
         id: Option<String>,
         #[arg(long)]
@@ -191,6 +198,12 @@ enum Kind {
     Tap,
     Vfio,
     Uplink,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Eswitch {
+    Legacy,
+    Switchdev,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -311,6 +324,8 @@ fn print_ports(ports: &[VPort]) {
                 vlan_desc(p),
                 format!("{:?}", p.link_state).to_lowercase(),
                 match p.status.as_ref().and_then(|s| s.handover) {
+                    // Never attached by design: the NIC forwards it.
+                    _ if !p.nic.attaches() => "n/a (NIC)".into(),
                     // Two ports share the MAC (a VM's live migration).
                     Some(h) => format!(
                         "{} ({})",
@@ -395,6 +410,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let p: VPort = c.get(&format!("/v1/ports/{id}"))?;
             emit(out, &p, |p| {
                 print_ports(std::slice::from_ref(p));
+                if let Some(r) = p.status.as_ref().and_then(|s| s.reason.as_deref()) {
+                    println!("\nnot attached: {r}");
+                }
                 let mut policy = Vec::new();
                 if let Some(q) = &p.qos {
                     let r = |v: Option<u64>| {
@@ -446,6 +464,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             ifname,
             kind,
             netns,
+            pci_address,
+            eswitch_mode,
             id,
             switch,
             vlan,
@@ -469,13 +489,18 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                         Kind::Vfio => NicKind::Vfio,
                         Kind::Uplink => NicKind::Uplink,
                     },
-                    ifname,
+                    ifname: ifname.unwrap_or_default(),
                     netns,
+                    pci_address,
+                    eswitch_mode: eswitch_mode.map(|m| match m {
+                        Eswitch::Legacy => EswitchMode::Legacy,
+                        Eswitch::Switchdev => EswitchMode::Switchdev,
+                    }),
                 })
             };
             let p: VPort = c.call("POST", "/v1/ports", Some(&cfg))?;
             emit(out, &p, |p| {
-                println!("added port {} ({})", p.id, p.nic.ifname)
+                println!("added port {} ({})", p.id, p.nic.location())
             })
         }
         Cmd::Port(PortCmd::Set {

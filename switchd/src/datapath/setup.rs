@@ -98,14 +98,14 @@ impl PortRecord {
     }
 
     fn as_nic(&self) -> Nic {
+        let kind = if self.tap {
+            NicKind::Tap
+        } else {
+            NicKind::Veth
+        };
         Nic {
-            kind: if self.tap {
-                NicKind::Tap
-            } else {
-                NicKind::Veth
-            },
-            ifname: self.ifname.clone(),
             netns: self.netns.clone(),
+            ..Nic::new(kind, self.ifname.clone())
         }
     }
 }

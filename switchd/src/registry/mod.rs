@@ -72,7 +72,11 @@ struct SwitchEntry {
 
 struct PortEntry {
     port: VPort,
-    slot: Slot,
+    /// The port's place in the data path; `None` for a port switchd
+    /// records but never attaches (a VF in legacy eswitch mode, see
+    /// `Nic::attaches`): it is not in the snapshot, so it has no FDB
+    /// entry, takes no flood copy and is never retried.
+    slot: Option<Slot>,
     counters: Arc<PortCounters>,
     acl: Arc<Acl>,
     /// Bumped when the MACs learned behind the port must be forgotten.
@@ -229,22 +233,23 @@ impl Registry {
             let Some(&si) = index.get(e.port.switch.as_str()) else {
                 continue;
             };
+            let Some(slot) = e.slot else { continue };
             let mode = e.port.mode();
-            switches[si].ports.push(e.slot);
+            switches[si].ports.push(slot);
             if let (Some(mac), Some(v)) = (e.port.mac, home_vlan(&mode)) {
-                claims.entry((si, v.get(), mac)).or_default().push(e.slot);
+                claims.entry((si, v.get(), mac)).or_default().push(slot);
             }
             let served = self
                 .datapath
-                .attachment(e.slot)
+                .attachment(slot)
                 .map(|a| a.queues.min(threads))
                 .unwrap_or(0);
-            ports[e.slot as usize] = Some(PortView {
+            ports[slot as usize] = Some(PortView {
                 served,
-                home: (e.slot % served.max(1)) as usize,
+                home: (slot % served.max(1)) as usize,
                 flush_gen: e.flush_gen,
                 id: e.port.id.clone(),
-                slot: e.slot,
+                slot,
                 switch: si,
                 vlan: PortVlan::from(&mode),
                 up: e.port.link_state == LinkState::Up,
@@ -316,8 +321,8 @@ impl Registry {
             umem_frames: c.umem_frames,
             max_ports: crate::datapath::budget::Budget::new(c.umem_frames).max_ports(),
             max_mtu: MAX_MTU,
-            ports: self.ports.len(),
-            attached_ports: self.ports.len() - self.detached_ports(),
+            ports: self.datapath_ports(),
+            attached_ports: self.datapath_ports() - self.detached_ports(),
             threads: self.datapath.threads(),
         }
     }
@@ -359,11 +364,16 @@ impl Registry {
             let existing = self
                 .ports
                 .values()
-                .find(|e| e.port.nic.ifname == p.nic.ifname)
-                .map(|e| e.port.id.clone());
+                .find(|e| e.port.nic.same_device(&p.nic))
+                .map(|e| (e.port.id.clone(), e.port.nic.attaches()));
             match existing {
                 None => create.push(p),
-                Some(id) => update.push((id, p.into_declared_update())),
+                Some((id, true)) => update.push((id, p.into_declared_update())),
+                // Its settings live on the PF, fixed when it was added.
+                Some((id, false)) => log::info!(
+                    "declared port {} exists as port {id}; a legacy-eswitch VF is not updated live",
+                    p.nic.location()
+                ),
             }
         }
         Ok((create, update))
@@ -495,14 +505,31 @@ impl Registry {
     // ---- ports ----
 
     fn view(&self, e: &PortEntry) -> VPort {
+        let Some(slot) = e.slot else {
+            // Recorded, never attached: no data path status, no counters.
+            return VPort {
+                status: Some(PortStatus {
+                    attached: false,
+                    ifindex: 0,
+                    xdp_mode: "none".into(),
+                    queues: 0,
+                    mtu: 0,
+                    handover: None,
+                    reason: Some(not_attached_reason(&e.port.nic)),
+                }),
+                stats: None,
+                ..e.port.clone()
+            };
+        };
         let handover = self.handover(e);
-        let status = self.datapath.attachment(e.slot).map(|a| PortStatus {
+        let status = self.datapath.attachment(slot).map(|a| PortStatus {
             attached: true,
             ifindex: a.ifindex,
             xdp_mode: a.mode.as_str().into(),
             queues: a.queues,
             mtu: a.mtu,
             handover,
+            reason: None,
         });
         VPort {
             status: Some(status.unwrap_or(PortStatus {
@@ -512,6 +539,7 @@ impl Registry {
                 queues: 0,
                 mtu: 0,
                 handover,
+                reason: None,
             })),
             stats: Some(e.counters.to_stats(&e.acl)),
             ..e.port.clone()
@@ -524,8 +552,9 @@ impl Registry {
     fn handover(&self, e: &PortEntry) -> Option<Handover> {
         let mac = e.port.mac?;
         let vlan = home_vlan(&e.port.mode())?;
+        let slot = e.slot?;
         let shared = self.ports.values().any(|o| {
-            o.slot != e.slot
+            o.slot.is_some_and(|s| s != slot)
                 && o.port.switch == e.port.switch
                 && o.port.mac == Some(mac)
                 && home_vlan(&o.port.mode()) == Some(vlan)
@@ -538,7 +567,7 @@ impl Registry {
         let here = table
             .rows
             .iter()
-            .any(|r| r.vlan == vlan.get() && r.mac == mac && r.slot == e.slot);
+            .any(|r| r.vlan == vlan.get() && r.mac == mac && r.slot == slot);
         Some(if here {
             Handover::Active
         } else {
@@ -592,7 +621,8 @@ impl Registry {
     /// First half of `create_port`, under the lock: an existing port for
     /// the same container ID + ifname, or the recorded (not yet attached)
     /// new port.
-    pub(crate) fn begin_create(&mut self, cfg: PortConfig) -> Result<Begun, RegistryError> {
+    pub(crate) fn begin_create(&mut self, mut cfg: PortConfig) -> Result<Begun, RegistryError> {
+        normalize_nic(&mut cfg.nic);
         if let Some(o) = cfg.owner.as_ref().filter(|o| o.container_id.is_some()) {
             if let Some(e) = self.ports.values().find(|e| {
                 e.port
@@ -614,16 +644,35 @@ impl Registry {
                     o.container_id.as_deref().unwrap_or(""),
                     o.ifname.as_deref().unwrap_or(""),
                     e.port.id,
-                    e.port.nic.ifname
+                    e.port.nic.location()
                 )));
             }
         }
-        Ok(Begun::Pending(self.add_port(cfg)?))
+        match self.add_port(cfg)? {
+            Added::Pending(p) => Ok(Begun::Pending(p)),
+            Added::Recorded(id) => {
+                if let Err(e) = self.persist() {
+                    self.remove_port(&id);
+                    return Err(e);
+                }
+                let v = self.port(&id)?;
+                log::info!(
+                    "recorded port {id} ({}): not attached, {}",
+                    v.nic.location(),
+                    not_attached_reason(&v.nic)
+                );
+                Ok(Begun::Recorded(Box::new(v)))
+            }
+        }
     }
 
-    /// Validates, prepares the NIC and records the port (published, not
-    /// attached yet); `finish_port` completes it once the attach is done.
-    pub(crate) fn add_port(&mut self, cfg: PortConfig) -> Result<Pending, RegistryError> {
+    /// Validates and records the port. A port whose NIC switchd attaches
+    /// is published (not attached yet) and `Pending`: `finish_port`
+    /// completes it once the attach is done. One whose NIC it never
+    /// attaches (a VF in legacy eswitch mode) is `Recorded`, complete but
+    /// not saved.
+    pub(crate) fn add_port(&mut self, mut cfg: PortConfig) -> Result<Added, RegistryError> {
+        normalize_nic(&mut cfg.nic);
         let id = match cfg.id.clone() {
             Some(id) => {
                 check_object_name("port ID", &id)?;
@@ -649,11 +698,16 @@ impl Registry {
         if let Some(e) = self
             .ports
             .values()
-            .find(|e| e.port.nic.ifname == cfg.nic.ifname && e.port.nic.netns == cfg.nic.netns)
+            .find(|e| e.port.nic.same_device(&cfg.nic))
         {
+            let how = if e.port.nic.attaches() {
+                "already attached as"
+            } else {
+                "already recorded as"
+            };
             return Err(RegistryError::Conflict(format!(
-                "NIC {} is already attached as port {}",
-                cfg.nic.location(),
+                "NIC {} is {how} port {}",
+                e.port.nic.location(),
                 e.port.id
             )));
         }
@@ -666,13 +720,17 @@ impl Registry {
         }
         let nic = cfg.nic.clone();
         let link_state = cfg.link_state.unwrap_or_default();
-        let slot = self.alloc_slot(&id)?;
         let mut port = VPort::from_config(id.clone(), switch, cfg);
         port.qos = port.qos.filter(|q| !q.is_empty());
-        if let Err(e) = validate::check_policy(&port) {
-            self.slots[slot as usize] = None;
-            return Err(e);
+        validate::check_policy(&port)?;
+        if !nic.attaches() {
+            validate::check_legacy_vf(&port)?;
         }
+        let slot = if nic.attaches() {
+            Some(self.alloc_slot(&id)?)
+        } else {
+            None
+        };
         let acl = Arc::new(Acl::new(port.acls.clone(), port.acl_default));
         let flush_gen = self.flush_gen();
         self.ports.insert(
@@ -685,13 +743,16 @@ impl Registry {
                 flush_gen,
             },
         );
+        let Some(slot) = slot else {
+            return Ok(Added::Recorded(id));
+        };
         self.publish();
-        Ok(Pending {
+        Ok(Added::Pending(Pending {
             id,
             slot,
             nic,
             link_up: link_state == LinkState::Up,
-        })
+        }))
     }
 
     /// Second half of `create_port`, under the lock again: saves the port
@@ -704,7 +765,7 @@ impl Registry {
         attached: Result<crate::datapath::Attachment, RegistryError>,
         restoring: bool,
     ) -> Result<String, RegistryError> {
-        if self.ports.get(&p.id).map(|e| e.slot) != Some(p.slot) {
+        if self.ports.get(&p.id).and_then(|e| e.slot) != Some(p.slot) {
             // Deleted while it was attaching; the delete's detach, sent
             // after our attach, undoes it.
             return Err(RegistryError::NotFound(format!(
@@ -738,10 +799,11 @@ impl Registry {
         let todo = self
             .ports
             .values()
-            .filter(|e| self.datapath.attachment(e.slot).is_none())
-            .map(|e| Pending {
+            .filter_map(|e| Some((e, e.slot?)))
+            .filter(|(_, slot)| self.datapath.attachment(*slot).is_none())
+            .map(|(e, slot)| Pending {
                 id: e.port.id.clone(),
-                slot: e.slot,
+                slot,
                 nic: e.port.nic.clone(),
                 link_up: e.port.link_state == LinkState::Up,
             })
@@ -749,29 +811,38 @@ impl Registry {
         (self.datapath.clone(), todo)
     }
 
-    /// Ports not attached to the data path right now.
+    /// Ports the data path is to serve but does not right now (a port
+    /// switchd never attaches is not one: nothing is missing).
     pub fn detached_ports(&self) -> usize {
         self.ports
             .values()
-            .filter(|e| self.datapath.attachment(e.slot).is_none())
+            .filter_map(|e| e.slot)
+            .filter(|slot| self.datapath.attachment(*slot).is_none())
             .count()
+    }
+
+    /// Ports the data path is to serve (all but those switchd only records).
+    pub fn datapath_ports(&self) -> usize {
+        self.ports.values().filter(|e| e.slot.is_some()).count()
     }
 
     fn remove_port(&mut self, id: &str) -> Option<PortEntry> {
         let e = self.ports.remove(id)?;
-        self.slots[e.slot as usize] = None;
+        if let Some(slot) = e.slot {
+            self.slots[slot as usize] = None;
+        }
         // The slot leaves the snapshot: the poll threads forget its MACs.
         self.publish();
         Some(e)
     }
 
     /// Forgets a port and saves; returns its slot (for the reconciler to
-    /// detach).
-    pub fn delete_port(&mut self, id: &str) -> Result<Slot, RegistryError> {
+    /// detach), if it had one.
+    pub fn delete_port(&mut self, id: &str) -> Result<Option<Slot>, RegistryError> {
         let e = self
             .remove_port(id)
             .ok_or_else(|| RegistryError::NotFound(format!("no port with ID {id:?}")))?;
-        log::info!("deleted port {id} ({})", e.port.nic.ifname);
+        log::info!("deleted port {id} ({})", e.port.nic.location());
         self.persist()?;
         Ok(e.slot)
     }
@@ -803,6 +874,14 @@ impl Registry {
             .ports
             .get(id)
             .ok_or_else(|| RegistryError::NotFound(format!("no port with ID {id:?}")))?;
+        if !e.port.nic.attaches() {
+            return Err(RegistryError::Conflict(format!(
+                "port {id} is an SR-IOV VF in legacy eswitch mode ({}): the CNI plugin set \
+                 its MAC, VLAN, spoof check, link state and rate on the PF when it was added, \
+                 and switchd cannot change them live; delete the attachment and add it again",
+                e.port.nic.location()
+            )));
+        }
         let mut p = e.port.clone();
         p.apply(u);
         p.qos = p.qos.filter(|q| !q.is_empty());
@@ -852,6 +931,33 @@ impl Registry {
 pub(crate) enum Begun {
     Exists(Box<VPort>),
     Pending(Pending),
+    /// Created and saved, nothing to attach (see `Nic::attaches`).
+    Recorded(Box<VPort>),
+}
+
+/// What `add_port` made.
+pub(crate) enum Added {
+    /// Recorded and published; its NIC is to be attached.
+    Pending(Pending),
+    /// Recorded (not saved yet) and complete: switchd never attaches it.
+    Recorded(String),
+}
+
+/// The PCI address in the kernel's lower case, so that one VF is one
+/// port whatever case the client wrote.
+fn normalize_nic(nic: &mut Nic) {
+    if let Some(a) = &mut nic.pci_address {
+        a.make_ascii_lowercase();
+    }
+}
+
+/// Why a port whose NIC switchd never attaches is not attached.
+fn not_attached_reason(nic: &Nic) -> String {
+    format!(
+        "{}: the NIC's own switch forwards its frames and the PF enforces the port's MAC, \
+         VLAN, spoof check, link state and transmit rate; switchd does not forward it",
+        nic.location()
+    )
 }
 
 /// A port recorded and published whose NIC is being attached.
@@ -874,7 +980,7 @@ fn home_vlan(mode: &VlanMode) -> Option<VlanId> {
 mod tests {
     use super::*;
     use crate::datapath::fake::FakeDataplane;
-    use podswitch_shared::model::{Nic, Qos, TrunkRange};
+    use podswitch_shared::model::{EswitchMode, Nic, Owner, Qos, TrunkRange};
 
     fn dir(name: &str) -> PathBuf {
         let d = std::env::temp_dir().join(format!("psw-registry-{name}-{}", std::process::id()));
@@ -892,7 +998,7 @@ mod tests {
     /// What the reconciler does around an attach, minus the netdev part.
     fn create(r: &mut Registry, c: PortConfig) -> Result<String, RegistryError> {
         match r.begin_create(c)? {
-            Begun::Exists(v) => Ok(v.id),
+            Begun::Exists(v) | Begun::Recorded(v) => Ok(v.id),
             Begun::Pending(p) => {
                 let a = r
                     .datapath()
@@ -971,7 +1077,7 @@ mod tests {
         let (mut r, fake, d) = registry("reuse");
         let a = create(&mut r, cfg("pswa", 100)).unwrap();
         let old = fake.last().ports[0].as_ref().unwrap().flush_gen;
-        assert_eq!(r.delete_port(&a).unwrap(), 0);
+        assert_eq!(r.delete_port(&a).unwrap(), Some(0));
         assert!(fake.last().ports[0].is_none());
         create(&mut r, cfg("pswc", 100)).unwrap();
         let snap = fake.last();
@@ -997,6 +1103,167 @@ mod tests {
         ));
         assert_eq!(r.ports().len(), 1);
         assert_eq!(fake.last().ports.iter().flatten().count(), 1);
+        let _ = std::fs::remove_dir_all(d);
+    }
+
+    fn legacy_vf(pci: &str) -> PortConfig {
+        PortConfig {
+            mac: Some("02:00:00:00:00:05".parse().unwrap()),
+            vlan: Some(VlanId::new(100).unwrap()),
+            owner: Some(Owner {
+                container_id: Some("c1".into()),
+                ifname: Some("net1".into()),
+                ..Owner::default()
+            }),
+            ..PortConfig::on(Nic {
+                pci_address: Some(pci.into()),
+                eswitch_mode: Some(EswitchMode::Legacy),
+                ..Nic::new(NicKind::Vfio, "")
+            })
+        }
+    }
+
+    #[test]
+    fn a_legacy_vf_port_is_recorded_and_kept_out_of_the_data_path() {
+        let (mut r, fake, d) = registry("legacy");
+        let veth = create(&mut r, cfg("pswa", 100)).unwrap();
+        let id = match r.begin_create(legacy_vf("0000:18:02.3")).unwrap() {
+            Begun::Recorded(v) => v.id,
+            _ => panic!("a legacy VF's port has nothing to attach"),
+        };
+        // Not in the snapshot: no slot, no static FDB entry for its MAC,
+        // no flood copy.
+        let snap = fake.last();
+        assert_eq!(snap.ports.iter().flatten().count(), 1);
+        assert_eq!(snap.switches[0].ports, vec![0]);
+        assert!(snap.switches[0]
+            .statics
+            .iter()
+            .all(|(_, m, _)| m.to_string() != "02:00:00:00:00:05"));
+        let v = r.port(&id).unwrap();
+        let st = v.status.clone().unwrap();
+        assert!(!st.attached);
+        assert!(
+            st.reason.as_deref().unwrap().starts_with(
+                "VF 0000:18:02.3 (legacy eswitch): the NIC's own switch forwards its frames"
+            ),
+            "{st:?}"
+        );
+        assert!(v.stats.is_none(), "switchd counts none of its frames");
+        // Nothing to retry, nothing missing for readiness.
+        assert_eq!(r.detached_ports(), 0);
+        assert!(r.unattached().1.is_empty());
+        let info = r.datapath_info();
+        assert_eq!((info.ports, info.attached_ports), (1, 1));
+        // The same container's ADD again gets it back; another port on the
+        // VF (any case) is a conflict.
+        let again = r.begin_create(legacy_vf("0000:18:02.3")).unwrap();
+        assert!(matches!(again, Begun::Exists(v) if v.id == id));
+        let mut other = legacy_vf("0000:18:02.3");
+        other.owner = None;
+        other.nic.pci_address = Some("0000:18:02.3".to_uppercase());
+        let e = create(&mut r, other).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            format!("NIC VF 0000:18:02.3 (legacy eswitch) is already recorded as port {id}")
+        );
+        // Its settings live on the PF: no live change.
+        let e = r
+            .plan_update(
+                &id,
+                PortUpdate {
+                    vlan: Some(None),
+                    ..PortUpdate::default()
+                },
+            )
+            .err()
+            .unwrap();
+        assert!(matches!(e, RegistryError::Conflict(_)), "{e}");
+        // Saved, and recorded again from the state directory.
+        let saved = std::fs::read_to_string(d.join("state.json")).unwrap();
+        assert!(saved.contains("\"eswitchMode\": \"legacy\""), "{saved}");
+        let fake2 = Arc::new(FakeDataplane::default());
+        let mut r2 = Registry::new(&d, fake2.clone(), 300);
+        for p in r2.load().unwrap() {
+            if let Added::Pending(p) = r2.add_port(p.to_config()).unwrap() {
+                assert_eq!(p.id, veth);
+            }
+        }
+        assert_eq!(r2.ports().len(), 2);
+        assert_eq!(r2.detached_ports(), 1, "only the veth waits for its attach");
+        assert_eq!(r2.delete_port(&id).unwrap(), None, "no slot to detach");
+        let _ = std::fs::remove_dir_all(d);
+    }
+
+    #[test]
+    fn vfio_nics_are_validated() {
+        let (mut r, _fake, d) = registry("vfio-bad");
+        let bad = |nic: Nic| {
+            let mut c = legacy_vf("0000:18:02.3");
+            c.nic = nic;
+            c
+        };
+        let legacy = |pci: Option<&str>, ifname: &str| Nic {
+            pci_address: pci.map(String::from),
+            eswitch_mode: Some(EswitchMode::Legacy),
+            ..Nic::new(NicKind::Vfio, ifname)
+        };
+        for (c, words) in [
+            (
+                bad(legacy(Some("18:02.3"), "")),
+                "nic.pciAddress \"18:02.3\" is not a PCI address",
+            ),
+            (bad(legacy(None, "")), "needs nic.pciAddress"),
+            (
+                bad(legacy(Some("0000:18:02.3"), "ens1f0_3")),
+                "leave nic.ifname out",
+            ),
+            (
+                bad(Nic {
+                    pci_address: Some("0000:18:02.3".into()),
+                    ..Nic::new(NicKind::Veth, "pswa")
+                }),
+                "nic.pciAddress is for vfio NICs only",
+            ),
+            (
+                bad(Nic::new(NicKind::Vfio, "")),
+                "nic.ifname is required for kind vfio (the VF's representor",
+            ),
+            (
+                PortConfig {
+                    trunk: Some(vec![TrunkRange::Single(VlanId::new(5).unwrap())]),
+                    storm_limit: Some(10),
+                    ..legacy_vf("0000:18:02.3")
+                },
+                "cannot have a trunk, stormLimit",
+            ),
+        ] {
+            let e = create(&mut r, c).unwrap_err();
+            assert!(matches!(e, RegistryError::Invalid(_)), "{e}");
+            assert!(e.to_string().contains(words), "{words}: {e}");
+        }
+        assert!(r.ports().is_empty());
+        let _ = std::fs::remove_dir_all(d);
+    }
+
+    #[test]
+    fn a_switchdev_vf_port_attaches_its_representor() {
+        let (mut r, fake, d) = registry("switchdev");
+        let c = PortConfig {
+            vlan: Some(VlanId::new(100).unwrap()),
+            ..PortConfig::on(Nic {
+                pci_address: Some("0000:18:02.0".into()),
+                eswitch_mode: Some(EswitchMode::Switchdev),
+                ..Nic::new(NicKind::Vfio, "ens1f0_0")
+            })
+        };
+        let id = create(&mut r, c).unwrap();
+        assert!(r.port(&id).unwrap().status.unwrap().attached);
+        assert_eq!(fake.last().ports.iter().flatten().count(), 1);
+        // The representor is one NIC, whatever the PCI address says.
+        let e = create(&mut r, cfg("ens1f0_0", 5)).unwrap_err();
+        assert!(matches!(e, RegistryError::Conflict(_)), "{e}");
+        assert_eq!(r.delete_port(&id).unwrap(), Some(0));
         let _ = std::fs::remove_dir_all(d);
     }
 }

@@ -44,6 +44,22 @@ pub fn check_policy(p: &VPort) -> Result<(), RegistryError> {
     Ok(())
 }
 
+/// Checks a port whose NIC is an SR-IOV VF in legacy eswitch mode: it
+/// may only have what the PF can enforce on the VF (the NIC's own switch
+/// forwards its frames; switchd never sees them).
+pub fn check_legacy_vf(p: &VPort) -> Result<(), RegistryError> {
+    let bad = p.to_config().unenforceable_on_legacy_vf();
+    if bad.is_empty() {
+        return Ok(());
+    }
+    Err(RegistryError::Invalid(format!(
+        "a vfio port in legacy eswitch mode cannot have {}: the NIC's own switch forwards \
+         the VF's frames and only the PF's VF settings apply (put the PF in switchdev mode, \
+         or drop the setting)",
+        bad.join(", ")
+    )))
+}
+
 pub fn check_trunk(
     trunk: Option<&[podswitch_shared::model::TrunkRange]>,
 ) -> Result<(), RegistryError> {
