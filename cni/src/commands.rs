@@ -13,7 +13,7 @@ use crate::tap;
 use podswitch_cni::sriov::RtnlSocket;
 use podswitch_cni::vfio;
 use podswitch_shared::client::{Client, ClientError};
-use podswitch_shared::model::{MacAddr, Nic, NicKind, Owner, PortConfig, VPort};
+use podswitch_shared::model::{MacAddr, Nic, NicKind, PortConfig, VPort};
 use podswitch_shared::netdev;
 use serde_json::Value;
 use std::path::Path;
@@ -324,30 +324,7 @@ pub fn add(conf: &NetConf, env: &Env) -> CniResult<Value> {
                 }
             };
             tm.mark("endpoint created");
-            let port = PortConfig {
-                id: Some(host_if.clone()),
-                switch: Some(conf.switch()),
-                nic,
-                mac: Some(MacAddr(ep.pod_mac)),
-                vlan: conf.vlan,
-                trunk: conf.trunk.clone(),
-                mac_spoof_check: conf.mac_spoof_check,
-                link_state: conf.link_state,
-                qos: conf.effective_qos(),
-                dhcp_guard: conf.dhcp_guard,
-                router_guard: conf.router_guard,
-                storm_limit: conf.storm_limit,
-                acls: conf.acls.clone(),
-                acl_default: conf.acl_default,
-                owner: Some(Owner {
-                    container_id: Some(env.container_id.clone()),
-                    ifname: Some(env.ifname.clone()),
-                    netns: Some(env.netns.clone()),
-                    pod_name: args.pod_name.clone(),
-                    pod_namespace: args.pod_namespace.clone(),
-                    network: Some(conf.name.clone()),
-                }),
-            };
+            let port = conf.port(env, &args, &host_if, nic, Some(MacAddr(ep.pod_mac)));
             let created: VPort = c
                 .call("POST", "/v1/ports", Some(&port))
                 .map_err(|e| switchd_err(conf, "switchd refused the port", e))?;

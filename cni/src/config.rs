@@ -375,6 +375,42 @@ impl NetConf {
         (!q.is_empty()).then_some(q)
     }
 
+    /// The port ADD registers: this configuration's settings on `nic`,
+    /// owned by the container the runtime named.
+    pub fn port(
+        &self,
+        env: &Env,
+        args: &Args,
+        id: &str,
+        nic: podswitch_shared::model::Nic,
+        mac: Option<MacAddr>,
+    ) -> podswitch_shared::model::PortConfig {
+        podswitch_shared::model::PortConfig {
+            id: Some(id.to_string()),
+            switch: Some(self.switch()),
+            nic,
+            mac,
+            vlan: self.vlan,
+            trunk: self.trunk.clone(),
+            mac_spoof_check: self.mac_spoof_check,
+            link_state: self.link_state,
+            qos: self.effective_qos(),
+            dhcp_guard: self.dhcp_guard,
+            router_guard: self.router_guard,
+            storm_limit: self.storm_limit,
+            acls: self.acls.clone(),
+            acl_default: self.acl_default,
+            owner: Some(podswitch_shared::model::Owner {
+                container_id: Some(env.container_id.clone()),
+                ifname: Some(env.ifname.clone()),
+                netns: Some(env.netns.clone()),
+                pod_name: args.pod_name.clone(),
+                pod_namespace: args.pod_namespace.clone(),
+                network: Some(self.name.clone()),
+            }),
+        }
+    }
+
     pub fn socket(&self) -> PathBuf {
         self.socket
             .clone()

@@ -285,21 +285,7 @@ pub fn interfaces(ep: &Endpoint, netns: &str, mtu: u32) -> Vec<crate::reply::Int
 /// Builds the ADD result from IPAM's answer: every IP on the pod's
 /// interface (the last one).
 pub fn result(ep: &Endpoint, netns: &str, mtu: u32, ipam: &CniOutput) -> CniOutput {
-    let interfaces = interfaces(ep, netns, mtu);
-    let pod = interfaces.len() - 1;
-    CniOutput {
-        interfaces,
-        ips: ipam
-            .ips
-            .iter()
-            .map(|ip| IpConfig {
-                interface: Some(pod),
-                ..ip.clone()
-            })
-            .collect(),
-        routes: ipam.routes.clone(),
-        dns: ipam.dns.clone(),
-    }
+    CniOutput::for_endpoint(interfaces(ep, netns, mtu), ipam)
 }
 
 #[cfg(test)]

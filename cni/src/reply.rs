@@ -108,6 +108,25 @@ pub struct CniOutput {
 }
 
 impl CniOutput {
+    /// An ADD result: `interfaces` (the endpoint's last) with every address
+    /// IPAM gave on that last interface, and IPAM's routes and DNS.
+    pub fn for_endpoint(interfaces: Vec<Interface>, ipam: &CniOutput) -> CniOutput {
+        let at = interfaces.len().saturating_sub(1);
+        CniOutput {
+            interfaces,
+            ips: ipam
+                .ips
+                .iter()
+                .map(|ip| IpConfig {
+                    interface: Some(at),
+                    ..ip.clone()
+                })
+                .collect(),
+            routes: ipam.routes.clone(),
+            dns: ipam.dns.clone(),
+        }
+    }
+
     /// Reads a result of any supported version (IPAM's answer, or prevResult).
     pub fn parse(v: &Value) -> CniResult<CniOutput> {
         serde_json::from_value(v.clone()).map_err(|e| {

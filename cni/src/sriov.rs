@@ -211,19 +211,8 @@ mod tests {
         let a: PciAddr = "0000:AF:1F.7".parse().unwrap();
         assert_eq!(a.to_string(), "0000:af:1f.7");
         assert!("10000:e1:00.0".parse::<PciAddr>().is_ok(), "VMD domain");
-        for bad in [
-            "",
-            "18:02.5",
-            "0000:18:02",
-            "0000:18:02.8",
-            "0000:18:20.0",
-            "0000:1:02.5",
-            "0000:18:02.5 ",
-            "000g:18:02.5",
-            "0000:18:02.5:1",
-            "../../etc",
-            "0000:18:02.55",
-        ] {
+        // The syntax itself is model::is_pci_address's (tested there).
+        for bad in ["", "0000:18:02.8", "../../etc"] {
             let e = bad.parse::<PciAddr>().unwrap_err();
             assert!(matches!(e, SriovError::BadPciAddress(_)), "{bad}");
         }

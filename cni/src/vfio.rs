@@ -29,11 +29,11 @@
 //! kernel double.
 
 use crate::config::{Args, Env, NetConf};
-use crate::reply::{code, CniError, CniOutput, CniResult, Interface, IpConfig};
+use crate::reply::{code, CniError, CniOutput, CniResult, Interface};
 use crate::sriov::{
     self, devinfo, state, Claim, DeviceInfo, EswitchMode, PciAddr, Rtnl, Sysfs, Vf,
 };
-use podswitch_shared::model::{MacAddr, Nic, NicKind, Owner, PortConfig, VPort};
+use podswitch_shared::model::{MacAddr, Nic, NicKind, PortConfig, VPort};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 
@@ -176,30 +176,7 @@ pub fn port_config(
     vf: &Vf,
     mac: Option<MacAddr>,
 ) -> PortConfig {
-    PortConfig {
-        id: Some(port_id.to_string()),
-        switch: Some(conf.switch()),
-        nic: nic(vf),
-        mac,
-        vlan: conf.vlan,
-        trunk: conf.trunk.clone(),
-        mac_spoof_check: conf.mac_spoof_check,
-        link_state: conf.link_state,
-        qos: conf.effective_qos(),
-        dhcp_guard: conf.dhcp_guard,
-        router_guard: conf.router_guard,
-        storm_limit: conf.storm_limit,
-        acls: conf.acls.clone(),
-        acl_default: conf.acl_default,
-        owner: Some(Owner {
-            container_id: Some(env.container_id.clone()),
-            ifname: Some(env.ifname.clone()),
-            netns: Some(env.netns.clone()),
-            pod_name: args.pod_name.clone(),
-            pod_namespace: args.pod_namespace.clone(),
-            network: Some(conf.name.clone()),
-        }),
-    }
+    conf.port(env, args, port_id, nic(vf), mac)
 }
 
 /// The ADD result: the representor as the host-side interface (switchdev
@@ -220,20 +197,7 @@ pub fn result(env: &Env, vf: &Vf, mac: Option<MacAddr>, ipam: &CniOutput) -> Cni
         sandbox: env.netns.clone(),
         pci_id: vf.pci.to_string(),
     });
-    let at = interfaces.len() - 1;
-    CniOutput {
-        interfaces,
-        ips: ipam
-            .ips
-            .iter()
-            .map(|ip| IpConfig {
-                interface: Some(at),
-                ..ip.clone()
-            })
-            .collect(),
-        routes: ipam.routes.clone(),
-        dns: ipam.dns.clone(),
-    }
+    CniOutput::for_endpoint(interfaces, ipam)
 }
 
 /// What ADD has done so far, undone in reverse on failure.
