@@ -197,3 +197,16 @@ class Timer:
         now = time.monotonic()
         self.marks.append((what, now - self.t0))
         self.say(f"[{now - self.t0:7.1f}s] {what}")
+
+
+class VmPod(QuietPodNs):
+    """A VM pod: its netns gets a tap through a `"endpoint": "tap"` network
+    (`add_vm`); remembers the VM's MAC, its address and its port."""
+
+    def add_vm(self, cni, node, mac):
+        out = cni.add(self, args=f"IgnoreUnknown=1;MAC={mac}")
+        self.mac = mac
+        self.ip = out["ips"][0]["address"].split("/")[0]
+        self.port = [p for p in node.ok("GET", "/v1/ports")
+                     if p["owner"]["containerID"] == self.cid][0]
+        return out

@@ -7,7 +7,7 @@ import json
 import os
 from pathlib import Path
 
-from cnihelp import NetCni, QuietPodNs
+from cnihelp import NetCni, QuietPodNs, VmPod
 from conftest import nsexec
 
 HERE = Path(__file__).parent
@@ -92,11 +92,9 @@ def test_tap_link_down_drops_carrier_and_traffic(topo):
     vmnet = NetCni(topo, node, subnet=SUBNET, vlan=100, endpoint="tap")
     a = QuietPodNs(topo, "a")
     a.add_to(net)
-    vm = QuietPodNs(topo, "vm")
-    mac = "02:00:00:aa:bb:02"
-    out = vmnet.add(vm, args=f"IgnoreUnknown=1;MAC={mac}")
-    guest_ip = out["ips"][0]["address"].split("/")[0]
-    port_id = [p for p in node.ok("GET", "/v1/ports") if p["nic"]["kind"] == "tap"][0]["id"]
+    vm = VmPod(topo, "vm")
+    vm.add_vm(vmnet, node, "02:00:00:aa:bb:02")
+    mac, guest_ip, port_id = vm.mac, vm.ip, vm.port["id"]
     assert vmm_arp(vm, mac, guest_ip, a.ip)["reply_mac"]
     node.ok("PATCH", f"/v1/ports/{port_id}", {"linkState": "down"})
     d = tap_details(vm)
@@ -135,10 +133,9 @@ def test_tap_port_survives_a_switchd_restart_and_gc_removes_it(topo):
     vmnet.conf["name"] = net.conf["name"]  # one network, two endpoint kinds
     a = QuietPodNs(topo, "a")
     a.add_to(net)
-    vm = QuietPodNs(topo, "vm")
-    mac = "02:00:00:aa:bb:03"
-    out = vmnet.add(vm, args=f"IgnoreUnknown=1;MAC={mac}")
-    guest_ip = out["ips"][0]["address"].split("/")[0]
+    vm = VmPod(topo, "vm")
+    vm.add_vm(vmnet, node, "02:00:00:aa:bb:03")
+    mac, guest_ip = vm.mac, vm.ip
     assert vmm_arp(vm, mac, guest_ip, a.ip)["reply_mac"]
     node.kill()
     node.start()

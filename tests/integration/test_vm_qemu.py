@@ -13,7 +13,7 @@ import time
 import pytest
 
 import vmguest
-from cnihelp import NetCni, QuietPodNs
+from cnihelp import NetCni, QuietPodNs, VmPod
 from conftest import SWITCHD, nsexec
 
 SUBNET = "10.83.0.0/24"
@@ -27,11 +27,7 @@ def say(msg):
 
 @pytest.fixture(scope="module")
 def guest_image():
-    reason = vmguest.why_cannot_run()
-    if reason:
-        print(f"SKIP test_vm_qemu: {reason}", file=sys.stderr)
-        pytest.skip(reason)
-    return vmguest.build_guest()
+    return vmguest.image_or_skip("test_vm_qemu")
 
 
 def test_qemu_guest_on_a_tap_port(topo, guest_image):
@@ -44,11 +40,9 @@ def test_qemu_guest_on_a_tap_port(topo, guest_image):
     a.add_to(web)
     b = QuietPodNs(topo, "b")
     b.add_to(other)
-    vm = QuietPodNs(topo, "vm")
-    mac = vmguest.random_mac()
-    out = vmnet.add(vm, args=f"IgnoreUnknown=1;MAC={mac}")
-    guest_ip = out["ips"][0]["address"].split("/")[0]
-    port = [p for p in node.ok("GET", "/v1/ports") if p["nic"]["kind"] == "tap"][0]
+    vm = VmPod(topo, "vm")
+    vm.add_vm(vmnet, node, vmguest.random_mac())
+    mac, guest_ip, port = vm.mac, vm.ip, vm.port
     assert port["status"]["attached"], port
 
     follower = None
@@ -101,12 +95,10 @@ def test_multi_queue_tap_follows_the_vmm(topo, guest_image):
     vmnet = NetCni(topo, node, subnet=SUBNET, vlan=100, endpoint="tap")
     a = QuietPodNs(topo, "a")
     a.add_to(web)
-    vm = QuietPodNs(topo, "vm")
-    mac = vmguest.random_mac()
-    out = vmnet.add(vm, args=f"IgnoreUnknown=1;MAC={mac}")
-    guest_ip = out["ips"][0]["address"].split("/")[0]
+    vm = VmPod(topo, "vm")
+    vm.add_vm(vmnet, node, vmguest.random_mac())
+    mac, guest_ip, port = vm.mac, vm.ip, vm.port
     assert vmguest.tap_flags(vm.ns, "eth0") & 0x0100, "two poll threads: a multi_queue tap"
-    port = [p for p in node.ok("GET", "/v1/ports") if p["nic"]["kind"] == "tap"][0]
     assert port["status"]["queues"] == 1, "before the VMM: one queue"
     # Two vCPUs: the guest's virtio-net then enables both queue pairs (with
     # one, QEMU detaches the second queue again).

@@ -30,14 +30,7 @@ def report(msg):
 
 @pytest.fixture(scope="module")
 def guest_image():
-    reason = vmguest.why_cannot_run()
-    if reason:
-        print(f"SKIP test_vmguest: {reason}", file=sys.stderr)
-        pytest.skip(reason)
-    t0 = time.monotonic()
-    image = vmguest.build_guest()
-    report(f"guest image ready in {time.monotonic() - t0:.1f}s: {vmguest.guest_info()}")
-    return image
+    return vmguest.image_or_skip("test_vmguest")
 
 
 def host_tap(ns):

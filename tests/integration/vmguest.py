@@ -893,3 +893,19 @@ def measure_tcp_rate(guest, netns, ip, port=5201, nbytes=16 << 20, timeout=30, s
             res = rx.result()
     res["sender_rc"], res["sender_output"] = rc, out
     return res
+
+
+def image_or_skip(test_name):
+    """The guest image for a test module: built (or taken from the cache),
+    or the test skipped with a printed reason when this machine cannot run
+    a guest."""
+    import pytest
+
+    reason = why_cannot_run()
+    if reason:
+        print(f"SKIP {test_name}: {reason}", file=sys.stderr)
+        pytest.skip(reason)
+    t0 = time.monotonic()
+    image = build_guest()
+    print(f"vmguest: guest image ready in {time.monotonic() - t0:.1f}s: {guest_info()}", file=sys.stderr)
+    return image

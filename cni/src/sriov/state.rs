@@ -287,6 +287,19 @@ mod tests {
         vf: Vf,
     }
 
+    impl Env {
+        /// DEL of VF 1 by attachment `who`.
+        fn del_as(&mut self, who: &str) -> Result<(), SriovError> {
+            del(
+                &mut self.kernel,
+                &self.fx.sysfs(),
+                self.dir.path(),
+                &pci(),
+                &claim(who),
+            )
+        }
+    }
+
     /// A legacy-mode NIC whose VF 1 was configured by someone before us.
     fn env() -> Env {
         let fx = Fixture::new(FixtureMode::Legacy);
@@ -353,14 +366,7 @@ mod tests {
         assert_eq!(e.kernel.requests.len(), 2, "GETLINK, SETLINK");
         check(&mut e.kernel, e.dir.path(), &e.vf, &claim("a")).unwrap();
 
-        del(
-            &mut e.kernel,
-            &e.fx.sysfs(),
-            e.dir.path(),
-            &pci(),
-            &claim("a"),
-        )
-        .unwrap();
+        e.del_as("a").unwrap();
         assert_eq!(e.kernel.vfs[&1], before());
         assert_eq!(load(e.dir.path(), &pci()).unwrap(), None);
         // DEL's request puts back every field ADD had set.
@@ -411,25 +417,11 @@ mod tests {
 
         // DEL from someone else changes nothing.
         let n = e.kernel.requests.len();
-        del(
-            &mut e.kernel,
-            &e.fx.sysfs(),
-            e.dir.path(),
-            &pci(),
-            &claim("b"),
-        )
-        .unwrap();
+        e.del_as("b").unwrap();
         assert_eq!(e.kernel.requests.len(), n);
         assert!(load(e.dir.path(), &pci()).unwrap().is_some());
 
-        del(
-            &mut e.kernel,
-            &e.fx.sysfs(),
-            e.dir.path(),
-            &pci(),
-            &claim("a"),
-        )
-        .unwrap();
+        e.del_as("a").unwrap();
         assert_eq!(e.kernel.vfs[&1], before());
         // Now b may have it.
         add(&mut e.kernel, e.dir.path(), &e.vf, &claim("b"), &wanted()).unwrap();
@@ -438,37 +430,16 @@ mod tests {
     #[test]
     fn del_twice_and_without_add() {
         let mut e = env();
-        del(
-            &mut e.kernel,
-            &e.fx.sysfs(),
-            e.dir.path(),
-            &pci(),
-            &claim("a"),
-        )
-        .unwrap();
+        e.del_as("a").unwrap();
         assert!(e.kernel.requests.is_empty());
         // A state dir that does not exist yet.
         let missing = e.dir.path().join("nope");
         del(&mut e.kernel, &e.fx.sysfs(), &missing, &pci(), &claim("a")).unwrap();
 
         add(&mut e.kernel, e.dir.path(), &e.vf, &claim("a"), &wanted()).unwrap();
-        del(
-            &mut e.kernel,
-            &e.fx.sysfs(),
-            e.dir.path(),
-            &pci(),
-            &claim("a"),
-        )
-        .unwrap();
+        e.del_as("a").unwrap();
         let n = e.kernel.requests.len();
-        del(
-            &mut e.kernel,
-            &e.fx.sysfs(),
-            e.dir.path(),
-            &pci(),
-            &claim("a"),
-        )
-        .unwrap();
+        e.del_as("a").unwrap();
         assert_eq!(e.kernel.requests.len(), n, "the second DEL does nothing");
         assert_eq!(e.kernel.vfs[&1], before());
     }
@@ -495,26 +466,13 @@ mod tests {
         add(&mut e.kernel, e.dir.path(), &e.vf, &claim("a"), &wanted()).unwrap_err();
         assert!(load(e.dir.path(), &pci()).unwrap().is_some());
         e.kernel.fail_setlinks = vec![libc::EIO];
-        let err = del(
-            &mut e.kernel,
-            &e.fx.sysfs(),
-            e.dir.path(),
-            &pci(),
-            &claim("a"),
-        );
+        let err = e.del_as("a");
         assert!(err.is_err());
         assert!(
             load(e.dir.path(), &pci()).unwrap().is_some(),
             "kept for a retry"
         );
-        del(
-            &mut e.kernel,
-            &e.fx.sysfs(),
-            e.dir.path(),
-            &pci(),
-            &claim("a"),
-        )
-        .unwrap();
+        e.del_as("a").unwrap();
         assert_eq!(load(e.dir.path(), &pci()).unwrap(), None);
     }
 
@@ -525,14 +483,7 @@ mod tests {
         // sriov_numvfs lowered: the VF and its links disappear.
         fs::remove_file(e.fx.root().join("bus/pci/devices").join(VF)).unwrap();
         let n = e.kernel.requests.len();
-        del(
-            &mut e.kernel,
-            &e.fx.sysfs(),
-            e.dir.path(),
-            &pci(),
-            &claim("a"),
-        )
-        .unwrap();
+        e.del_as("a").unwrap();
         assert_eq!(e.kernel.requests.len(), n);
         assert_eq!(load(e.dir.path(), &pci()).unwrap(), None);
     }
