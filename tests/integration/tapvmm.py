@@ -4,7 +4,12 @@ TUNSETIFF on /dev/net/tun) in the current netns, sends an ARP request as
 the "guest" and reports whether the target answered. Run inside the VM
 pod's netns:
 
-  tapvmm.py arp TAP GUEST_MAC GUEST_IP TARGET_IP [--multi-queue] [--seconds S]
+  tapvmm.py arp TAP GUEST_MAC GUEST_IP TARGET_IP [--multi-queue] [--seconds S] [--as UID:GID]
+
+With --as, /dev/net/tun is opened as root and the process then becomes
+UID:GID (no capabilities) before it attaches to the tap, as a VMM does
+that gets the device from its launcher (libvirt, KubeVirt's device plugin):
+the tap's owner check then decides.
 
 Prints one JSON line: {"reply_mac": "..."} or {"reply_mac": null}, plus
 "error" when the tap could not be opened or written.
@@ -24,8 +29,12 @@ IFF_NO_PI = 0x1000
 IFF_MULTI_QUEUE = 0x0100
 
 
-def open_queue(tap, multi_queue):
+def open_queue(tap, multi_queue, as_user=None):
     fd = os.open("/dev/net/tun", os.O_RDWR | os.O_NONBLOCK)
+    if as_user:
+        os.setgroups([])
+        os.setgid(as_user[1])
+        os.setuid(as_user[0])  # from root to another uid: every capability goes
     flags = IFF_TAP | IFF_NO_PI | (IFF_MULTI_QUEUE if multi_queue else 0)
     fcntl.ioctl(fd, TUNSETIFF, struct.pack("16sH22x", tap.encode(), flags))
     return fd
@@ -42,8 +51,11 @@ def arp_request(src_mac, src_ip, dst_ip):
     return eth + arp
 
 
-def arp(tap, guest_mac, guest_ip, target_ip, multi_queue=False, seconds=3.0):
-    fd = open_queue(tap, multi_queue)
+def arp(tap, guest_mac, guest_ip, target_ip, multi_queue=False, seconds=3.0, as_user=None):
+    try:
+        fd = open_queue(tap, multi_queue, as_user)
+    except OSError as e:
+        return {"reply_mac": None, "error": f"opening the tap: {e}"}
     deadline = time.monotonic() + seconds
     frame = arp_request(guest_mac, guest_ip, target_ip)
     sent_at = 0.0
@@ -79,4 +91,5 @@ if __name__ == "__main__":
         print(__doc__, file=sys.stderr)
         sys.exit(2)
     secs = float(a[a.index("--seconds") + 1]) if "--seconds" in a else 3.0
-    print(json.dumps(arp(a[1], a[2], a[3], a[4], "--multi-queue" in a, secs)))
+    who = tuple(int(x) for x in a[a.index("--as") + 1].split(":")) if "--as" in a else None
+    print(json.dumps(arp(a[1], a[2], a[3], a[4], "--multi-queue" in a, secs, who)))

@@ -14,11 +14,11 @@ HERE = Path(__file__).parent
 SUBNET = "10.81.0.0/24"
 
 
-def vmm_arp(pod, guest_mac, guest_ip, target_ip, seconds=3.0, multi_queue=False):
+def vmm_arp(pod, guest_mac, guest_ip, target_ip, seconds=3.0, multi_queue=False, as_user=None):
     args = ["python3", str(HERE / "tapvmm.py"), "arp", "eth0", guest_mac, guest_ip, target_ip,
             "--seconds", str(seconds)]
-    if multi_queue:
-        args.append("--multi-queue")
+    if as_user:  # an unprivileged VMM, handed /dev/net/tun by its launcher
+        args += ["--as", f"{as_user[0]}:{as_user[1]}"]
     out = nsexec(pod.ns, *args).stdout.strip().splitlines()
     return json.loads(out[-1])
 
@@ -67,8 +67,11 @@ def test_tap_endpoint_add_check_del(topo):
     assert port["nic"] == {"kind": "tap", "ifname": "eth0", "netns": vm.netns}, port
     assert port["status"]["attached"], port
     assert port["mac"] == mac
-    # The VM resolves the pod on VLAN 100, not the one on VLAN 200.
-    r = vmm_arp(vm, mac, guest_ip, a.ip)
+    # The VM resolves the pod on VLAN 100, not the one on VLAN 200; its
+    # VMM runs unprivileged, as the tap's owner (another user cannot open it).
+    r = vmm_arp(vm, mac, guest_ip, a.ip, as_user=(4343, 4343))
+    assert r["reply_mac"] is None and "not permitted" in (r.get("error") or ""), r
+    r = vmm_arp(vm, mac, guest_ip, a.ip, as_user=(4242, 4343))
     assert r["reply_mac"] == json.loads(nsexec(a.ns, "ip", "-j", "link", "show", "eth0").stdout)[0]["address"], r
     r = vmm_arp(vm, mac, guest_ip, b.ip, seconds=1.5)
     assert r["reply_mac"] is None, f"VLAN leak: {r}"
