@@ -894,7 +894,7 @@ pub struct PortStats {
     pub mac_handovers: u64,
     /// Dropped frames by reason (`malformed`, `vlan`, `spoof`, `link-down`,
     /// `no-buffer`, `qos`, `acl`, `dhcp-guard`, `router-guard`, `storm`,
-    /// `oversize`, `rx-overrun`, `tx-full`); only reasons seen so far are
+    /// `oversize`, `rx-overrun`, `tx-full`, `no-socket`); only reasons seen so far are
     /// listed.
     pub drops: std::collections::BTreeMap<String, u64>,
     /// Frames each ACL rule matched, in rule order (reset when the rules change).

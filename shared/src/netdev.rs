@@ -152,12 +152,13 @@ pub fn mtu(ifname: &str) -> Result<u32, NetdevError> {
     Ok(unsafe { r.data.mtu } as u32)
 }
 
-/// Makes the netdev's receive queues fit the poll threads and returns
-/// how many it has: a netdev with more queues than `threads` is cut down
-/// to `threads` where the driver lets us (a queue without a socket would
-/// lose its frames); one with fewer keeps them (the poll threads beyond
+/// Makes the netdev's receive queues fit the poll threads and returns how
+/// many get a socket: a netdev with more queues than `threads` is cut down
+/// to `threads` where the driver lets us (a queue without a socket loses
+/// its frames, counted as `no-socket`), and serves its first `threads`
+/// where it does not; one with fewer keeps them (the poll threads beyond
 /// its queue count hand their frames over). Drivers without channel
-/// control (tap) count as one queue.
+/// reporting count as one queue.
 pub fn fit_queues(ifname: &str, threads: u32) -> Result<u32, NetdevError> {
     let mut ch = EthtoolChannels {
         cmd: ETHTOOL_GCHANNELS,
@@ -184,7 +185,14 @@ pub fn fit_queues(ifname: &str, threads: u32) -> Result<u32, NetdevError> {
     ch.combined_count = ch.combined_count.min(threads);
     let mut r = ifreq(ifname);
     r.data.ptr = &mut ch as *mut EthtoolChannels as *mut libc::c_void;
-    ioctl(ifname, "set queue count", SIOCETHTOOL, &mut r)?;
+    match ioctl(ifname, "set queue count", SIOCETHTOOL, &mut r) {
+        Ok(()) => {}
+        // A driver that reports its queues but cannot change them (a tap,
+        // whose queues its VMM opens): the first `threads` get sockets, and
+        // what arrives on the others is counted as `no-socket` drops.
+        Err(NetdevError::Io { source, .. }) if source.raw_os_error() == Some(libc::EOPNOTSUPP) => {}
+        Err(e) => return Err(e),
+    }
     Ok(rx.min(threads))
 }
 

@@ -33,16 +33,34 @@ struct {
 	__type(value, __u32);
 } PORTS SEC(".maps");
 
+// slot -> frames that arrived on a queue of the port without a socket
+// (e.g. a VMM that opened more tap queues than switchd has poll threads)
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, MAX_PORTS);
+	__type(key, __u32);
+	__type(value, __u64);
+} NOSOCK SEC(".maps");
+
 SEC("xdp.frags")
 int podswitch_xdp(struct xdp_md *ctx)
 {
 	__u32 ifindex = ctx->ingress_ifindex;
 	__u32 *slot = bpf_map_lookup_elem(&PORTS, &ifindex);
 	__u32 queue = ctx->rx_queue_index;
+	__u32 key;
+	__u64 *lost;
 
-	if (!slot || queue >= MAX_QUEUES)
+	if (!slot)
 		return XDP_DROP;
-	return bpf_redirect_map(&XSKS, *slot * MAX_QUEUES + queue, XDP_DROP);
+	key = *slot * MAX_QUEUES + queue;
+	if (queue >= MAX_QUEUES || !bpf_map_lookup_elem(&XSKS, &key)) {
+		lost = bpf_map_lookup_elem(&NOSOCK, slot);
+		if (lost)
+			*lost += 1;
+		return XDP_DROP;
+	}
+	return bpf_redirect_map(&XSKS, key, XDP_DROP);
 }
 
 char _license[] SEC("license") = "Dual BSD/GPL";

@@ -199,7 +199,7 @@ pub fn render(state: &Mutex<Registry>, api: &ApiMetrics, start_time: f64) -> Str
         &mut o,
         "podswitch_port_drops_total",
         "counter",
-        "Frames dropped at the port, by reason (malformed, vlan, spoof, link-down, no-buffer, qos, acl, dhcp-guard, router-guard, storm, oversize, rx-overrun, tx-full).",
+        "Frames dropped at the port, by reason (malformed, vlan, spoof, link-down, no-buffer, qos, acl, dhcp-guard, router-guard, storm, oversize, rx-overrun, tx-full, no-socket).",
     );
     for p in served() {
         let drops = p

@@ -5,6 +5,10 @@ the "guest" and reports whether the target answered. Run inside the VM
 pod's netns:
 
   tapvmm.py arp TAP GUEST_MAC GUEST_IP TARGET_IP [--multi-queue] [--seconds S] [--as UID:GID]
+            [--queues N --send-queue K]
+
+With --queues, N queues are opened (a multi-queue VMM) and the ARP goes out
+on queue K; replies are read from every queue.
 
 With --as, /dev/net/tun is opened as root and the process then becomes
 UID:GID (no capabilities) before it attaches to the tap, as a VMM does
@@ -51,11 +55,14 @@ def arp_request(src_mac, src_ip, dst_ip):
     return eth + arp
 
 
-def arp(tap, guest_mac, guest_ip, target_ip, multi_queue=False, seconds=3.0, as_user=None):
+def arp(tap, guest_mac, guest_ip, target_ip, multi_queue=False, seconds=3.0, as_user=None,
+        queues=1, send_queue=0):
     try:
-        fd = open_queue(tap, multi_queue, as_user)
+        fds = [open_queue(tap, multi_queue or queues > 1, as_user if i == 0 else None)
+               for i in range(queues)]
     except OSError as e:
         return {"reply_mac": None, "error": f"opening the tap: {e}"}
+    fd = fds[send_queue]
     deadline = time.monotonic() + seconds
     frame = arp_request(guest_mac, guest_ip, target_ip)
     sent_at = 0.0
@@ -70,11 +77,11 @@ def arp(tap, guest_mac, guest_ip, target_ip, multi_queue=False, seconds=3.0, as_
                 except OSError as e:
                     error = str(e)
                 sent_at = now
-            r, _, _ = select.select([fd], [], [], 0.1)
+            r, _, _ = select.select(fds, [], [], 0.1)
             if not r:
                 continue
             try:
-                f = os.read(fd, 65536)
+                f = os.read(r[0], 65536)
             except BlockingIOError:
                 continue
             if len(f) >= 42 and f[12:14] == b"\x08\x06" and struct.unpack("!H", f[20:22])[0] == 2 \
@@ -82,7 +89,8 @@ def arp(tap, guest_mac, guest_ip, target_ip, multi_queue=False, seconds=3.0, as_
                 return {"reply_mac": f[22:28].hex(":")}
         return {"reply_mac": None, "error": error}
     finally:
-        os.close(fd)
+        for f in fds:
+            os.close(f)
 
 
 if __name__ == "__main__":
@@ -92,4 +100,6 @@ if __name__ == "__main__":
         sys.exit(2)
     secs = float(a[a.index("--seconds") + 1]) if "--seconds" in a else 3.0
     who = tuple(int(x) for x in a[a.index("--as") + 1].split(":")) if "--as" in a else None
-    print(json.dumps(arp(a[1], a[2], a[3], a[4], "--multi-queue" in a, secs, who)))
+    nq = int(a[a.index("--queues") + 1]) if "--queues" in a else 1
+    sq = int(a[a.index("--send-queue") + 1]) if "--send-queue" in a else 0
+    print(json.dumps(arp(a[1], a[2], a[3], a[4], "--multi-queue" in a, secs, who, nq, sq)))

@@ -14,9 +14,10 @@ HERE = Path(__file__).parent
 SUBNET = "10.81.0.0/24"
 
 
-def vmm_arp(pod, guest_mac, guest_ip, target_ip, seconds=3.0, multi_queue=False, as_user=None):
+def vmm_arp(pod, guest_mac, guest_ip, target_ip, seconds=3.0, multi_queue=False, as_user=None,
+            queues=1, send_queue=0):
     args = ["python3", str(HERE / "tapvmm.py"), "arp", "eth0", guest_mac, guest_ip, target_ip,
-            "--seconds", str(seconds)]
+            "--seconds", str(seconds), "--queues", str(queues), "--send-queue", str(send_queue)]
     if as_user:  # an unprivileged VMM, handed /dev/net/tun by its launcher
         args += ["--as", f"{as_user[0]}:{as_user[1]}"]
     out = nsexec(pod.ns, *args).stdout.strip().splitlines()
@@ -154,3 +155,25 @@ def test_tap_port_survives_a_switchd_restart_and_gc_removes_it(topo):
     assert nsexec(vm.ns, "ip", "link", "show", "eth0", check=False).returncode != 0, "GC left the tap"
     assert guest_ip not in net.allocations()
     assert len(node.ok("GET", "/v1/ports")) == 1
+
+
+def test_frames_on_a_tap_queue_without_a_socket_are_counted(topo):
+    """Two poll threads serve at most two queues of a tap. A VMM that opens
+    three and sends on the third loses those frames: the XDP program
+    counts them as `no-socket` drops, which the API and /metrics show."""
+    node = topo.node().start("--poll-cpus", "0-1")
+    net = NetCni(topo, node, subnet=SUBNET, vlan=100)
+    vmnet = NetCni(topo, node, subnet=SUBNET, vlan=100, endpoint="tap")
+    a = QuietPodNs(topo, "a")
+    a.add_to(net)
+    vm = VmPod(topo, "vm")
+    vm.add_vm(vmnet, node, "02:00:00:aa:bb:04")
+    r = vmm_arp(vm, vm.mac, vm.ip, a.ip, seconds=2.5, queues=3, send_queue=2)
+    assert r["reply_mac"] is None, r
+    drops = node.ok("GET", f"/v1/ports/{vm.port['id']}")["stats"]["drops"]
+    assert drops.get("no-socket", 0) >= 1, drops
+    metrics = nsexec(node.ns, "curl", "-sf", f"http://127.0.0.1:{node.metrics_port}/metrics").stdout
+    line = f'podswitch_port_drops_total{{port="{vm.port["id"]}",reason="no-socket"}} '
+    assert line in metrics and not metrics.split(line)[1].startswith("0\n"), line
+    # Queue 0 has its socket: the same VMM is answered there.
+    assert vmm_arp(vm, vm.mac, vm.ip, a.ip, queues=3, send_queue=0)["reply_mac"]

@@ -4,11 +4,12 @@
 //! every port's netdev through a bpf_link, which the kernel removes when
 //! switchd exits, however it exits.
 
-use aya::maps::{HashMap as BpfHashMap, MapData, XskMap};
+use aya::maps::{HashMap as BpfHashMap, MapData, PerCpuArray, PerCpuValues, XskMap};
 use aya::programs::{xdp::XdpLinkId, Xdp, XdpMode};
 use aya::Ebpf;
 use std::collections::HashMap;
 use std::os::fd::RawFd;
+use std::sync::{Arc, Mutex};
 
 static PROGRAM: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/xdp_redirect.o"));
 
@@ -50,7 +51,32 @@ pub struct XdpProgram {
     ebpf: Ebpf,
     ports: BpfHashMap<MapData, u32, u32>,
     xsks: XskMap<MapData>,
+    nosock: NoSocketCounts,
     links: HashMap<u32, XdpLinkId>,
+}
+
+/// The program's per-slot count of frames that arrived on a queue without
+/// a socket (NOSOCK, one value per CPU), readable from any thread.
+#[derive(Clone)]
+pub struct NoSocketCounts(Arc<Mutex<PerCpuArray<MapData, u64>>>);
+
+impl NoSocketCounts {
+    /// Frames of `slot` dropped for want of a socket, summed over CPUs.
+    pub fn get(&self, slot: u32) -> u64 {
+        let m = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        m.get(&slot, 0)
+            .map(|v| v.iter().copied().fold(0, u64::wrapping_add))
+            .unwrap_or(0)
+    }
+
+    fn reset(&self, slot: u32) {
+        let mut m = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if let Ok(cpus) = aya::util::nr_cpus() {
+            if let Ok(zero) = PerCpuValues::try_from(vec![0u64; cpus]) {
+                let _ = m.set(slot, zero, 0);
+            }
+        }
+    }
 }
 
 fn map_err(map: &'static str) -> impl Fn(aya::maps::MapError) -> BpfError {
@@ -78,10 +104,15 @@ impl XdpProgram {
             .take_map("XSKS")
             .ok_or_else(|| load(&"map XSKS missing"))?;
         let xsks = XskMap::try_from(xsks).map_err(|e| load(&e))?;
+        let nosock = ebpf
+            .take_map("NOSOCK")
+            .ok_or_else(|| load(&"map NOSOCK missing"))?;
+        let nosock = PerCpuArray::try_from(nosock).map_err(|e| load(&e))?;
         Ok(XdpProgram {
             ebpf,
             ports,
             xsks,
+            nosock: NoSocketCounts(Arc::new(Mutex::new(nosock))),
             links: HashMap::new(),
         })
     }
@@ -142,7 +173,14 @@ impl XdpProgram {
 
     /// Routes frames entering `ifindex` on queue `i` to `xsk_fds[i]`,
     /// the sockets of port `slot`.
+    /// The per-slot no-socket counts, for the control plane to read.
+    pub fn no_socket_counts(&self) -> NoSocketCounts {
+        self.nosock.clone()
+    }
+
     pub fn bind(&mut self, ifindex: u32, slot: u32, xsk_fds: &[RawFd]) -> Result<(), BpfError> {
+        // A slot's count starts at zero with each port that takes it.
+        self.nosock.reset(slot);
         for (q, fd) in xsk_fds.iter().enumerate() {
             self.xsks
                 .set(slot * MAX_QUEUES + q as u32, *fd, 0)

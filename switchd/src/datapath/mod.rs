@@ -186,6 +186,8 @@ pub struct Datapath {
     /// Each poll thread's command queue and wake-up (for FDB reports).
     polls: Vec<(mpsc::Sender<poll::PollCmd>, Arc<OwnedFd>)>,
     threads: Vec<std::thread::JoinHandle<()>>,
+    /// Frames the XDP program dropped per slot for want of a socket.
+    no_socket: bpf::NoSocketCounts,
 }
 
 /// What the registry and the reconciler need of a data path. `Datapath`
@@ -205,6 +207,11 @@ pub trait Dataplane: Send + Sync {
     fn fdb(&self, id: u32, rows: bool) -> Option<FdbView>;
     /// Each poll thread's counters.
     fn threads(&self) -> Vec<podswitch_shared::model::PollThreadInfo>;
+    /// Frames of `slot` that arrived on a queue without a socket (counted
+    /// by the XDP program: `no-socket` drops).
+    fn no_socket_drops(&self, _slot: Slot) -> u64 {
+        0
+    }
 }
 
 /// A switch's forwarding table as the poll threads hold it.
@@ -273,6 +280,7 @@ impl Datapath {
     /// poll threads and the setup thread.
     pub fn start(cfg: DatapathConfig) -> Result<Datapath, DatapathError> {
         let prog = bpf::XdpProgram::load().map_err(|e| DatapathError::Start(e.to_string()))?;
+        let no_socket = prog.no_socket_counts();
         let snapshot = Arc::new(ArcSwap::from_pointee(Snapshot::default()));
         let attached = Arc::new(Mutex::new(HashMap::new()));
         let (setup_tx, setup_rx) = mpsc::channel();
@@ -355,6 +363,7 @@ impl Datapath {
             stats,
             polls,
             threads,
+            no_socket,
         })
     }
 
@@ -466,6 +475,9 @@ impl Dataplane for Datapath {
     }
     fn threads(&self) -> Vec<podswitch_shared::model::PollThreadInfo> {
         Datapath::threads(self)
+    }
+    fn no_socket_drops(&self, slot: Slot) -> u64 {
+        self.no_socket.get(slot)
     }
 }
 

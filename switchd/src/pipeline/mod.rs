@@ -58,10 +58,14 @@ pub enum DropReason {
     /// The egress port's TX ring was full (the kernel had not sent what
     /// was queued: the receiving side is slower than the senders).
     TxFull = 12,
+    /// Arrived on a queue of the port's NIC that has no socket (a VMM that
+    /// opened more tap queues than switchd has poll threads). Counted by
+    /// the XDP program, never by the pipeline.
+    NoSocket = 13,
 }
 
 impl DropReason {
-    pub const COUNT: usize = 13;
+    pub const COUNT: usize = 14;
     pub const ALL: [DropReason; Self::COUNT] = [
         DropReason::Malformed,
         DropReason::Vlan,
@@ -76,6 +80,7 @@ impl DropReason {
         DropReason::Oversize,
         DropReason::RxOverrun,
         DropReason::TxFull,
+        DropReason::NoSocket,
     ];
     pub fn as_str(self) -> &'static str {
         match self {
@@ -92,6 +97,7 @@ impl DropReason {
             DropReason::Oversize => "oversize",
             DropReason::RxOverrun => "rx-overrun",
             DropReason::TxFull => "tx-full",
+            DropReason::NoSocket => "no-socket",
         }
     }
 }

@@ -541,7 +541,15 @@ impl Registry {
                 handover,
                 reason: None,
             })),
-            stats: Some(e.counters.to_stats(&e.acl)),
+            stats: Some({
+                let mut st = e.counters.to_stats(&e.acl);
+                let lost = self.datapath.no_socket_drops(slot);
+                if lost > 0 {
+                    st.drops
+                        .insert(crate::pipeline::DropReason::NoSocket.as_str().into(), lost);
+                }
+                st
+            }),
             ..e.port.clone()
         }
     }
