@@ -39,7 +39,7 @@ MANIFEST_CMD = f"helm template {RELEASE} charts/podswitch --namespace {NAMESPACE
 CRD_KINDS = {"ServiceMonitor", "PrometheusRule", "NetworkAttachmentDefinition", "VirtualMachine"}
 # The plugin-entry fields DESIGN.md defines for a podswitch network.
 NAD_FIELDS = {"cniVersion", "name", "type", "switch", "socket", "mtu", "vlan", "trunk", "qos",
-              "macSpoofCheck", "linkState", "ipam", "capabilities"}
+              "macSpoofCheck", "linkState", "ipam", "capabilities", "endpoint", "tapOwner", "deviceID"}
 QOS_FIELDS = {"ingressRate", "ingressBurst", "egressRate", "egressBurst"}
 # The CNI's error code for "switchd is not reachable": an ADD that gets this
 # far has accepted its configuration (unknown fields, bad VLANs and the like
@@ -492,7 +492,7 @@ def nad_configs():
 
 
 def test_nad_examples_exist():
-    assert {p.name for p in NADS} >= {"nad-access-vlan.yaml", "nad-trunk.yaml", "nad-qos.yaml"}
+    assert {p.name for p in NADS} >= {"nad-access-vlan.yaml", "nad-trunk.yaml", "nad-qos.yaml", "nad-vm.yaml"}
 
 
 @pytest.mark.parametrize("path", NADS, ids=[p.name for p in NADS])
@@ -528,6 +528,10 @@ def test_nad_examples_say_what_they_show():
     assert trunk["trunk"] == [{"minID": 200, "maxID": 299}] and trunk["vlan"] == 10
     (qos,) = [c for c in confs.values() if "qos" in c]
     assert set(qos["qos"]) == QOS_FIELDS and all(v > 0 for v in qos["qos"].values())
+    (tap,) = [c for c in confs.values() if c.get("endpoint") == "tap"]
+    assert tap["tapOwner"] and tap["capabilities"]["mac"]
+    (vf,) = [c for c in confs.values() if c.get("endpoint") == "vfio"]
+    assert vf["capabilities"]["deviceID"], "Multus passes the VF's PCI address only with the capability"
 
 
 def test_pod_example(tmp_path):
