@@ -345,6 +345,16 @@ pub fn add(conf: &NetConf, env: &Env) -> CniResult<Value> {
         };
         tm.mark("IPAM done");
         let ep = ep?;
+        // The port was registered while IPAM ran: its spoof guard learns
+        // the addresses now (before the pod runs, so nothing is dropped).
+        if conf.ip_spoof_check == Some(true) {
+            if let Some(id) = &rb.port {
+                let u = serde_json::json!({ "allowedIPs": ipam_out.addresses() });
+                c.call::<VPort>("PATCH", &format!("/v1/ports/{id}"), Some(&u))
+                    .map_err(|e| switchd_err(conf, "switchd refused the port's allowed IPs", e))?;
+                tm.mark("allowed IPs set");
+            }
+        }
         // A VM's guest owns its addresses: the tap gets none.
         if conf.endpoint == EndpointKind::Veth {
             endpoint::configure_ips(&ns, ep.pod_ifindex, &ipam_out.ips, &ipam_out.routes)?;

@@ -18,6 +18,7 @@ const OWN_KEYS: &[&str] = &[
     "vlan",
     "trunk",
     "macSpoofCheck",
+    "ipSpoofCheck",
     "linkState",
     "qos",
     "dhcpGuard",
@@ -147,6 +148,9 @@ pub struct NetConf {
     pub trunk: Option<Vec<TrunkRange>>,
     #[serde(default)]
     pub mac_spoof_check: Option<bool>,
+    /// The IP/ARP/ND spoof guard; the port's allowedIPs are IPAM's addresses.
+    #[serde(default)]
+    pub ip_spoof_check: Option<bool>,
     #[serde(default)]
     pub link_state: Option<LinkState>,
     #[serde(default)]
@@ -393,6 +397,10 @@ impl NetConf {
             vlan: self.vlan,
             trunk: self.trunk.clone(),
             mac_spoof_check: self.mac_spoof_check,
+            ip_spoof_check: self.ip_spoof_check,
+            // Filled in once IPAM has answered (ADD registers the port
+            // while IPAM runs).
+            allowed_ips: None,
             link_state: self.link_state,
             qos: self.effective_qos(),
             dhcp_guard: self.dhcp_guard,

@@ -108,6 +108,14 @@ pub struct CniOutput {
 }
 
 impl CniOutput {
+    /// The addresses IPAM gave (what an ipSpoofCheck port may send from).
+    pub fn addresses(&self) -> Vec<std::net::IpAddr> {
+        self.ips
+            .iter()
+            .filter_map(|ip| ip.address.split('/').next()?.parse().ok())
+            .collect()
+    }
+
     /// An ADD result: `interfaces` (the endpoint's last) with every address
     /// IPAM gave on that last interface, and IPAM's routes and DNS.
     pub fn for_endpoint(interfaces: Vec<Interface>, ipam: &CniOutput) -> CniOutput {

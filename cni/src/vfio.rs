@@ -300,6 +300,10 @@ pub fn add(conf: &NetConf, env: &Env, args: &Args, port_id: &str, io: &mut Io) -
             }
             None => CniOutput::default(),
         };
+        let mut port = port.clone();
+        if port.ip_spoof_check == Some(true) {
+            port.allowed_ips = Some(ipam_out.addresses());
+        }
         let created = io.switchd.create_port(&port)?;
         rb.port = Some(created.id);
         if held.is_none() {

@@ -842,6 +842,12 @@ port_settings! {
     opt vlan: VlanId;
     opt trunk: Vec<TrunkRange>;
     def mac_spoof_check: bool;
+    /// IP, ARP and ND spoof guard: what the port sends must carry one of
+    /// `allowedIPs` (see switchd's pipeline/ipguard.rs for the exceptions).
+    def ip_spoof_check: bool;
+    /// The addresses the port may send from (the CNI fills them from IPAM).
+    #[serde(rename = "allowedIPs")]
+    def allowed_ips: Vec<std::net::IpAddr>;
     def link_state: LinkState;
     opt qos: Qos;
     def dhcp_guard: bool;
@@ -868,6 +874,7 @@ impl PortConfig {
             (qos.ingress_rate.is_some(), "qos.ingressRate"),
             (qos.ingress_burst.is_some(), "qos.ingressBurst"),
             (self.dhcp_guard == Some(true), "dhcpGuard"),
+            (self.ip_spoof_check == Some(true), "ipSpoofCheck"),
             (self.router_guard == Some(true), "routerGuard"),
             (self.storm_limit.is_some(), "stormLimit"),
             (self.acls.as_ref().is_some_and(|a| !a.is_empty()), "acls"),

@@ -160,6 +160,12 @@ enum PortCmd {
         mac: Option<String>,
         #[arg(long)]
         spoof_check: Option<bool>,
+        /// The IP/ARP/ND spoof guard.
+        #[arg(long)]
+        ip_spoof_check: Option<bool>,
+        /// The addresses the port may send from, comma-separated ("none": no address).
+        #[arg(long)]
+        allowed_ips: Option<String>,
         /// What the pod may receive, bits/s ("none" removes every QoS limit).
         #[arg(long)]
         ingress_rate: Option<String>,
@@ -339,6 +345,7 @@ fn print_ports(ports: &[VPort]) {
                     None => if attached { "yes" } else { "no" }.into(),
                 },
                 p.mac.map(|m| m.to_string()).unwrap_or_else(|| "-".into()),
+                guards(p),
                 st.rx_packets.to_string(),
                 st.tx_packets.to_string(),
                 drops,
@@ -347,10 +354,34 @@ fn print_ports(ports: &[VPort]) {
         .collect();
     table(
         &[
-            "ID", "SWITCH", "NIC", "VLAN", "LINK", "ATTACHED", "MAC", "RX-PKTS", "TX-PKTS", "DROPS",
+            "ID", "SWITCH", "NIC", "VLAN", "LINK", "ATTACHED", "MAC", "GUARDS", "RX-PKTS",
+            "TX-PKTS", "DROPS",
         ],
         rows,
     );
+}
+
+/// The port's guards, short: `mac`, `ip(10.0.0.5,fd00::5)`, `dhcp`, `ra`.
+fn guards(p: &VPort) -> String {
+    let mut g = Vec::new();
+    if p.mac_spoof_check {
+        g.push("mac".to_string());
+    }
+    if p.ip_spoof_check {
+        let ips: Vec<String> = p.allowed_ips.iter().map(|a| a.to_string()).collect();
+        g.push(format!("ip({})", ips.join(",")));
+    }
+    if p.dhcp_guard {
+        g.push("dhcp".into());
+    }
+    if p.router_guard {
+        g.push("ra".into());
+    }
+    if g.is_empty() {
+        "-".into()
+    } else {
+        g.join(" ")
+    }
 }
 
 fn emit<T: Serialize>(out: Output, v: &T, human: impl FnOnce(&T)) -> anyhow::Result<()> {
@@ -510,6 +541,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             link,
             mac,
             spoof_check,
+            ip_spoof_check,
+            allowed_ips,
             ingress_rate,
             ingress_burst,
             egress_rate,
@@ -572,6 +605,22 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     .map(|m| none_or(m, |m| Ok(m.parse::<MacAddr>()?)))
                     .transpose()?,
                 mac_spoof_check: spoof_check,
+                ip_spoof_check,
+                allowed_ips: allowed_ips
+                    .as_deref()
+                    .map(|l| -> anyhow::Result<Vec<std::net::IpAddr>> {
+                        if l == "none" {
+                            return Ok(Vec::new());
+                        }
+                        l.split(',')
+                            .map(|a| {
+                                a.trim().parse().with_context(|| {
+                                    format!("--allowed-ips: {a:?} is not an address")
+                                })
+                            })
+                            .collect()
+                    })
+                    .transpose()?,
                 link_state: link.map(Into::into),
                 qos,
                 dhcp_guard,
@@ -592,7 +641,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 }),
             };
             if u == PortUpdate::default() {
-                bail!("nothing to change: give --vlan, --trunk, --link, --mac, --spoof-check, a QoS flag, a guard, --storm-limit or an ACL");
+                bail!("nothing to change: give --vlan, --trunk, --link, --mac, --spoof-check, --ip-spoof-check, --allowed-ips, a QoS flag, a guard, --storm-limit or an ACL");
             }
             let p: VPort = c.call("PATCH", &format!("/v1/ports/{id}"), Some(&u))?;
             emit(out, &p, |p| print_ports(std::slice::from_ref(p)))

@@ -11,6 +11,7 @@
 
 pub mod acl;
 pub mod fdb;
+pub mod ipguard;
 pub mod qos;
 pub mod snapshot;
 pub mod vlan;
@@ -62,10 +63,20 @@ pub enum DropReason {
     /// opened more tap queues than switchd has poll threads). Counted by
     /// the XDP program, never by the pipeline.
     NoSocket = 13,
+    /// An IPv4 source address not among the port's allowed IPs (ipSpoofCheck).
+    IpSpoof = 14,
+    /// An ARP sender address not among the port's allowed IPs.
+    ArpSpoof = 15,
+    /// An IPv6 source address not among the port's allowed IPs (nor `::`
+    /// or the MAC's link-local address).
+    Ipv6Spoof = 16,
+    /// A neighbour advertisement (or DAD probe) for an address the port
+    /// may not claim.
+    NdSpoof = 17,
 }
 
 impl DropReason {
-    pub const COUNT: usize = 14;
+    pub const COUNT: usize = 18;
     pub const ALL: [DropReason; Self::COUNT] = [
         DropReason::Malformed,
         DropReason::Vlan,
@@ -81,6 +92,10 @@ impl DropReason {
         DropReason::RxOverrun,
         DropReason::TxFull,
         DropReason::NoSocket,
+        DropReason::IpSpoof,
+        DropReason::ArpSpoof,
+        DropReason::Ipv6Spoof,
+        DropReason::NdSpoof,
     ];
     pub fn as_str(self) -> &'static str {
         match self {
@@ -98,6 +113,10 @@ impl DropReason {
             DropReason::RxOverrun => "rx-overrun",
             DropReason::TxFull => "tx-full",
             DropReason::NoSocket => "no-socket",
+            DropReason::IpSpoof => "ip-spoof",
+            DropReason::ArpSpoof => "arp-spoof",
+            DropReason::Ipv6Spoof => "ipv6-spoof",
+            DropReason::NdSpoof => "nd-spoof",
         }
     }
 }
@@ -303,6 +322,9 @@ pub fn forward_len(
         return Err(DropReason::Spoof);
     }
     let l3_off = HEADER_LEN + if hdr.tag.in_frame() { TAG_LEN } else { 0 };
+    if let Some(g) = &ingress.ip_guard {
+        g.check(hdr.ethertype, frame.get(l3_off..).unwrap_or(&[]))?;
+    }
     let mut l3_cache: Option<Option<L3>> = None;
     let mut l3 = || {
         *l3_cache

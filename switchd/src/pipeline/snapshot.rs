@@ -136,6 +136,8 @@ pub struct PortView {
     pub up: bool,
     pub mac: Option<MacAddr>,
     pub spoof_check: bool,
+    /// ipSpoofCheck: the allowed addresses (None: off).
+    pub ip_guard: Option<Arc<super::ipguard::IpGuard>>,
     pub qos: Option<Qos>,
     pub dhcp_guard: bool,
     pub router_guard: bool,
@@ -185,6 +187,7 @@ impl PortView {
             up: true,
             mac: None,
             spoof_check: false,
+            ip_guard: None,
             qos: None,
             dhcp_guard: false,
             router_guard: false,
@@ -253,6 +256,7 @@ impl PortView {
             && self.up == o.up
             && self.mac == o.mac
             && self.spoof_check == o.spoof_check
+            && self.ip_guard == o.ip_guard
             && self.qos == o.qos
             && self.dhcp_guard == o.dhcp_guard
             && self.router_guard == o.router_guard

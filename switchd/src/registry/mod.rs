@@ -255,6 +255,12 @@ impl Registry {
                 up: e.port.link_state == LinkState::Up,
                 mac: e.port.mac,
                 spoof_check: e.port.mac_spoof_check,
+                ip_guard: e.port.ip_spoof_check.then(|| {
+                    Arc::new(crate::pipeline::ipguard::IpGuard::new(
+                        &e.port.allowed_ips,
+                        e.port.mac,
+                    ))
+                }),
                 qos: e.port.qos.clone(),
                 dhcp_guard: e.port.dhcp_guard,
                 router_guard: e.port.router_guard,
