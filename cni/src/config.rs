@@ -19,6 +19,7 @@ const OWN_KEYS: &[&str] = &[
     "trunk",
     "macSpoofCheck",
     "ipSpoofCheck",
+    "priority",
     "linkState",
     "qos",
     "dhcpGuard",
@@ -151,6 +152,9 @@ pub struct NetConf {
     /// The IP/ARP/ND spoof guard; the port's allowedIPs are IPAM's addresses.
     #[serde(default)]
     pub ip_spoof_check: Option<bool>,
+    /// 802.1p: `{"mode": "trust"|"reset"|"set", "pcp": 0..7}`.
+    #[serde(default)]
+    pub priority: Option<podswitch_shared::model::Priority>,
     #[serde(default)]
     pub link_state: Option<LinkState>,
     #[serde(default)]
@@ -298,6 +302,10 @@ impl NetConf {
             podswitch_shared::model::check_object_name("switch name", s)
                 .map_err(|e| CniError::new(code::INVALID_CONFIG, e.to_string()))?;
         }
+        if let Some(p) = &self.priority {
+            p.validate()
+                .map_err(|e| CniError::new(code::INVALID_CONFIG, e))?;
+        }
         if let Some(q) = self.effective_qos() {
             q.validate()
                 .map_err(|e| CniError::new(code::INVALID_CONFIG, e))?;
@@ -403,6 +411,7 @@ impl NetConf {
             allowed_ips: None,
             link_state: self.link_state,
             qos: self.effective_qos(),
+            priority: self.priority,
             dhcp_guard: self.dhcp_guard,
             router_guard: self.router_guard,
             storm_limit: self.storm_limit,

@@ -269,7 +269,7 @@ pub fn add(conf: &NetConf, env: &Env, args: &Args, port_id: &str, io: &mut Io) -
     let vf = Sysfs::new(&paths.sysfs_root).resolve(pci.as_str())?;
     let mac = wanted_mac(conf, args)?;
     let port = port_config(conf, env, args, port_id, &vf, mac);
-    let wanted = sriov::mapping(&port, None, vf.mode)?;
+    let wanted = sriov::mapping(&port, port.priority.and_then(|p| p.forced_pcp()), vf.mode)?;
     if port.mac_spoof_check == Some(true) && mac.is_none() {
         return Err(CniError::new(
             code::INVALID_CONFIG,

@@ -427,6 +427,51 @@ pub struct Owner {
     pub network: Option<String>,
 }
 
+/// What a port does with the 802.1p priority bits of what it sends, when
+/// the frame leaves tagged (a trunk, the uplink): Hyper-V's
+/// `IeeePriorityTag`, sriov-cni's `vlanQoS`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Priority {
+    pub mode: PriorityMode,
+    /// 0..7, with `mode: set` only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pcp: Option<u8>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PriorityMode {
+    /// Keep the PCP of the pod's own (priority) tag; untagged: 0.
+    Trust,
+    /// Always 0.
+    Reset,
+    /// Always `pcp`.
+    Set,
+}
+
+impl Priority {
+    pub fn validate(&self) -> Result<(), String> {
+        match (self.mode, self.pcp) {
+            (PriorityMode::Set, Some(p)) if p <= 7 => Ok(()),
+            (PriorityMode::Set, Some(p)) => Err(format!("priority.pcp {p} is outside 0..7")),
+            (PriorityMode::Set, None) => Err("priority mode set needs pcp (0..7)".into()),
+            (_, Some(_)) => Err("priority.pcp is for mode set only".into()),
+            (_, None) => Ok(()),
+        }
+    }
+
+    /// The PCP every frame of the port leaves with, or None to keep the
+    /// frame's own (trust).
+    pub fn forced_pcp(&self) -> Option<u8> {
+        match self.mode {
+            PriorityMode::Trust => None,
+            PriorityMode::Reset => Some(0),
+            PriorityMode::Set => self.pcp,
+        }
+    }
+}
+
 /// Per-port QoS: maximum rate and burst each way (bits per second and
 /// bits, as in the CNI `bandwidth` capability) and the Hyper-V
 /// minimum-bandwidth weight. "ingress" is what the pod receives, "egress"
@@ -850,6 +895,8 @@ port_settings! {
     def allowed_ips: Vec<std::net::IpAddr>;
     def link_state: LinkState;
     opt qos: Qos;
+    /// 802.1p: trust, reset or set the priority bits (absent: trust).
+    opt priority: Priority;
     def dhcp_guard: bool;
     def router_guard: bool;
     /// Most broadcast, multicast and unknown-unicast frames per second from the port.

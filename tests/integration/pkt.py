@@ -49,11 +49,13 @@ def capture(ifname, seconds, marker=None):
         if addr[2] == PACKET_OUTGOING:
             continue
         vlan = None
+        pcp = None
         for level, typ, cdata in anc:
             if level == SOL_PACKET and typ == PACKET_AUXDATA and len(cdata) >= 20:
                 status, _l, _s, _m, _n, tci, _tpid = struct.unpack("IIIHHHH", cdata[:20])
                 if status & TP_STATUS_VLAN_VALID:
                     vlan = tci & 0x0FFF
+                    pcp = tci >> 13
         # A tag still in the bytes (e.g. a stacked tag) is reported too.
         inline = None
         if len(data) >= 18 and data[12:14] in (b"\x81\x00", b"\x88\xa8"):
@@ -64,6 +66,7 @@ def capture(ifname, seconds, marker=None):
             "dst": data[0:6].hex(":"),
             "src": data[6:12].hex(":"),
             "vlan": vlan,
+            "pcp": pcp,
             "inline_vlan": inline,
             "len": len(data),
             "hex": data.hex(),

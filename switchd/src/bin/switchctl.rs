@@ -7,7 +7,8 @@ use clap::{Parser, Subcommand, ValueEnum};
 use podswitch_shared::client::Client;
 use podswitch_shared::model::{
     AclAction, AclRule, DatapathInfo, EswitchMode, FdbEntry, Handover, LinkState, MacAddr, Nic,
-    NicKind, PortConfig, PortUpdate, SwitchConfig, TrunkRange, VPort, VSwitch, VlanId, VlanMode,
+    NicKind, PortConfig, PortUpdate, Priority, PriorityMode, SwitchConfig, TrunkRange, VPort,
+    VSwitch, VlanId, VlanMode,
 };
 use podswitch_shared::DEFAULT_SOCKET;
 use serde::Serialize;
@@ -166,6 +167,10 @@ enum PortCmd {
         /// The addresses the port may send from, comma-separated ("none": no address).
         #[arg(long)]
         allowed_ips: Option<String>,
+        /// 802.1p of what the port sends, when tagged: trust, reset, set:N
+        /// (N 0..7), or none (back to the default, trust).
+        #[arg(long)]
+        priority: Option<String>,
         /// What the pod may receive, bits/s ("none" removes every QoS limit).
         #[arg(long)]
         ingress_rate: Option<String>,
@@ -361,6 +366,27 @@ fn print_ports(ports: &[VPort]) {
     );
 }
 
+/// `trust`, `reset` or `set:N`.
+fn parse_priority(s: &str) -> anyhow::Result<Priority> {
+    let p = match s.split_once(':') {
+        None if s == "trust" => Priority {
+            mode: PriorityMode::Trust,
+            pcp: None,
+        },
+        None if s == "reset" => Priority {
+            mode: PriorityMode::Reset,
+            pcp: None,
+        },
+        Some(("set", n)) => Priority {
+            mode: PriorityMode::Set,
+            pcp: Some(n.parse().with_context(|| format!("--priority set:{n}"))?),
+        },
+        _ => bail!("--priority is trust, reset, set:N or none, not {s:?}"),
+    };
+    p.validate().map_err(|e| anyhow::anyhow!(e))?;
+    Ok(p)
+}
+
 /// The port's guards, short: `mac`, `ip(10.0.0.5,fd00::5)`, `dhcp`, `ra`.
 fn guards(p: &VPort) -> String {
     let mut g = Vec::new();
@@ -543,6 +569,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             spoof_check,
             ip_spoof_check,
             allowed_ips,
+            priority,
             ingress_rate,
             ingress_burst,
             egress_rate,
@@ -622,6 +649,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     })
                     .transpose()?,
                 link_state: link.map(Into::into),
+                priority: priority
+                    .as_deref()
+                    .map(|p| none_or(p, parse_priority))
+                    .transpose()?,
                 qos,
                 dhcp_guard,
                 router_guard,

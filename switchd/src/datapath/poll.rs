@@ -947,7 +947,8 @@ impl PollThread {
             let first = frags[0];
             let (chunk, off) = self.umem.chunk_mut(first.addr);
             let base = first.addr - off as u64;
-            let Ok((noff, nlen)) = apply_tag_edit(chunk, off, first.len as usize, tagged, e.edit)
+            let Ok((noff, nlen)) =
+                apply_tag_edit(chunk, off, first.len as usize, tagged, e.edit, e.pcp)
             else {
                 // Received frames always have 256 bytes of headroom;
                 // this would be a kernel surprise, not a user's frame.

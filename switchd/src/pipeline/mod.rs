@@ -126,6 +126,8 @@ impl DropReason {
 pub struct Egress {
     pub slot: Slot,
     pub edit: TagEdit,
+    /// 802.1p bits a tagged edit sets (None: the frame's own, 0 when pushed).
+    pub pcp: Option<u8>,
     /// The egress port's ingress-rate limiter lives on another poll thread
     /// (the port's home): the caller hands the frame there, and that
     /// thread admits it (`Limits::admit_ingress`) before sending.
@@ -398,6 +400,7 @@ pub fn forward_len(
         out.push(Egress {
             slot: p.slot,
             edit: p.vlan.egress(vlan),
+            pcp: ingress.pcp,
             limit,
         });
     };
@@ -509,6 +512,7 @@ mod tests {
         Egress {
             slot,
             edit,
+            pcp: None,
             limit: None,
         }
     }

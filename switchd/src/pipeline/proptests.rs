@@ -57,10 +57,10 @@ proptest! {
         let f = make_frame(&(1, 2, 0, 0, payload));
         let mut buf = vec![0u8; 8];
         buf.extend_from_slice(&f);
-        let (o, l) = apply_tag_edit(&mut buf, 8, f.len(), false, TagEdit::Tagged(vid)).unwrap();
+        let (o, l) = apply_tag_edit(&mut buf, 8, f.len(), false, TagEdit::Tagged(vid), None).unwrap();
         let h = ethernet::parse(&buf[o..o + l]).unwrap();
         prop_assert_eq!(h.tag, ethernet::Tag::Dot1q { pcp: 0, dei: false, vid });
-        let (o, l) = apply_tag_edit(&mut buf, o, l, true, TagEdit::Untagged).unwrap();
+        let (o, l) = apply_tag_edit(&mut buf, o, l, true, TagEdit::Untagged, None).unwrap();
         prop_assert_eq!(&buf[o..o + l], f.as_slice());
     }
 

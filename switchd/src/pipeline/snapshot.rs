@@ -138,6 +138,8 @@ pub struct PortView {
     pub spoof_check: bool,
     /// ipSpoofCheck: the allowed addresses (None: off).
     pub ip_guard: Option<Arc<super::ipguard::IpGuard>>,
+    /// 802.1p: the PCP the port's frames leave tagged with (None: their own).
+    pub pcp: Option<u8>,
     pub qos: Option<Qos>,
     pub dhcp_guard: bool,
     pub router_guard: bool,
@@ -188,6 +190,7 @@ impl PortView {
             mac: None,
             spoof_check: false,
             ip_guard: None,
+            pcp: None,
             qos: None,
             dhcp_guard: false,
             router_guard: false,
@@ -257,6 +260,7 @@ impl PortView {
             && self.mac == o.mac
             && self.spoof_check == o.spoof_check
             && self.ip_guard == o.ip_guard
+            && self.pcp == o.pcp
             && self.qos == o.qos
             && self.dhcp_guard == o.dhcp_guard
             && self.router_guard == o.router_guard

@@ -255,6 +255,7 @@ impl Registry {
                 up: e.port.link_state == LinkState::Up,
                 mac: e.port.mac,
                 spoof_check: e.port.mac_spoof_check,
+                pcp: e.port.priority.and_then(|p| p.forced_pcp()),
                 ip_guard: e.port.ip_spoof_check.then(|| {
                     Arc::new(crate::pipeline::ipguard::IpGuard::new(
                         &e.port.allowed_ips,

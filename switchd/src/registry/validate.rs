@@ -26,6 +26,9 @@ pub fn check_policy(p: &VPort) -> Result<(), RegistryError> {
     if let Some(q) = &p.qos {
         q.validate().map_err(RegistryError::Invalid)?;
     }
+    if let Some(pr) = &p.priority {
+        pr.validate().map_err(RegistryError::Invalid)?;
+    }
     if p.storm_limit == Some(0) {
         return Err(RegistryError::Invalid(
             "stormLimit must be at least 1 frame/s (omit it for no limit)".into(),

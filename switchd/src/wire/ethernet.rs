@@ -128,9 +128,29 @@ pub enum TagEdit {
 pub struct NoHeadroom;
 
 /// Edits the frame `buf[off..off + len]` in place so that it leaves with
-/// `edit`, given whether it currently carries an 802.1Q tag (`tagged`).
-/// Returns the frame's new `(off, len)`; pushing needs `off >= 4`.
+/// `edit`, given whether it currently carries an 802.1Q tag (`tagged`),
+/// and, tagged, with the 802.1p priority `pcp` (None: a rewritten tag
+/// keeps its PCP, a pushed one gets 0). Returns the frame's new
+/// `(off, len)`; pushing needs `off >= 4`.
 pub fn apply_tag_edit(
+    buf: &mut [u8],
+    off: usize,
+    len: usize,
+    tagged: bool,
+    edit: TagEdit,
+    pcp: Option<u8>,
+) -> Result<(usize, usize), NoHeadroom> {
+    let (noff, nlen) = edit_tag(buf, off, len, tagged, edit)?;
+    if let (TagEdit::Tagged(_), Some(p)) = (edit, pcp) {
+        let tci = noff + field::TCI.start;
+        let old = be16(&buf[tci..tci + 2]);
+        let new = (old & 0x1fff) | (u16::from(p & 7) << 13);
+        buf[tci..tci + 2].copy_from_slice(&new.to_be_bytes());
+    }
+    Ok((noff, nlen))
+}
+
+fn edit_tag(
     buf: &mut [u8],
     off: usize,
     len: usize,
@@ -263,22 +283,56 @@ pub(crate) mod tests {
         let plain = untagged(B, A, b"payload");
         let mut buf = in_buffer(&plain, 8);
         let (off, len) =
-            apply_tag_edit(&mut buf, 8, plain.len(), false, TagEdit::Tagged(300)).unwrap();
+            apply_tag_edit(&mut buf, 8, plain.len(), false, TagEdit::Tagged(300), None).unwrap();
         assert_eq!((off, len), (4, plain.len() + 4));
         assert_eq!(
             &buf[off..off + len],
             tagged(B, A, 300, b"payload").as_slice()
         );
 
-        let (off, len) = apply_tag_edit(&mut buf, off, len, true, TagEdit::Tagged(7)).unwrap();
+        let (off, len) =
+            apply_tag_edit(&mut buf, off, len, true, TagEdit::Tagged(7), None).unwrap();
         assert_eq!(&buf[off..off + len], tagged(B, A, 7, b"payload").as_slice());
 
-        let (off, len) = apply_tag_edit(&mut buf, off, len, true, TagEdit::Untagged).unwrap();
+        let (off, len) = apply_tag_edit(&mut buf, off, len, true, TagEdit::Untagged, None).unwrap();
         assert_eq!((off, len), (8, plain.len()));
         assert_eq!(&buf[off..off + len], plain.as_slice());
 
-        let (o2, l2) = apply_tag_edit(&mut buf, off, len, false, TagEdit::Untagged).unwrap();
+        let (o2, l2) = apply_tag_edit(&mut buf, off, len, false, TagEdit::Untagged, None).unwrap();
         assert_eq!((o2, l2), (off, len));
+    }
+
+    #[test]
+    fn priority_bits_set_reset_or_kept() {
+        // Pushed with a forced PCP; rewritten with another; pushed without: 0.
+        let plain = untagged(B, A, b"p");
+        let mut buf = in_buffer(&plain, 8);
+        let (off, len) = apply_tag_edit(
+            &mut buf,
+            8,
+            plain.len(),
+            false,
+            TagEdit::Tagged(100),
+            Some(5),
+        )
+        .unwrap();
+        let pcp = |b: &[u8]| match parse(b).unwrap().tag {
+            Tag::Dot1q { pcp, vid, .. } => (pcp, vid),
+            t => panic!("{t:?}"),
+        };
+        assert_eq!(pcp(&buf[off..off + len]), (5, 100));
+        let (off, len) =
+            apply_tag_edit(&mut buf, off, len, true, TagEdit::Tagged(7), Some(0)).unwrap();
+        assert_eq!(pcp(&buf[off..off + len]), (0, 7));
+        let f = tagged_with(B, A, TPID_8021Q, 3 << 13, b"p");
+        let mut buf = in_buffer(&f, 0);
+        let n = f.len();
+        apply_tag_edit(&mut buf, 0, n, true, TagEdit::Tagged(9), None).unwrap();
+        assert_eq!(pcp(&buf), (3, 9), "trust keeps the frame's own");
+        let mut buf = in_buffer(&plain, 8);
+        let (off, len) =
+            apply_tag_edit(&mut buf, 8, plain.len(), false, TagEdit::Tagged(9), None).unwrap();
+        assert_eq!(pcp(&buf[off..off + len]), (0, 9));
     }
 
     #[test]
@@ -286,7 +340,7 @@ pub(crate) mod tests {
         let f = tagged_with(B, A, TPID_8021Q, 6 << 13, b"p");
         let mut buf = in_buffer(&f, 0);
         let n = f.len();
-        apply_tag_edit(&mut buf, 0, n, true, TagEdit::Tagged(42)).unwrap();
+        apply_tag_edit(&mut buf, 0, n, true, TagEdit::Tagged(42), None).unwrap();
         assert_eq!(
             parse(&buf).unwrap().tag,
             Tag::Dot1q {
@@ -302,7 +356,7 @@ pub(crate) mod tests {
         let f = untagged(B, A, b"x");
         let mut buf = in_buffer(&f, 2);
         assert_eq!(
-            apply_tag_edit(&mut buf, 2, f.len(), false, TagEdit::Tagged(5)),
+            apply_tag_edit(&mut buf, 2, f.len(), false, TagEdit::Tagged(5), None),
             Err(NoHeadroom)
         );
     }
