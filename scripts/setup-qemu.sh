@@ -5,7 +5,8 @@
 #   - qemu-system-x86 from bookworm-backports (bookworm's own 7.2 would
 #     downgrade, i.e. remove, a preinstalled backports qemu-utils), added to
 #     the apt sources if missing
-#   - busybox-static (the guest's userland) and xz-utils
+#   - busybox-static (the guest's userland) and zstd (for kernel modules
+#     packed as .ko.zst; .ko.xz is unpacked by Python's lzma)
 # The guest kernel itself is fetched by vmguest.build_guest with
 # `apt-get download` (a Debian linux-image-6.1.0-*-amd64) and cached under
 # tests/integration/.cache/vmguest.
@@ -34,7 +35,7 @@ fi
 
 # 2. Plain bookworm packages.
 missing=()
-for p in busybox-static xz-utils; do
+for p in busybox-static zstd; do
   installed "$p" || missing+=("$p")
 done
 if ((${#missing[@]})); then

@@ -34,11 +34,12 @@ for pair in "clippy:clippy" "fmt:rustfmt"; do
     rustup component add "$component" || { echo "setup: cargo $sub is missing and rustup could not add $component" >&2; exit 1; }
   fi
 done
-if [[ ! -x .venv/bin/pytest ]]; then
-  echo "setup: creating .venv with pytest"
+if [[ ! -x .venv/bin/python ]]; then
+  echo "setup: creating .venv"
   python3 -m venv .venv
-  .venv/bin/pip install -q --disable-pip-version-check -r tests/requirements.txt
 fi
+# Always: a pin changed since the venv was made reaches it (a no-op otherwise).
+.venv/bin/pip install -q --disable-pip-version-check -r tests/requirements.txt
 if [[ "${1:-}" != "--minimal" ]]; then
   # Real runtimes the CNI tests drive: podman (CNI backend) from bookworm,
   # containerd 2.x and the CRI API from sid (unpacked under /opt/podswitch-test).

@@ -207,19 +207,6 @@ impl Rollback<'_> {
     }
 }
 
-fn parse_mac(s: &str, what: &str) -> CniResult<[u8; 6]> {
-    let m: MacAddr = s
-        .parse()
-        .map_err(|e| CniError::new(code::INVALID_CONFIG, format!("{what}: {e}")))?;
-    if !m.is_unicast() {
-        return Err(CniError::new(
-            code::INVALID_CONFIG,
-            format!("{what}: {m} is not a unicast MAC"),
-        ));
-    }
-    Ok(m.0)
-}
-
 fn open_netns(env: &Env) -> CniResult<NetNs> {
     NetNs::open(Path::new(&env.netns)).map_err(|e| {
         CniError::new(
@@ -270,11 +257,7 @@ pub fn add(conf: &NetConf, env: &Env) -> CniResult<Value> {
         })
         .filter(|v| !v.is_empty());
     let ns = open_netns(env)?;
-    let mac = match (&conf.runtime_config.mac, &args.mac) {
-        (Some(m), _) => Some(parse_mac(m, "runtimeConfig.mac")?),
-        (None, Some(m)) => Some(m.0),
-        (None, None) => None,
-    };
+    let mac = conf.wanted_mac(&args)?.map(|m| m.0);
     let mtu = conf.mtu.unwrap_or(DEFAULT_MTU);
     let host_if = host_ifname(&env.container_id, &env.ifname);
     let mut rb = Rollback {
@@ -590,6 +573,9 @@ pub fn gc(conf: &NetConf, env: &Env) -> CniResult<()> {
                 Ok(ns) => tap::delete(&ns, &p.nic.ifname),
                 Err(_) => Ok(()), // the sandbox is gone, and its tap with it
             },
+            // A tap in switchd's own namespace was not made by this plugin:
+            // its name is the VM's interface name, never a host link to delete.
+            (NicKind::Tap, None) => Ok(()),
             _ => endpoint::delete(&p.nic.ifname),
         };
         if let Err(e) = removed {

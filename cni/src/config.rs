@@ -428,6 +428,28 @@ impl NetConf {
         }
     }
 
+    /// The endpoint's MAC: `runtimeConfig.mac`, else CNI_ARGS `MAC`; none
+    /// leaves the interface's own. Must be unicast.
+    pub fn wanted_mac(&self, args: &Args) -> CniResult<Option<MacAddr>> {
+        let (mac, what) = match (&self.runtime_config.mac, args.mac) {
+            (Some(m), _) => (
+                m.parse::<MacAddr>().map_err(|e| {
+                    CniError::new(code::INVALID_CONFIG, format!("runtimeConfig.mac: {e}"))
+                })?,
+                "runtimeConfig.mac",
+            ),
+            (None, Some(m)) => (m, "CNI_ARGS MAC"),
+            (None, None) => return Ok(None),
+        };
+        if !mac.is_unicast() {
+            return Err(CniError::new(
+                code::INVALID_CONFIG,
+                format!("{what}: {mac} is not a unicast MAC"),
+            ));
+        }
+        Ok(Some(mac))
+    }
+
     pub fn socket(&self) -> PathBuf {
         self.socket
             .clone()

@@ -176,7 +176,8 @@ fn write_sysfs(pod_if: &str, queues: u32, rps: Option<&[usize]>, threaded: bool)
     Ok(())
 }
 
-/// Removes the veth pair by its host end. Ok if it is already gone.
+/// Deletes the link `name` of the calling thread's namespace (a veth pair
+/// by its host end, a VM's tap inside its pod). Ok if it is already gone.
 pub fn delete(host_if: &str) -> CniResult<()> {
     let mut nl = Netlink::open().map_err(|e| plugin_err("opening netlink".into(), e))?;
     match nl.delete_link(host_if) {

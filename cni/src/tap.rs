@@ -179,17 +179,6 @@ pub fn create(
 
 /// Deletes the tap `pod_if` in `ns`. Ok if it is already gone.
 pub fn delete(ns: &NetNs, pod_if: &str) -> CniResult<()> {
-    let r = ns
-        .run(|| -> io::Result<()> {
-            let mut nl = Netlink::open()?;
-            match nl.delete_link(pod_if) {
-                Ok(()) => Ok(()),
-                Err(e) if matches!(e.raw_os_error(), Some(libc::ENODEV) | Some(libc::ENOENT)) => {
-                    Ok(())
-                }
-                Err(e) => Err(e),
-            }
-        })
-        .and_then(|r| r);
-    r.map_err(|e| plugin_err(format!("deleting tap {pod_if}"), e))
+    ns.run(|| crate::endpoint::delete(pod_if))
+        .map_err(|e| plugin_err(format!("deleting tap {pod_if}"), e))?
 }

@@ -129,28 +129,6 @@ pub fn device_id(conf: &NetConf) -> CniResult<PciAddr> {
         .map_err(|e: sriov::SriovError| CniError::new(code::INVALID_CONFIG, format!("{key}: {e}")))
 }
 
-/// The VF's MAC: `runtimeConfig.mac`, else CNI_ARGS `MAC`; none leaves
-/// the VF's own MAC as it is (and the port without one).
-fn wanted_mac(conf: &NetConf, args: &Args) -> CniResult<Option<MacAddr>> {
-    let (mac, what) = match (&conf.runtime_config.mac, args.mac) {
-        (Some(m), _) => (
-            m.parse::<MacAddr>().map_err(|e| {
-                CniError::new(code::INVALID_CONFIG, format!("runtimeConfig.mac: {e}"))
-            })?,
-            "runtimeConfig.mac",
-        ),
-        (None, Some(m)) => (m, "CNI_ARGS MAC"),
-        (None, None) => return Ok(None),
-    };
-    if !mac.is_unicast() {
-        return Err(CniError::new(
-            code::INVALID_CONFIG,
-            format!("{what}: {mac} is not a unicast MAC"),
-        ));
-    }
-    Ok(Some(mac))
-}
-
 fn claim(env: &Env) -> Claim {
     Claim {
         container_id: env.container_id.clone(),
@@ -267,7 +245,7 @@ pub fn add(conf: &NetConf, env: &Env, args: &Args, port_id: &str, io: &mut Io) -
     }
     let pci = device_id(conf)?;
     let vf = Sysfs::new(&paths.sysfs_root).resolve(pci.as_str())?;
-    let mac = wanted_mac(conf, args)?;
+    let mac = conf.wanted_mac(args)?;
     let port = port_config(conf, env, args, port_id, &vf, mac);
     let wanted = sriov::mapping(&port, port.priority.and_then(|p| p.forced_pcp()), vf.mode)?;
     if port.mac_spoof_check == Some(true) && mac.is_none() {

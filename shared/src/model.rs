@@ -226,6 +226,15 @@ pub enum EswitchMode {
     Switchdev,
 }
 
+impl fmt::Display for Handover {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Handover::Standby => "standby",
+            Handover::Active => "active",
+        })
+    }
+}
+
 impl fmt::Display for EswitchMode {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
@@ -946,10 +955,9 @@ pub struct PortStats {
     /// switch (a migrated VM announcing itself).
     #[serde(default)]
     pub mac_handovers: u64,
-    /// Dropped frames by reason (`malformed`, `vlan`, `spoof`, `link-down`,
-    /// `no-buffer`, `qos`, `acl`, `dhcp-guard`, `router-guard`, `storm`,
-    /// `oversize`, `rx-overrun`, `tx-full`, `no-socket`); only reasons seen so far are
-    /// listed.
+    /// Dropped frames by reason (switchd's `DropReason`: `malformed`,
+    /// `vlan`, `spoof`, `ip-spoof`, `link-down`, `qos`, ...); only reasons
+    /// seen so far are listed.
     pub drops: std::collections::BTreeMap<String, u64>,
     /// Frames each ACL rule matched, in rule order (reset when the rules change).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -966,6 +974,21 @@ impl VPort {
     /// The VLAN mode this port's fields describe.
     pub fn mode(&self) -> VlanMode {
         VlanMode::from_fields(self.vlan, self.trunk.as_deref())
+    }
+}
+
+impl PortStatus {
+    /// A port the data path does not serve (yet).
+    pub fn detached() -> PortStatus {
+        PortStatus {
+            attached: false,
+            ifindex: 0,
+            xdp_mode: "none".into(),
+            queues: 0,
+            mtu: 0,
+            handover: None,
+            reason: None,
+        }
     }
 }
 
@@ -1016,6 +1039,15 @@ pub enum VlanMode {
 }
 
 impl VlanMode {
+    /// The VLAN of untagged frames (a port's own MAC lives there): the
+    /// access VLAN, or a trunk's native VLAN if it has one.
+    pub fn untagged_vlan(&self) -> Option<VlanId> {
+        match self {
+            VlanMode::Access(v) => Some(*v),
+            VlanMode::Trunk { native, .. } => *native,
+        }
+    }
+
     pub fn from_fields(vlan: Option<VlanId>, trunk: Option<&[TrunkRange]>) -> Self {
         match trunk {
             Some(t) => VlanMode::Trunk {

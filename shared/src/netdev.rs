@@ -70,7 +70,9 @@ fn ifreq(ifname: &str) -> IfReq {
     r
 }
 
-fn ctl_socket() -> io::Result<OwnedFd> {
+/// A socket for interface ioctls: they name interfaces of the network
+/// namespace the socket was made in, whichever thread uses it later.
+pub fn ctl_socket() -> io::Result<OwnedFd> {
     // SAFETY: plain socket(2); the fd is owned immediately.
     let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
     if fd < 0 {
@@ -92,6 +94,21 @@ fn ioctl(
         source,
     };
     let s = ctl_socket().map_err(err)?;
+    ioctl_on(&s, ifname, what, req, r)
+}
+
+fn ioctl_on(
+    s: &OwnedFd,
+    ifname: &str,
+    what: &'static str,
+    req: libc::c_ulong,
+    r: &mut IfReq,
+) -> Result<(), NetdevError> {
+    let err = |source| NetdevError::Io {
+        ifname: ifname.to_string(),
+        what,
+        source,
+    };
     // SAFETY: `r` is a properly initialised ifreq for this request; for
     // SIOCETHTOOL its data pointer refers to a live ethtool struct.
     let rc = unsafe { libc::ioctl(s.as_raw_fd(), req as _, r as *mut IfReq) };
@@ -115,10 +132,19 @@ pub fn ifindex(ifname: &str) -> Result<u32, NetdevError> {
     let c = CString::new(ifname).map_err(|_| nf())?;
     // SAFETY: `c` is a valid NUL-terminated string.
     let i = unsafe { libc::if_nametoindex(c.as_ptr()) };
-    if i == 0 {
-        Err(nf())
-    } else {
-        Ok(i)
+    if i != 0 {
+        return Ok(i);
+    }
+    // Only "no such device" means it is gone; anything else (out of file
+    // descriptors, ...) is an error of ours.
+    let e = io::Error::last_os_error();
+    match e.raw_os_error() {
+        Some(libc::ENODEV) | Some(libc::ENXIO) | None => Err(nf()),
+        _ => Err(NetdevError::Io {
+            ifname: ifname.to_string(),
+            what: "look up",
+            source: e,
+        }),
     }
 }
 
@@ -127,6 +153,15 @@ fn flags(ifname: &str) -> Result<libc::c_short, NetdevError> {
     ioctl(ifname, "read flags", libc::SIOCGIFFLAGS, &mut r)?;
     // SAFETY: SIOCGIFFLAGS filled the flags member.
     Ok(unsafe { r.data.flags })
+}
+
+/// Whether the interface is administratively up, asked through `sock`
+/// (see `ctl_socket`).
+pub fn is_up_on(sock: &OwnedFd, ifname: &str) -> Result<bool, NetdevError> {
+    let mut r = ifreq(ifname);
+    ioctl_on(sock, ifname, "read flags", libc::SIOCGIFFLAGS, &mut r)?;
+    // SAFETY: SIOCGIFFLAGS filled the flags member.
+    Ok(unsafe { r.data.flags } & libc::IFF_UP as libc::c_short != 0)
 }
 
 /// Sets the interface administratively up or down.
@@ -160,19 +195,9 @@ pub fn mtu(ifname: &str) -> Result<u32, NetdevError> {
 /// its queue count hand their frames over). Drivers without channel
 /// reporting count as one queue.
 pub fn fit_queues(ifname: &str, threads: u32) -> Result<u32, NetdevError> {
-    let mut ch = EthtoolChannels {
-        cmd: ETHTOOL_GCHANNELS,
-        ..Default::default()
+    let Some(mut ch) = channels(ifname)? else {
+        return Ok(1);
     };
-    let mut r = ifreq(ifname);
-    r.data.ptr = &mut ch as *mut EthtoolChannels as *mut libc::c_void;
-    match ioctl(ifname, "read channels", SIOCETHTOOL, &mut r) {
-        Ok(()) => {}
-        Err(NetdevError::Io { source, .. }) if source.raw_os_error() == Some(libc::EOPNOTSUPP) => {
-            return Ok(1)
-        }
-        Err(e) => return Err(e),
-    }
     let threads = threads.max(1);
     let rx = ch.rx_count.max(ch.combined_count).max(1);
     let tx = ch.tx_count.max(ch.combined_count);
@@ -233,14 +258,30 @@ pub fn mount_private_sysfs() -> io::Result<()> {
     Ok(())
 }
 
-/// The netdev's receive queues in use (`/sys/class/net/IF/queues/rx-*`):
-/// for a tap, the queues its VMM opened (at least one).
-pub fn rx_queues(ifname: &str) -> io::Result<u32> {
-    let n = std::fs::read_dir(format!("/sys/class/net/{ifname}/queues"))?
-        .filter_map(Result::ok)
-        .filter(|e| e.file_name().to_string_lossy().starts_with("rx-"))
-        .count();
-    Ok(n as u32)
+/// The netdev's channels (ETHTOOL_GCHANNELS); None where the driver does
+/// not report them.
+fn channels(ifname: &str) -> Result<Option<EthtoolChannels>, NetdevError> {
+    let mut ch = EthtoolChannels {
+        cmd: ETHTOOL_GCHANNELS,
+        ..Default::default()
+    };
+    let mut r = ifreq(ifname);
+    r.data.ptr = &mut ch as *mut EthtoolChannels as *mut libc::c_void;
+    match ioctl(ifname, "read channels", SIOCETHTOOL, &mut r) {
+        Ok(()) => Ok(Some(ch)),
+        Err(NetdevError::Io { source, .. }) if source.raw_os_error() == Some(libc::EOPNOTSUPP) => {
+            Ok(None)
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// The receive queues the netdev has now (for a tap: those its VMM has
+/// opened; one where the driver does not report channels).
+pub fn rx_queues(ifname: &str) -> Result<u32, NetdevError> {
+    Ok(channels(ifname)?
+        .map(|c| c.rx_count.max(c.combined_count).max(1))
+        .unwrap_or(1))
 }
 
 /// Keeps the host stack off a port's netdev (no link-local address, no

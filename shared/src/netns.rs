@@ -100,7 +100,13 @@ mod tests {
         assert_eq!(std::fs::metadata(path).unwrap().ino(), current_netns());
     }
 
-    /// Needs CAP_SYS_ADMIN (unshare, setns): skipped, and says so, without.
+    fn root() -> bool {
+        // SAFETY: geteuid has no preconditions.
+        unsafe { libc::geteuid() == 0 }
+    }
+
+    /// Needs CAP_SYS_ADMIN (unshare, setns): without it (not root) it is
+    /// skipped and says so; as root it must run.
     #[test]
     fn run_enters_the_namespace_on_its_own_thread() {
         // A thread in a fresh netns holds it open while the test runs.
@@ -120,6 +126,8 @@ mod tests {
         let (tid, ino) = match rx.recv().unwrap() {
             Ok(v) => v,
             Err(e) => {
+                // As root (CI) it must run; elsewhere it skips, saying why.
+                assert!(!root(), "unshare(CLONE_NEWNET) failed as root: {e}");
                 eprintln!("skipped: unshare(CLONE_NEWNET): {e}");
                 holder.join().unwrap();
                 return;
@@ -135,6 +143,7 @@ mod tests {
         match inside {
             Ok(v) => assert_eq!(v, ino),
             Err(e) if e.raw_os_error() == Some(libc::EPERM) => {
+                assert!(!root(), "setns failed as root: {e}");
                 eprintln!("skipped: setns: {e}");
             }
             Err(e) => panic!("run: {e}"),

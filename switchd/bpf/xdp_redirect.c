@@ -48,19 +48,20 @@ int podswitch_xdp(struct xdp_md *ctx)
 	__u32 ifindex = ctx->ingress_ifindex;
 	__u32 *slot = bpf_map_lookup_elem(&PORTS, &ifindex);
 	__u32 queue = ctx->rx_queue_index;
-	__u32 key;
 	__u64 *lost;
+	long act = XDP_DROP;
 
 	if (!slot)
 		return XDP_DROP;
-	key = *slot * MAX_QUEUES + queue;
-	if (queue >= MAX_QUEUES || !bpf_map_lookup_elem(&XSKS, &key)) {
+	// A queue without a socket: the redirect's fallback action (DROP).
+	if (queue < MAX_QUEUES)
+		act = bpf_redirect_map(&XSKS, *slot * MAX_QUEUES + queue, XDP_DROP);
+	if (act != XDP_REDIRECT) {
 		lost = bpf_map_lookup_elem(&NOSOCK, slot);
 		if (lost)
 			*lost += 1;
-		return XDP_DROP;
 	}
-	return bpf_redirect_map(&XSKS, key, XDP_DROP);
+	return act;
 }
 
 char _license[] SEC("license") = "Dual BSD/GPL";

@@ -276,6 +276,12 @@ async fn run(args: Args) -> anyhow::Result<()> {
             tick.tick().await;
             let st = st.clone();
             let _ = tokio::task::spawn_blocking(move || {
+                {
+                    let mut s = reconcile::lock(&st);
+                    if s.datapath().take_reattached() {
+                        s.republish();
+                    }
+                }
                 if reconcile::lock(&st).detached_ports() > 0 {
                     reconcile::reconcile(&st);
                 }

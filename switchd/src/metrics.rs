@@ -195,11 +195,18 @@ pub fn render(state: &Mutex<Registry>, api: &ApiMetrics, start_time: f64) -> Str
             let _ = writeln!(o, "{name}{{port=\"{}\"}} {v}", esc(&p.id));
         }
     }
+    let reasons: Vec<&str> = crate::pipeline::DropReason::ALL
+        .iter()
+        .map(|r| r.as_str())
+        .collect();
     head(
         &mut o,
         "podswitch_port_drops_total",
         "counter",
-        "Frames dropped at the port, by reason (malformed, vlan, spoof, link-down, no-buffer, qos, acl, dhcp-guard, router-guard, storm, oversize, rx-overrun, tx-full, no-socket).",
+        &format!(
+            "Frames dropped at the port, by reason ({}).",
+            reasons.join(", ")
+        ),
     );
     for p in served() {
         let drops = p

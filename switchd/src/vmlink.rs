@@ -9,10 +9,11 @@
 //! it watches the tap's administrative state in the VM pod's namespace and
 //! sets the guest NIC's link to match, at once and on every change.
 
+use podswitch_shared::netdev;
 use podswitch_shared::netns::NetNs;
 use serde_json::{json, Value};
 use std::io::{self, BufRead, BufReader, Write};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::OwnedFd;
 use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::time::Duration;
@@ -26,19 +27,9 @@ pub struct TapWatch {
 
 impl TapWatch {
     pub fn open(netns: Option<&str>, ifname: &str) -> io::Result<TapWatch> {
-        let make = || -> io::Result<OwnedFd> {
-            // SAFETY: plain socket(2); the fd is owned right below.
-            let fd =
-                unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
-            if fd < 0 {
-                return Err(io::Error::last_os_error());
-            }
-            // SAFETY: a fresh fd we own.
-            Ok(unsafe { OwnedFd::from_raw_fd(fd) })
-        };
         let sock = match netns {
-            Some(p) => NetNs::open(Path::new(p))?.run(make)??,
-            None => make()?,
+            Some(p) => NetNs::open(Path::new(p))?.run(netdev::ctl_socket)??,
+            None => netdev::ctl_socket()?,
         };
         Ok(TapWatch {
             sock,
@@ -48,43 +39,12 @@ impl TapWatch {
 
     /// Whether the tap is administratively up; NotFound once it is gone.
     pub fn is_up(&self) -> io::Result<bool> {
-        #[repr(C)]
-        struct IfReqFlags {
-            name: [libc::c_char; libc::IFNAMSIZ],
-            flags: libc::c_short,
-            _pad: [u8; 22],
-        }
-        let mut r = IfReqFlags {
-            name: [0; libc::IFNAMSIZ],
-            flags: 0,
-            _pad: [0; 22],
-        };
-        for (d, s) in r
-            .name
-            .iter_mut()
-            .zip(self.ifname.bytes().take(libc::IFNAMSIZ - 1))
-        {
-            *d = s as libc::c_char;
-        }
-        // SAFETY: SIOCGIFFLAGS fills the flags of a live ifreq-sized struct.
-        let rc = unsafe {
-            libc::ioctl(
-                self.sock.as_raw_fd(),
-                libc::SIOCGIFFLAGS as _,
-                &mut r as *mut IfReqFlags,
-            )
-        };
-        if rc < 0 {
-            let e = io::Error::last_os_error();
-            if e.raw_os_error() == Some(libc::ENODEV) {
-                return Err(io::Error::new(
-                    io::ErrorKind::NotFound,
-                    format!("{} is gone", self.ifname),
-                ));
+        netdev::is_up_on(&self.sock, &self.ifname).map_err(|e| match e {
+            netdev::NetdevError::NotFound { .. } => {
+                io::Error::new(io::ErrorKind::NotFound, format!("{} is gone", self.ifname))
             }
-            return Err(e);
-        }
-        Ok(r.flags & libc::IFF_UP as libc::c_short != 0)
+            e => io::Error::other(e.to_string()),
+        })
     }
 }
 
@@ -128,11 +88,13 @@ impl Qmp {
         serde_json::from_str(&line).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
     }
 
-    /// Runs a command; events that arrive meanwhile are skipped.
+    /// Runs a command; events that arrive meanwhile (any number: they
+    /// pile up between commands) are skipped. Each read waits at most the
+    /// socket's 5 s timeout.
     pub fn execute(&mut self, command: &str, arguments: Value) -> io::Result<Value> {
         let msg = json!({"execute": command, "arguments": arguments});
         writeln!(self.writer, "{msg}")?;
-        for _ in 0..64 {
+        loop {
             let v = self.read()?;
             if let Some(r) = v.get("return") {
                 return Ok(r.clone());
@@ -141,7 +103,6 @@ impl Qmp {
                 return Err(io::Error::other(format!("QMP {command}: {e}")));
             }
         }
-        Err(io::Error::other(format!("QMP {command}: no answer")))
     }
 
     pub fn set_link(&mut self, netdev: &str, up: bool) -> io::Result<()> {

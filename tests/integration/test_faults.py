@@ -23,6 +23,7 @@ from conftest import TARGET, host_links, nsexec, sh
 from test_cni import REF_CNI as REF_CNI_DIR
 
 ROUNDS = int(os.environ.get("PODSWITCH_FAULT_ROUNDS", "20"))
+assert ROUNDS >= 1, "PODSWITCH_FAULT_ROUNDS must be at least 1: zero rounds test nothing"
 
 
 def fds(pid):
@@ -195,6 +196,8 @@ def test_ipam_failing_mid_add(topo, tmp_path):
             assert not ok, "ADD succeeded although IPAM failed"
             failed += 1
             flag.unlink()
+        else:
+            assert ok, f"ADD failed in round {rnd} without an injected IPAM failure"
         w.table["injections"] += 1
         w.check(f"IPAM failure in round {rnd}")
     w.report("IPAM fails")
@@ -244,8 +247,10 @@ def test_state_directory_read_only_or_full(topo):
         w.report("state dir")
         assert w.table["violations"] == 0
     finally:
-        node.kill()
-        sh("umount", "-l", node.state_dir, check=False)
+        try:
+            node.kill()
+        finally:
+            sh("umount", "-l", node.state_dir, check=False)
 
 
 def test_uplink_deleted_under_a_running_switch(topo):
@@ -324,5 +329,7 @@ def test_netdev_deleted_just_before_the_next_add(topo):
     w.report("netdev deleted before ADD")
     # Proof that the rounds met the unbound socket (switchd checks netdevs
     # only once a second, and an ADD takes tens of milliseconds).
-    assert "lost its netdev; trying another" in node.log(), node.log()[-1500:]
+    # (The whole log: node.log() is its last 4000 characters.)
+    assert "lost its netdev; trying another" in node.log_path.read_text(errors="replace"), \
+        node.log()[-1500:]
     assert w.table["violations"] == 0

@@ -7,6 +7,7 @@ The "VM" is a netns with a fixed MAC; real plugin, real host-local, real
 switchd. A third pod pings the VM every 5 ms throughout.
 """
 import re
+import select
 import socket
 import subprocess
 import threading
@@ -20,6 +21,13 @@ HERE = Path(__file__).parent
 SUBNET = "10.82.0.0/24"
 VM_MAC = "02:00:00:5e:00:42"
 INTERVAL = 0.005
+
+
+def line_within(proc, seconds):
+    """The next line `proc` prints, waiting at most `seconds`."""
+    r, _, _ = select.select([proc.stdout], [], [], seconds)
+    assert r, f"no answer from {proc.args} within {seconds}s"
+    return proc.stdout.readline().strip()
 
 
 def garp_hex(mac, ip):
@@ -78,12 +86,12 @@ def test_vm_moves_between_ports_with_a_short_gap(topo):
             ["ip", "netns", "exec", dst.ns, "python3", "-c", ANNOUNCER, garp_hex(VM_MAC, vm_ip)],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
         try:
-            assert announcer.stdout.readline().strip() == "ready"
+            assert line_within(announcer, 10) == "ready"
             t_move = time.monotonic()
             nsexec(src.ns, "ip", "link", "set", "eth0", "down")
             announcer.stdin.write("go\n")
             announcer.stdin.flush()
-            assert announcer.stdout.readline().strip() == "sent"
+            assert line_within(announcer, 10) == "sent"
             move_ms = (time.monotonic() - t_move) * 1000
         finally:
             announcer.kill()

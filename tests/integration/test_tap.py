@@ -61,7 +61,9 @@ def test_tap_endpoint_add_check_del(topo):
     addrs = json.loads(nsexec(vm.ns, "ip", "-j", "addr", "show", "eth0").stdout)[0]["addr_info"]
     assert not addrs, f"the guest owns the address; the tap has none: {addrs}"
     # No tap left behind in the node's namespace.
-    node_links = json.loads(nsexec(node.ns, "ip", "-j", "link", "show").stdout)
+    node_links = json.loads(nsexec(node.ns, "ip", "-d", "-j", "link", "show").stdout)
+    assert any(l.get("linkinfo", {}).get("info_kind") == "veth" for l in node_links), \
+        "ip -d lists link kinds (the check below could not fail without it)"
     assert not [l for l in node_links if l.get("linkinfo", {}).get("info_kind") == "tun"]
     ports = node.ok("GET", "/v1/ports")
     port = [p for p in ports if p["nic"]["kind"] == "tap"][0]
@@ -89,8 +91,9 @@ def test_tap_endpoint_add_check_del(topo):
 
 
 def test_tap_link_down_drops_carrier_and_traffic(topo):
-    """PATCH linkState down takes the tap down where it lives (the VMM's
-    writes fail, as on a pulled cable) and up restores forwarding."""
+    """PATCH linkState down takes the tap down where it lives (no carrier;
+    what the VMM writes goes nowhere, as on a pulled cable) and up restores
+    forwarding."""
     node = topo.node().start()
     net = NetCni(topo, node, subnet=SUBNET, vlan=100)
     vmnet = NetCni(topo, node, subnet=SUBNET, vlan=100, endpoint="tap")
@@ -102,7 +105,7 @@ def test_tap_link_down_drops_carrier_and_traffic(topo):
     assert vmm_arp(vm, mac, guest_ip, a.ip)["reply_mac"]
     node.ok("PATCH", f"/v1/ports/{port_id}", {"linkState": "down"})
     d = tap_details(vm)
-    assert "UP" not in d["flags"], d
+    assert "UP" not in d["flags"] and "LOWER_UP" not in d["flags"], d
     r = vmm_arp(vm, mac, guest_ip, a.ip, seconds=1.5)
     assert r["reply_mac"] is None, r
     node.ok("PATCH", f"/v1/ports/{port_id}", {"linkState": "up"})

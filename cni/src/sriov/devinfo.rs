@@ -89,7 +89,9 @@ pub fn path(dir: &Path, network: &str, container_id: &str, ifname: &str) -> Path
 /// plugin's `rdma-device`); otherwise `ours` alone.
 fn merged(existing: Option<Value>, ours: &DeviceInfo) -> Value {
     let ours_v = serde_json::to_value(ours).unwrap_or(Value::Null);
-    let Some(mut v) = existing else {
+    // Only an object can describe a device (indexing anything else for
+    // writing would panic).
+    let Some(mut v) = existing.filter(Value::is_object) else {
         return ours_v;
     };
     let same = v["type"] == "pci" && v["pci"]["pci-address"] == ours.pci.pci_address.as_str();
@@ -227,8 +229,11 @@ mod tests {
         fs::write(&p, r#"{"type":"pci","version":"1.1.0","pci":{"pci-address":"0000:99:00.1","rdma-device":"x"}}"#).unwrap();
         write(&p, &DeviceInfo::for_vf(&vf)).unwrap();
         assert_eq!(read(&p).unwrap(), DeviceInfo::for_vf(&vf));
-        fs::write(&p, "not json").unwrap();
-        write(&p, &DeviceInfo::for_vf(&vf)).unwrap();
-        assert_eq!(read(&p).unwrap(), DeviceInfo::for_vf(&vf));
+        // Garbage, or JSON that is not an object, is replaced (no panic).
+        for junk in ["not json", "[]", "1", r#""x""#, r#"{"type":"pci","pci":5}"#] {
+            fs::write(&p, junk).unwrap();
+            write(&p, &DeviceInfo::for_vf(&vf)).unwrap();
+            assert_eq!(read(&p).unwrap(), DeviceInfo::for_vf(&vf), "{junk}");
+        }
     }
 }

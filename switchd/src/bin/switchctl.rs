@@ -6,9 +6,9 @@ use anyhow::{bail, Context};
 use clap::{Parser, Subcommand, ValueEnum};
 use podswitch_shared::client::Client;
 use podswitch_shared::model::{
-    AclAction, AclRule, DatapathInfo, EswitchMode, FdbEntry, Handover, LinkState, MacAddr, Nic,
-    NicKind, PortConfig, PortUpdate, Priority, PriorityMode, SwitchConfig, TrunkRange, VPort,
-    VSwitch, VlanId, VlanMode,
+    AclAction, AclRule, DatapathInfo, EswitchMode, FdbEntry, LinkState, MacAddr, Nic, NicKind,
+    PortConfig, PortUpdate, Priority, PriorityMode, SwitchConfig, TrunkRange, VPort, VSwitch,
+    VlanId, VlanMode,
 };
 use podswitch_shared::DEFAULT_SOCKET;
 use serde::Serialize;
@@ -338,15 +338,7 @@ fn print_ports(ports: &[VPort]) {
                     // Never attached by design: the NIC forwards it.
                     _ if !p.nic.attaches() => "n/a (NIC)".into(),
                     // Two ports share the MAC (a VM's live migration).
-                    Some(h) => format!(
-                        "{} ({})",
-                        if attached { "yes" } else { "no" },
-                        if h == Handover::Standby {
-                            "standby"
-                        } else {
-                            "active"
-                        }
-                    ),
+                    Some(h) => format!("{} ({h})", if attached { "yes" } else { "no" }),
                     None => if attached { "yes" } else { "no" }.into(),
                 },
                 p.mac.map(|m| m.to_string()).unwrap_or_else(|| "-".into()),

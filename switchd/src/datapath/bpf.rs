@@ -171,16 +171,20 @@ impl XdpProgram {
         }
     }
 
-    /// Routes frames entering `ifindex` on queue `i` to `xsk_fds[i]`,
-    /// the sockets of port `slot`.
     /// The per-slot no-socket counts, for the control plane to read.
     pub fn no_socket_counts(&self) -> NoSocketCounts {
         self.nosock.clone()
     }
 
-    pub fn bind(&mut self, ifindex: u32, slot: u32, xsk_fds: &[RawFd]) -> Result<(), BpfError> {
-        // A slot's count starts at zero with each port that takes it.
+    /// Zeroes `slot`'s no-socket count: its port was deleted, and the next
+    /// port to take the slot starts from nothing.
+    pub fn forget_slot(&mut self, slot: u32) {
         self.nosock.reset(slot);
+    }
+
+    /// Routes frames entering `ifindex` on queue `i` to `xsk_fds[i]`,
+    /// the sockets of port `slot`.
+    pub fn bind(&mut self, ifindex: u32, slot: u32, xsk_fds: &[RawFd]) -> Result<(), BpfError> {
         for (q, fd) in xsk_fds.iter().enumerate() {
             self.xsks
                 .set(slot * MAX_QUEUES + q as u32, *fd, 0)

@@ -188,6 +188,10 @@ pub struct Datapath {
     threads: Vec<std::thread::JoinHandle<()>>,
     /// Frames the XDP program dropped per slot for want of a socket.
     no_socket: bpf::NoSocketCounts,
+    /// Set by the setup thread when it attached a port again on its own
+    /// (a tap whose VMM opened more queues): the snapshot's served-queue
+    /// counts are stale until the control plane publishes again.
+    reattached: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// What the registry and the reconciler need of a data path. `Datapath`
@@ -211,6 +215,11 @@ pub trait Dataplane: Send + Sync {
     /// by the XDP program: `no-socket` drops).
     fn no_socket_drops(&self, _slot: Slot) -> u64 {
         0
+    }
+    /// Whether the data path re-attached a port on its own since the last
+    /// call (the control plane then publishes again).
+    fn take_reattached(&self) -> bool {
+        false
     }
 }
 
@@ -281,6 +290,7 @@ impl Datapath {
     pub fn start(cfg: DatapathConfig) -> Result<Datapath, DatapathError> {
         let prog = bpf::XdpProgram::load().map_err(|e| DatapathError::Start(e.to_string()))?;
         let no_socket = prog.no_socket_counts();
+        let reattached = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let snapshot = Arc::new(ArcSwap::from_pointee(Snapshot::default()));
         let attached = Arc::new(Mutex::new(HashMap::new()));
         let (setup_tx, setup_rx) = mpsc::channel();
@@ -349,10 +359,10 @@ impl Datapath {
             .iter()
             .map(|l| (l.cmds.clone(), l.wake.clone()))
             .collect();
-        let (c, a) = (cfg.clone(), attached.clone());
+        let (c, a, r) = (cfg.clone(), attached.clone(), reattached.clone());
         let t = std::thread::Builder::new()
             .name("switchd-setup".into())
-            .spawn(move || setup::SetupThread::new(c, prog, links, setup_rx, a).run())
+            .spawn(move || setup::SetupThread::new(c, prog, links, setup_rx, a, r).run())
             .map_err(|e| DatapathError::Start(e.to_string()))?;
         threads.push(t);
         Ok(Datapath {
@@ -364,6 +374,7 @@ impl Datapath {
             polls,
             threads,
             no_socket,
+            reattached,
         })
     }
 
@@ -478,6 +489,10 @@ impl Dataplane for Datapath {
     }
     fn no_socket_drops(&self, slot: Slot) -> u64 {
         self.no_socket.get(slot)
+    }
+    fn take_reattached(&self) -> bool {
+        self.reattached
+            .swap(false, std::sync::atomic::Ordering::AcqRel)
     }
 }
 

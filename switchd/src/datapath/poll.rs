@@ -837,23 +837,22 @@ impl PollThread {
                             self.release_all(f);
                         }
                         Ok(dec) => {
-                            if matches!(dec.learned, crate::pipeline::fdb::Learned::Moved { .. }) {
-                                count_handover(ingress, head, self.index);
+                            if dec.handover {
+                                let c = ingress.counters.t(self.index);
+                                ThreadCounters::add(&c.mac_handovers, 1);
                             }
                             if announce && dec.learned.announce() {
-                                if let Ok(h) = crate::wire::ethernet::parse(head) {
-                                    self.mesh.announce(
-                                        self.index,
-                                        Learn {
-                                            switch: sw.id,
-                                            vlan: dec.vlan,
-                                            mac: h.src,
-                                            slot,
-                                        },
-                                    );
-                                }
+                                self.mesh.announce(
+                                    self.index,
+                                    Learn {
+                                        switch: sw.id,
+                                        vlan: dec.vlan,
+                                        mac: dec.src,
+                                        slot,
+                                    },
+                                );
                             }
-                            self.fan_out(snap, f, dec.tagged, &out)
+                            self.fan_out(snap, f, dec.tagged, ingress.pcp, &out)
                         }
                     }
                     self.out = out;
@@ -889,7 +888,16 @@ impl PollThread {
     /// last, the original (edited in place) for the last. A port served by
     /// another thread (or rate-limited there) gets it through the mesh.
     /// Every port that does not get it counts why.
-    fn fan_out(&mut self, snap: &Snapshot, f: &[Desc], tagged: bool, out: &[Egress]) {
+    /// `pcp`: the ingress port's 802.1p policy for frames that leave
+    /// tagged (None: the frame's own bits).
+    fn fan_out(
+        &mut self,
+        snap: &Snapshot,
+        f: &[Desc],
+        tagged: bool,
+        pcp: Option<u8>,
+        out: &[Egress],
+    ) {
         let mut original_used = false;
         let len = frame_len(f);
         for (i, e) in out.iter().enumerate() {
@@ -948,7 +956,7 @@ impl PollThread {
             let (chunk, off) = self.umem.chunk_mut(first.addr);
             let base = first.addr - off as u64;
             let Ok((noff, nlen)) =
-                apply_tag_edit(chunk, off, first.len as usize, tagged, e.edit, e.pcp)
+                apply_tag_edit(chunk, off, first.len as usize, tagged, e.edit, pcp)
             else {
                 // Received frames always have 256 bytes of headroom;
                 // this would be a kernel surprise, not a user's frame.
@@ -1129,18 +1137,6 @@ impl PollThread {
                     st.rx_dropped + st.rx_ring_full + st.rx_fill_ring_empty_descs,
                 );
             }
-        }
-    }
-}
-
-/// A MAC moved to `ingress` and it is the port's own: a VM that moved
-/// here (live migration) announced itself, and the switch now sends its
-/// traffic to this port.
-fn count_handover(ingress: &crate::pipeline::snapshot::PortView, head: &[u8], thread: usize) {
-    if let Ok(h) = crate::wire::ethernet::parse(head) {
-        if ingress.mac == Some(h.src) {
-            let c = ingress.counters.t(thread);
-            crate::pipeline::snapshot::ThreadCounters::add(&c.mac_handovers, 1);
         }
     }
 }

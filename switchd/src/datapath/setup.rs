@@ -73,27 +73,34 @@ struct PortRecord {
 }
 
 impl PortRecord {
-    /// Whether the netdev is still the one attached. A tap whose
-    /// namespace path is gone counts as gone: its pod was deleted (our
-    /// socket keeps the namespace alive until we let go of it).
-    fn present(&self) -> bool {
-        let here = || netdev::ifindex(&self.ifname).ok() == Some(self.ifindex);
+    /// One look at the netdev where it lives (for a tap in a pod's
+    /// namespace, one short-lived thread inside it): whether it is still
+    /// the one attached, and, if `queues`, how many receive queues it has
+    /// now. A namespace path that is gone means the pod was deleted (our
+    /// socket keeps the namespace alive until we let go of it). Errors that
+    /// do not say "gone" (out of file descriptors, a thread that could not
+    /// start) count as present: a live VM is not cut off for them.
+    fn probe(&self, queues: bool) -> (bool, Option<u32>) {
+        let here = || {
+            let present = match netdev::ifindex(&self.ifname) {
+                Ok(i) => i == self.ifindex,
+                Err(netdev::NetdevError::NotFound { .. }) => false,
+                Err(e) => {
+                    log::debug!("checking {}: {e}", self.ifname);
+                    true
+                }
+            };
+            let n = (present && queues)
+                .then(|| netdev::rx_queues(&self.ifname).ok())
+                .flatten();
+            (present, n)
+        };
         match &self.netns {
             None => here(),
-            Some(path) => NetNs::open(Path::new(path))
-                .and_then(|ns| ns.run(here))
-                .unwrap_or(false),
-        }
-    }
-
-    /// The receive queues the netdev has now (a tap: those its VMM opened).
-    fn queues_now(&self) -> std::io::Result<u32> {
-        match &self.netns {
-            None => netdev::rx_queues(&self.ifname),
-            Some(path) => NetNs::open(Path::new(path))?.run(|| {
-                netdev::mount_private_sysfs()?;
-                netdev::rx_queues(&self.ifname)
-            })?,
+            Some(path) => match NetNs::open(Path::new(path)) {
+                Ok(ns) => ns.run(here).unwrap_or((true, None)),
+                Err(e) => (e.kind() != std::io::ErrorKind::NotFound, None),
+            },
         }
     }
 
@@ -132,6 +139,8 @@ pub(crate) struct SetupThread {
     msgs: mpsc::Receiver<SetupMsg>,
     ports: HashMap<Slot, PortRecord>,
     attached: Arc<Mutex<HashMap<Slot, Attachment>>>,
+    /// Raised after a re-attach of our own (see `follow_tap_queues`).
+    reattached: Arc<std::sync::atomic::AtomicBool>,
     next_instance: u32,
     /// Messages that arrived while an attach was waiting on the kernel.
     deferred: VecDeque<SetupMsg>,
@@ -145,12 +154,14 @@ impl SetupThread {
         polls: Vec<PollLink>,
         msgs: mpsc::Receiver<SetupMsg>,
         attached: Arc<Mutex<HashMap<Slot, Attachment>>>,
+        reattached: Arc<std::sync::atomic::AtomicBool>,
     ) -> Self {
         SetupThread {
             cfg,
             prog,
             polls,
             msgs,
+            reattached,
             ports: HashMap::new(),
             attached,
             next_instance: 1,
@@ -202,7 +213,11 @@ impl SetupThread {
                 }
                 let _ = reply.send(r);
             }
-            SetupMsg::Detach { slot } => self.detach(slot),
+            SetupMsg::Detach { slot } => {
+                // The port is deleted (a NIC that vanished keeps its count).
+                self.detach(slot);
+                self.prog.forget_slot(slot);
+            }
             SetupMsg::Returned {
                 thread,
                 instance,
@@ -447,43 +462,35 @@ impl SetupThread {
     }
 
     /// Detaches ports whose netdev vanished (the pod was deleted under
-    /// us) or was replaced by another of the same name.
+    /// us) or was replaced by another of the same name, and follows the
+    /// queues of multi-queue taps.
     fn check_netdevs(&mut self) {
-        let gone: Vec<Slot> = self
-            .ports
-            .iter()
-            .filter(|(_, p)| !p.present())
-            .map(|(s, _)| *s)
-            .collect();
+        let threads = self.polls.len() as u32;
+        let mut gone = Vec::new();
+        let mut grown = Vec::new();
+        for (s, p) in &self.ports {
+            // A multi-queue tap gets its queues when the VMM opens them,
+            // after the port was attached; a queue without a socket loses
+            // its frames (counted `no-socket`).
+            let follow = p.tap && p.attachment.queues < threads;
+            match p.probe(follow) {
+                (false, _) => gone.push(*s),
+                (true, Some(n)) if n.min(threads) > p.attachment.queues => {
+                    grown.push((*s, p.as_nic(), p.attachment.queues, n.min(threads)))
+                }
+                _ => {}
+            }
+        }
         for s in gone {
             log::warn!("slot {s}: its netdev is gone; detaching");
             self.detach(s);
         }
-        self.follow_tap_queues();
+        self.follow_tap_queues(grown);
     }
 
-    /// A multi-queue tap gets its queues when the VMM opens them, after
-    /// the port was attached; frames on a queue without a socket would be
-    /// lost. A tap with more queues than it has sockets (up to one per poll
-    /// thread) is attached again, with a socket per queue.
-    fn follow_tap_queues(&mut self) {
-        let threads = self.polls.len() as u32;
-        if threads < 2 {
-            return;
-        }
-        let grown: Vec<(Slot, Nic, u32, u32)> = self
-            .ports
-            .iter()
-            .filter(|(_, p)| p.tap && p.attachment.queues < threads)
-            .filter_map(|(s, p)| {
-                let now = p
-                    .queues_now()
-                    .map_err(|e| log::debug!("slot {s}: counting the tap's queues: {e}"))
-                    .ok()?
-                    .min(threads);
-                (now > p.attachment.queues).then(|| (*s, p.as_nic(), p.attachment.queues, now))
-            })
-            .collect();
+    /// Attaches taps whose VMM opened more queues again, with a socket
+    /// per queue (up to one per poll thread).
+    fn follow_tap_queues(&mut self, grown: Vec<(Slot, Nic, u32, u32)>) {
         for (slot, nic, had, now) in grown {
             log::info!(
                 "slot {slot} ({}): the tap now has {now} queues (had {had}); attaching again",
@@ -493,6 +500,10 @@ impl SetupThread {
             if let Err(e) = self.attach_retrying(slot, &nic) {
                 log::warn!("slot {slot}: attaching {} again: {e}", nic.location());
             }
+            // The snapshot's served queues (which thread sends to the
+            // port) come from the attachment: the control plane republishes.
+            self.reattached
+                .store(true, std::sync::atomic::Ordering::Release);
         }
     }
 }

@@ -17,11 +17,10 @@ use super::DropReason;
 use podswitch_shared::model::MacAddr;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
+use crate::wire::ethernet::{TPID_8021AD, TPID_8021Q};
+use crate::wire::ip::{ETHERTYPE_IPV4, ETHERTYPE_IPV6, L3, PROTO_ICMPV6, PROTO_UDP};
+
 const ETHERTYPE_ARP: u16 = 0x0806;
-const ETHERTYPE_IPV4: u16 = 0x0800;
-const ETHERTYPE_IPV6: u16 = 0x86dd;
-const PROTO_UDP: u8 = 17;
-const PROTO_ICMPV6: u8 = 58;
 const ND_NEIGHBOR_SOLICIT: u8 = 135;
 const ND_NEIGHBOR_ADVERT: u8 = 136;
 
@@ -83,12 +82,16 @@ impl IpGuard {
     }
 
     /// Checks a frame the port sent: `l3` is what follows its Ethernet
-    /// header (and 802.1Q tag). Frames of other EtherTypes pass.
-    pub fn check(&self, ethertype: u16, l3: &[u8]) -> Result<(), DropReason> {
+    /// header (and 802.1Q tag), `parsed` the pipeline's reading of it
+    /// (`wire::ip::parse`, which walks IPv6 extension headers). Frames of
+    /// other EtherTypes pass; a stacked 802.1Q/802.1ad tag hides its
+    /// addresses and is dropped.
+    pub fn check(&self, ethertype: u16, l3: &[u8], parsed: Option<&L3>) -> Result<(), DropReason> {
         match ethertype {
             ETHERTYPE_ARP => self.check_arp(l3),
-            ETHERTYPE_IPV4 => self.check_ipv4(l3),
-            ETHERTYPE_IPV6 => self.check_ipv6(l3),
+            ETHERTYPE_IPV4 => self.check_ipv4(parsed.ok_or(DropReason::IpSpoof)?),
+            ETHERTYPE_IPV6 => self.check_ipv6(l3, parsed.ok_or(DropReason::Ipv6Spoof)?),
+            TPID_8021Q | TPID_8021AD => Err(DropReason::IpSpoof),
             _ => Ok(()),
         }
     }
@@ -109,57 +112,46 @@ impl IpGuard {
         }
     }
 
-    fn check_ipv4(&self, p: &[u8]) -> Result<(), DropReason> {
-        let Some(s) = p.get(12..16) else {
+    fn check_ipv4(&self, p: &L3) -> Result<(), DropReason> {
+        let IpAddr::V4(src) = p.src else {
             return Err(DropReason::IpSpoof);
         };
-        let src = Ipv4Addr::new(s[0], s[1], s[2], s[3]);
         if self.v4.contains(&src) {
             return Ok(());
         }
-        if src.is_unspecified() {
-            // A DHCP client before it has an address: UDP 68 → 67.
-            let ihl = (p[0] & 0x0f) as usize * 4;
-            let udp = p.get(ihl..ihl + 4);
-            if p[9] == PROTO_UDP && udp == Some(&[0, 68, 0, 67][..]) {
-                return Ok(());
-            }
+        // A DHCP client before it has an address: UDP 68 -> 67.
+        if src.is_unspecified() && p.proto == PROTO_UDP && p.ports == Some((68, 67)) {
+            return Ok(());
         }
         Err(DropReason::IpSpoof)
     }
 
-    fn check_ipv6(&self, p: &[u8]) -> Result<(), DropReason> {
-        let (Some(s), Some(&next)) = (p.get(8..24), p.get(6)) else {
+    fn check_ipv6(&self, l3: &[u8], p: &L3) -> Result<(), DropReason> {
+        let IpAddr::V6(src) = p.src else {
             return Err(DropReason::Ipv6Spoof);
         };
-        let src = Ipv6Addr::from(<[u8; 16]>::try_from(s).unwrap_or([0xff; 16]));
         let dad = src.is_unspecified();
         if !dad && !self.allows_v6(src) {
             return Err(DropReason::Ipv6Spoof);
         }
-        // ND messages carry no extension headers (RFC 4861: hop limit 255,
-        // sent as is); the ICMPv6 header follows the fixed one.
-        if next != PROTO_ICMPV6 {
-            return Ok(());
-        }
-        let claims = match p.get(40) {
-            Some(&ND_NEIGHBOR_ADVERT) => true,
-            Some(&ND_NEIGHBOR_SOLICIT) => dad,
-            _ => false,
-        };
+        // An NA, or a DAD probe, claims its target. A fragmented ICMPv6
+        // whose type cannot be seen is no ND message (RFC 6980).
+        let claims = p.proto == PROTO_ICMPV6
+            && match p.icmp_type {
+                Some(ND_NEIGHBOR_ADVERT) => true,
+                Some(ND_NEIGHBOR_SOLICIT) => dad,
+                _ => false,
+            };
         if !claims {
             return Ok(());
         }
-        match p.get(48..64) {
-            Some(t) => {
-                let target = Ipv6Addr::from(<[u8; 16]>::try_from(t).unwrap_or([0xff; 16]));
-                if self.allows_v6(target) {
-                    Ok(())
-                } else {
-                    Err(DropReason::NdSpoof)
-                }
-            }
-            None => Err(DropReason::NdSpoof),
+        let target = l3
+            .get(p.l4_off + 8..p.l4_off + 24)
+            .and_then(|t| <[u8; 16]>::try_from(t).ok())
+            .map(Ipv6Addr::from);
+        match target {
+            Some(t) if self.allows_v6(t) => Ok(()),
+            _ => Err(DropReason::NdSpoof),
         }
     }
 }
@@ -169,6 +161,15 @@ mod tests {
     use super::*;
 
     const MAC: MacAddr = MacAddr([0x02, 0x42, 0x0a, 0x00, 0x00, 0x05]);
+
+    /// The guard's verdict, with the frame parsed as the pipeline does.
+    fn verdict(g: &IpGuard, ethertype: u16, l3: &[u8]) -> Result<(), DropReason> {
+        g.check(
+            ethertype,
+            l3,
+            crate::wire::ip::parse(ethertype, l3).as_ref(),
+        )
+    }
 
     fn guard() -> IpGuard {
         IpGuard::new(
@@ -216,24 +217,24 @@ mod tests {
     fn ipv4_source_and_dhcp() {
         let g = guard();
         assert_eq!(
-            g.check(ETHERTYPE_IPV4, &ipv4([10, 0, 0, 5], 1, [0; 4])),
+            verdict(&g, ETHERTYPE_IPV4, &ipv4([10, 0, 0, 5], 1, [0; 4])),
             Ok(())
         );
         assert_eq!(
-            g.check(ETHERTYPE_IPV4, &ipv4([10, 0, 0, 6], 1, [0; 4])),
+            verdict(&g, ETHERTYPE_IPV4, &ipv4([10, 0, 0, 6], 1, [0; 4])),
             Err(DropReason::IpSpoof)
         );
         // DHCP discover from 0.0.0.0 passes; other traffic from it does not.
         assert_eq!(
-            g.check(ETHERTYPE_IPV4, &ipv4([0; 4], PROTO_UDP, [0, 68, 0, 67])),
+            verdict(&g, ETHERTYPE_IPV4, &ipv4([0; 4], PROTO_UDP, [0, 68, 0, 67])),
             Ok(())
         );
         assert_eq!(
-            g.check(ETHERTYPE_IPV4, &ipv4([0; 4], PROTO_UDP, [0, 68, 0, 53])),
+            verdict(&g, ETHERTYPE_IPV4, &ipv4([0; 4], PROTO_UDP, [0, 68, 0, 53])),
             Err(DropReason::IpSpoof)
         );
         assert_eq!(
-            g.check(ETHERTYPE_IPV4, &[0x45, 0]),
+            verdict(&g, ETHERTYPE_IPV4, &[0x45, 0]),
             Err(DropReason::IpSpoof)
         );
     }
@@ -241,13 +242,20 @@ mod tests {
     #[test]
     fn arp_sender() {
         let g = guard();
-        assert_eq!(g.check(ETHERTYPE_ARP, &arp([10, 0, 0, 5])), Ok(()));
-        assert_eq!(g.check(ETHERTYPE_ARP, &arp([0; 4])), Ok(()), "ARP probe");
+        assert_eq!(verdict(&g, ETHERTYPE_ARP, &arp([10, 0, 0, 5])), Ok(()));
         assert_eq!(
-            g.check(ETHERTYPE_ARP, &arp([10, 0, 0, 7])),
+            verdict(&g, ETHERTYPE_ARP, &arp([0; 4])),
+            Ok(()),
+            "ARP probe"
+        );
+        assert_eq!(
+            verdict(&g, ETHERTYPE_ARP, &arp([10, 0, 0, 7])),
             Err(DropReason::ArpSpoof)
         );
-        assert_eq!(g.check(ETHERTYPE_ARP, &[0, 1]), Err(DropReason::ArpSpoof));
+        assert_eq!(
+            verdict(&g, ETHERTYPE_ARP, &[0, 1]),
+            Err(DropReason::ArpSpoof)
+        );
     }
 
     #[test]
@@ -258,36 +266,73 @@ mod tests {
         let ll = eui64_link_local(MAC);
         let any = Ipv6Addr::UNSPECIFIED;
         // Echo request (128) from our addresses; from another: spoofed.
-        assert_eq!(g.check(ETHERTYPE_IPV6, &ipv6(own, 128, any)), Ok(()));
-        assert_eq!(g.check(ETHERTYPE_IPV6, &ipv6(ll, 128, any)), Ok(()));
+        assert_eq!(verdict(&g, ETHERTYPE_IPV6, &ipv6(own, 128, any)), Ok(()));
+        assert_eq!(verdict(&g, ETHERTYPE_IPV6, &ipv6(ll, 128, any)), Ok(()));
         assert_eq!(
-            g.check(ETHERTYPE_IPV6, &ipv6(other, 128, any)),
+            verdict(&g, ETHERTYPE_IPV6, &ipv6(other, 128, any)),
             Err(DropReason::Ipv6Spoof)
         );
         // DAD: a solicitation from :: for our own (or link-local) address.
-        assert_eq!(g.check(ETHERTYPE_IPV6, &ipv6(any, 135, own)), Ok(()));
-        assert_eq!(g.check(ETHERTYPE_IPV6, &ipv6(any, 135, ll)), Ok(()));
+        assert_eq!(verdict(&g, ETHERTYPE_IPV6, &ipv6(any, 135, own)), Ok(()));
+        assert_eq!(verdict(&g, ETHERTYPE_IPV6, &ipv6(any, 135, ll)), Ok(()));
         assert_eq!(
-            g.check(ETHERTYPE_IPV6, &ipv6(any, 135, other)),
+            verdict(&g, ETHERTYPE_IPV6, &ipv6(any, 135, other)),
             Err(DropReason::NdSpoof)
         );
         // An ordinary solicitation looks another address up: fine.
-        assert_eq!(g.check(ETHERTYPE_IPV6, &ipv6(own, 135, other)), Ok(()));
+        assert_eq!(verdict(&g, ETHERTYPE_IPV6, &ipv6(own, 135, other)), Ok(()));
         // An advertisement claims its target.
-        assert_eq!(g.check(ETHERTYPE_IPV6, &ipv6(ll, 136, own)), Ok(()));
+        assert_eq!(verdict(&g, ETHERTYPE_IPV6, &ipv6(ll, 136, own)), Ok(()));
         assert_eq!(
-            g.check(ETHERTYPE_IPV6, &ipv6(ll, 136, other)),
+            verdict(&g, ETHERTYPE_IPV6, &ipv6(ll, 136, other)),
             Err(DropReason::NdSpoof)
         );
-        assert_eq!(g.check(ETHERTYPE_IPV6, &[0x60]), Err(DropReason::Ipv6Spoof));
+        assert_eq!(
+            verdict(&g, ETHERTYPE_IPV6, &[0x60]),
+            Err(DropReason::Ipv6Spoof)
+        );
+    }
+
+    #[test]
+    fn nd_behind_extension_headers_and_hidden_addresses() {
+        let g = guard();
+        let ll = eui64_link_local(MAC);
+        let other: Ipv6Addr = "fd00::9".parse().unwrap();
+        // An NA for another address behind a hop-by-hop header is still one.
+        let mut p = ipv6(ll, ND_NEIGHBOR_ADVERT, other);
+        p[6] = 0; // next header: hop-by-hop
+        let icmp = p.split_off(40);
+        p.extend([PROTO_ICMPV6, 0, 0, 0, 0, 0, 0, 0]);
+        p.extend(icmp);
+        assert_eq!(verdict(&g, ETHERTYPE_IPV6, &p), Err(DropReason::NdSpoof));
+        // A truncated NA cannot show its target: dropped.
+        let p = ipv6(ll, ND_NEIGHBOR_ADVERT, other);
+        assert_eq!(
+            verdict(&g, ETHERTYPE_IPV6, &p[..52]),
+            Err(DropReason::NdSpoof)
+        );
+        // MLD reports from :: (during DAD) pass; a stacked tag hides the
+        // addresses and is dropped.
+        let p = ipv6(Ipv6Addr::UNSPECIFIED, 143, Ipv6Addr::UNSPECIFIED);
+        assert_eq!(verdict(&g, ETHERTYPE_IPV6, &p), Ok(()));
+        assert_eq!(verdict(&g, TPID_8021Q, &[0; 40]), Err(DropReason::IpSpoof));
+        // DHCP from 0.0.0.0 with IPv4 options (IHL 6) is still DHCP.
+        let mut p = ipv4([0; 4], PROTO_UDP, [0, 68, 0, 67]);
+        p[0] = 0x46;
+        p.splice(20..20, [1, 1, 1, 0]);
+        assert_eq!(verdict(&g, ETHERTYPE_IPV4, &p), Ok(()));
+        // ARP for another protocol than IPv4 is not checkable: dropped.
+        let mut p = arp([10, 0, 0, 5]);
+        p[2] = 0x86;
+        assert_eq!(verdict(&g, ETHERTYPE_ARP, &p), Err(DropReason::ArpSpoof));
     }
 
     #[test]
     fn other_ethertypes_pass_and_nothing_allowed_blocks_ip() {
         let g = IpGuard::new(&[], None);
-        assert_eq!(g.check(0x88cc, &[1, 2, 3]), Ok(()), "LLDP");
+        assert_eq!(verdict(&g, 0x88cc, &[1, 2, 3]), Ok(()), "LLDP");
         assert_eq!(
-            g.check(ETHERTYPE_IPV4, &ipv4([10, 0, 0, 5], 1, [0; 4])),
+            verdict(&g, ETHERTYPE_IPV4, &ipv4([10, 0, 0, 5], 1, [0; 4])),
             Err(DropReason::IpSpoof)
         );
     }

@@ -23,6 +23,7 @@ use crate::wire::ethernet::{self, ParseError, TagEdit, HEADER_LEN, TAG_LEN};
 use crate::wire::ip::{self, L3};
 use acl::Dir;
 use fdb::{Fdb, Slot};
+use podswitch_shared::model::MacAddr;
 use qos::{default_burst_bits, Admit, TokenBucket, WeightedLimiter};
 use snapshot::{PortView, Snapshot, SwitchView};
 
@@ -126,8 +127,6 @@ impl DropReason {
 pub struct Egress {
     pub slot: Slot,
     pub edit: TagEdit,
-    /// 802.1p bits a tagged edit sets (None: the frame's own, 0 when pushed).
-    pub pcp: Option<u8>,
     /// The egress port's ingress-rate limiter lives on another poll thread
     /// (the port's home): the caller hands the frame there, and that
     /// thread admits it (`Limits::admit_ingress`) before sending.
@@ -153,6 +152,11 @@ pub struct Decision {
     /// What learning its source MAC did (the caller announces new and
     /// moved MACs to the other poll threads).
     pub learned: fdb::Learned,
+    /// The source MAC.
+    pub src: MacAddr,
+    /// The port's own MAC moved here from another port: a VM that moved
+    /// (live migration) announced itself.
+    pub handover: bool,
 }
 
 /// The rate limiters of one port: mutable, owned by the poll thread.
@@ -324,14 +328,20 @@ pub fn forward_len(
         return Err(DropReason::Spoof);
     }
     let l3_off = HEADER_LEN + if hdr.tag.in_frame() { TAG_LEN } else { 0 };
-    if let Some(g) = &ingress.ip_guard {
-        g.check(hdr.ethertype, frame.get(l3_off..).unwrap_or(&[]))?;
-    }
+
     let mut l3_cache: Option<Option<L3>> = None;
     let mut l3 = || {
         *l3_cache
             .get_or_insert_with(|| ip::parse(hdr.ethertype, frame.get(l3_off..).unwrap_or(&[])))
     };
+    if let Some(g) = &ingress.ip_guard {
+        let p = l3();
+        g.check(
+            hdr.ethertype,
+            frame.get(l3_off..).unwrap_or(&[]),
+            p.as_ref(),
+        )?;
+    }
     if ingress.dhcp_guard || ingress.router_guard {
         if let Some(p) = l3() {
             if ingress.dhcp_guard && ip::is_dhcp_server(&p) {
@@ -400,7 +410,6 @@ pub fn forward_len(
         out.push(Egress {
             slot: p.slot,
             edit: p.vlan.egress(vlan),
-            pcp: ingress.pcp,
             limit,
         });
     };
@@ -417,6 +426,8 @@ pub fn forward_len(
         tagged: hdr.tag.in_frame(),
         flooded,
         learned,
+        src: hdr.src,
+        handover: matches!(learned, fdb::Learned::Moved { .. }) && ingress.mac == Some(hdr.src),
     })
 }
 
@@ -512,7 +523,6 @@ mod tests {
         Egress {
             slot,
             edit,
-            pcp: None,
             limit: None,
         }
     }

@@ -17,7 +17,7 @@ use crate::pipeline::snapshot::{PortCounters, PortView, Snapshot, SwitchView};
 use crate::pipeline::vlan::PortVlan;
 use podswitch_shared::model::{
     check_object_name, FdbEntry, Handover, LinkState, MacAddr, Nic, NicKind, PortConfig,
-    PortStatus, PortUpdate, SwitchConfig, VPort, VSwitch, VlanId, VlanMode,
+    PortStatus, PortUpdate, SwitchConfig, VPort, VSwitch, VlanId,
 };
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -129,6 +129,9 @@ pub struct Registry {
     /// What was published last, to send the poll threads only what changed.
     last_ports: Vec<Option<PortView>>,
     last_switches: Vec<SwitchView>,
+    /// Slots whose MAC another port of the switch claims too (on the same
+    /// VLAN): a live migration's two ports. Kept by `publish`.
+    shared_mac_slots: std::collections::HashSet<Slot>,
     /// Wakes the thread that fsyncs the state file and directory.
     syncer: std::sync::mpsc::Sender<()>,
 }
@@ -175,6 +178,7 @@ impl Registry {
             next_flush_gen: 1,
             last_ports: Vec::new(),
             last_switches: Vec::new(),
+            shared_mac_slots: Default::default(),
             syncer: store::start_syncer(dir),
         };
         s.insert_switch(VSwitch {
@@ -236,7 +240,7 @@ impl Registry {
             let Some(slot) = e.slot else { continue };
             let mode = e.port.mode();
             switches[si].ports.push(slot);
-            if let (Some(mac), Some(v)) = (e.port.mac, home_vlan(&mode)) {
+            if let (Some(mac), Some(v)) = (e.port.mac, mode.untagged_vlan()) {
                 claims.entry((si, v.get(), mac)).or_default().push(slot);
             }
             let served = self
@@ -270,9 +274,12 @@ impl Registry {
                 counters: e.counters.clone(),
             });
         }
+        self.shared_mac_slots.clear();
         for ((si, vlan, mac), slots) in claims {
             if let [slot] = slots[..] {
                 switches[si].statics.push((vlan, mac, slot));
+            } else {
+                self.shared_mac_slots.extend(slots);
             }
         }
         let same_switches = switches.len() == self.last_switches.len()
@@ -516,38 +523,29 @@ impl Registry {
             // Recorded, never attached: no data path status, no counters.
             return VPort {
                 status: Some(PortStatus {
-                    attached: false,
-                    ifindex: 0,
-                    xdp_mode: "none".into(),
-                    queues: 0,
-                    mtu: 0,
-                    handover: None,
                     reason: Some(not_attached_reason(&e.port.nic)),
+                    ..PortStatus::detached()
                 }),
                 stats: None,
                 ..e.port.clone()
             };
         };
-        let handover = self.handover(e);
-        let status = self.datapath.attachment(slot).map(|a| PortStatus {
-            attached: true,
-            ifindex: a.ifindex,
-            xdp_mode: a.mode.as_str().into(),
-            queues: a.queues,
-            mtu: a.mtu,
-            handover,
-            reason: None,
-        });
+        let status = match self.datapath.attachment(slot) {
+            Some(a) => PortStatus {
+                attached: true,
+                ifindex: a.ifindex,
+                xdp_mode: a.mode.as_str().into(),
+                queues: a.queues,
+                mtu: a.mtu,
+                ..PortStatus::detached()
+            },
+            None => PortStatus::detached(),
+        };
         VPort {
-            status: Some(status.unwrap_or(PortStatus {
-                attached: false,
-                ifindex: 0,
-                xdp_mode: "none".into(),
-                queues: 0,
-                mtu: 0,
-                handover,
-                reason: None,
-            })),
+            status: Some(PortStatus {
+                handover: self.handover(e),
+                ..status
+            }),
             stats: Some({
                 let mut st = e.counters.to_stats(&e.acl);
                 let lost = self.datapath.no_socket_drops(slot);
@@ -565,18 +563,12 @@ impl Registry {
     /// switch has the same MAC on the same VLAN; `active` if the switch's
     /// table sends the MAC to this port, else `standby`.
     fn handover(&self, e: &PortEntry) -> Option<Handover> {
-        let mac = e.port.mac?;
-        let vlan = home_vlan(&e.port.mode())?;
         let slot = e.slot?;
-        let shared = self.ports.values().any(|o| {
-            o.slot.is_some_and(|s| s != slot)
-                && o.port.switch == e.port.switch
-                && o.port.mac == Some(mac)
-                && home_vlan(&o.port.mode()) == Some(vlan)
-        });
-        if !shared {
+        if !self.shared_mac_slots.contains(&slot) {
             return None;
         }
+        let mac = e.port.mac?;
+        let vlan = e.port.mode().untagged_vlan()?;
         let sw = self.switches.get(&e.port.switch)?;
         let table = self.datapath.fdb(sw.id, true)?;
         let here = table
@@ -874,7 +866,7 @@ impl Registry {
     }
 
     /// Publishes again (an attach changed which poll threads serve a port).
-    pub(crate) fn republish(&mut self) {
+    pub fn republish(&mut self) {
         self.publish();
     }
 
@@ -981,14 +973,6 @@ pub(crate) struct Pending {
     pub slot: Slot,
     pub nic: Nic,
     pub link_up: bool,
-}
-
-/// The VLAN a port's own MAC lives on: its access VLAN or native VLAN.
-fn home_vlan(mode: &VlanMode) -> Option<VlanId> {
-    match mode {
-        VlanMode::Access(v) => Some(*v),
-        VlanMode::Trunk { native, .. } => *native,
-    }
 }
 
 #[cfg(test)]

@@ -140,23 +140,7 @@ pub fn apply_tag_edit(
     edit: TagEdit,
     pcp: Option<u8>,
 ) -> Result<(usize, usize), NoHeadroom> {
-    let (noff, nlen) = edit_tag(buf, off, len, tagged, edit)?;
-    if let (TagEdit::Tagged(_), Some(p)) = (edit, pcp) {
-        let tci = noff + field::TCI.start;
-        let old = be16(&buf[tci..tci + 2]);
-        let new = (old & 0x1fff) | (u16::from(p & 7) << 13);
-        buf[tci..tci + 2].copy_from_slice(&new.to_be_bytes());
-    }
-    Ok((noff, nlen))
-}
-
-fn edit_tag(
-    buf: &mut [u8],
-    off: usize,
-    len: usize,
-    tagged: bool,
-    edit: TagEdit,
-) -> Result<(usize, usize), NoHeadroom> {
+    let prio = |p: u8| u16::from(p & 7) << 13;
     match (tagged, edit) {
         (false, TagEdit::Untagged) => Ok((off, len)),
         (true, TagEdit::Untagged) => {
@@ -167,7 +151,11 @@ fn edit_tag(
         (true, TagEdit::Tagged(vid)) => {
             let tci = off + field::TCI.start;
             let old = be16(&buf[tci..tci + 2]);
-            let new = (old & 0xf000) | (vid & 0x0fff);
+            let keep = match pcp {
+                Some(p) => prio(p) | (old & 0x1000), // DEI stays
+                None => old & 0xf000,
+            };
+            let new = keep | (vid & 0x0fff);
             buf[tci..tci + 2].copy_from_slice(&new.to_be_bytes());
             // A non-0x8100 TPID never reaches egress; normalise anyway.
             buf[off + 12..off + 14].copy_from_slice(&TPID_8021Q.to_be_bytes());
@@ -180,7 +168,8 @@ fn edit_tag(
             let n = off - TAG_LEN;
             buf.copy_within(off..off + 12, n);
             buf[n + 12..n + 14].copy_from_slice(&TPID_8021Q.to_be_bytes());
-            buf[n + 14..n + 16].copy_from_slice(&(vid & 0x0fff).to_be_bytes());
+            let tci = pcp.map(prio).unwrap_or(0) | (vid & 0x0fff);
+            buf[n + 14..n + 16].copy_from_slice(&tci.to_be_bytes());
             Ok((n, len + TAG_LEN))
         }
     }

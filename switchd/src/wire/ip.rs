@@ -28,6 +28,9 @@ pub struct L3 {
     pub udp_first: Option<u8>,
     /// A non-first fragment, or a header chain cut short: L4 is unknown.
     pub l4_unknown: bool,
+    /// Where the L4 header starts in the L3 packet (after IPv6 extension
+    /// headers); meaningful when `l4_unknown` is false.
+    pub l4_off: usize,
 }
 
 fn be16(b: &[u8], at: usize) -> Option<u16> {
@@ -80,6 +83,7 @@ pub fn parse(ethertype: u16, p: &[u8]) -> Option<L3> {
                     icmp_type: None,
                     udp_first: None,
                     l4_unknown: true,
+                    l4_off: ihl,
                 });
             }
             let (ports, icmp_type, udp_first, l4_unknown) = l4(proto, &p[ihl..]);
@@ -91,6 +95,7 @@ pub fn parse(ethertype: u16, p: &[u8]) -> Option<L3> {
                 icmp_type,
                 udp_first,
                 l4_unknown,
+                l4_off: ihl,
             })
         }
         ETHERTYPE_IPV6 => {
@@ -149,6 +154,7 @@ pub fn parse(ethertype: u16, p: &[u8]) -> Option<L3> {
                 icmp_type,
                 udp_first,
                 l4_unknown: unknown || cut,
+                l4_off: off,
             })
         }
         _ => None,
