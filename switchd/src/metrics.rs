@@ -74,6 +74,31 @@ fn head(out: &mut String, name: &str, kind: &str, help: &str) {
     let _ = writeln!(out, "# TYPE {name} {kind}");
 }
 
+/// Frames waiting in each port's shapers (qos.ingressRate: to the port;
+/// qos.egressRate: from it).
+fn shaper_gauges<'a>(
+    o: &mut String,
+    ports: impl Iterator<Item = &'a podswitch_shared::model::VPort>,
+) {
+    let name = "podswitch_port_shaper_queued_frames";
+    head(
+        o,
+        name,
+        "gauge",
+        "Frames waiting for tokens in the port's shaper, by direction (ingress: to the port, qos.ingressRate; egress: from it, qos.egressRate); sampled once a second.",
+    );
+    for p in ports {
+        let s = p.stats.clone().unwrap_or_default();
+        for (dir, v) in [("ingress", s.ingress_queued), ("egress", s.egress_queued)] {
+            let _ = writeln!(
+                o,
+                "{name}{{port=\"{}\",direction=\"{dir}\"}} {v}",
+                esc(&p.id)
+            );
+        }
+    }
+}
+
 /// Renders every metric. The registry is locked only to copy what is
 /// rendered; the poll threads are asked for their FDB figures after.
 pub fn render(state: &Mutex<Registry>, api: &ApiMetrics, start_time: f64) -> String {
@@ -224,6 +249,7 @@ pub fn render(state: &Mutex<Registry>, api: &ApiMetrics, start_time: f64) -> Str
             );
         }
     }
+    shaper_gauges(&mut o, served());
     head(
         &mut o,
         "podswitch_port_link_up",
