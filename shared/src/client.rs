@@ -181,17 +181,9 @@ impl Client {
                 ));
             }
         };
-        let head = parse_response(&r.buf[..end + 4])?;
-        let chunked = std::str::from_utf8(&r.buf[..end])
-            .unwrap_or("")
-            .split("\r\n")
-            .filter_map(|l| l.split_once(':'))
-            .any(|(k, v)| {
-                k.eq_ignore_ascii_case("transfer-encoding")
-                    && v.trim().eq_ignore_ascii_case("chunked")
-            });
+        let (status, chunked) = parse_head(&r.buf[..end])?;
         r.buf.drain(..end + 4);
-        if !(200..300).contains(&head.status) {
+        if !(200..300).contains(&status) {
             // An error answer is small: read it whole.
             while r.more()? {}
             let body = if chunked { dechunk(&r.buf)? } else { r.buf };
@@ -199,10 +191,7 @@ impl Client {
                 code: "http".into(),
                 message: String::from_utf8_lossy(&body).into_owned(),
             });
-            return Err(ClientError::Api {
-                status: head.status,
-                error,
-            });
+            return Err(ClientError::Api { status, error });
         }
         if !chunked {
             // Until the connection closes.
@@ -321,7 +310,16 @@ fn parse_response(buf: &[u8]) -> Result<Response, ClientError> {
         .windows(4)
         .position(|w| w == b"\r\n\r\n")
         .ok_or_else(|| ClientError::Protocol("no end of headers".into()))?;
-    let head = std::str::from_utf8(&buf[..end])
+    let (status, chunked) = parse_head(&buf[..end])?;
+    let raw = &buf[end + 4..];
+    let body = if chunked { dechunk(raw)? } else { raw.to_vec() };
+    Ok(Response { status, body })
+}
+
+/// The status of a response head (without its final CRLF CRLF), and
+/// whether its body is chunked.
+fn parse_head(head: &[u8]) -> Result<(u16, bool), ClientError> {
+    let head = std::str::from_utf8(head)
         .map_err(|_| ClientError::Protocol("headers are not UTF-8".into()))?;
     let mut lines = head.split("\r\n");
     let status_line = lines.next().unwrap_or_default();
@@ -340,9 +338,7 @@ fn parse_response(buf: &[u8]) -> Result<Response, ClientError> {
             }
         }
     }
-    let raw = &buf[end + 4..];
-    let body = if chunked { dechunk(raw)? } else { raw.to_vec() };
-    Ok(Response { status, body })
+    Ok((status, chunked))
 }
 
 fn dechunk(mut raw: &[u8]) -> Result<Vec<u8>, ClientError> {

@@ -224,6 +224,7 @@ pub fn render(state: &Mutex<Registry>, api: &ApiMetrics, start_time: f64) -> Str
             );
         }
     }
+    mirror_and_capture(&mut o, &ports);
     head(
         &mut o,
         "podswitch_port_link_up",
@@ -444,6 +445,54 @@ pub fn render(state: &Mutex<Registry>, api: &ApiMetrics, start_time: f64) -> Str
         a.count
     );
     o
+}
+
+/// Port mirroring and live capture counters, per attached port.
+fn mirror_and_capture(o: &mut String, ports: &[podswitch_shared::model::VPort]) {
+    type Pick = fn(&podswitch_shared::model::VPort) -> u64;
+    let series: [(&str, &str, &str, Pick); 5] = [
+        (
+            "podswitch_port_mirror_copies_total",
+            "counter",
+            "Mirror copies sent to the port (a portMirroring destination).",
+            |p| p.stats.as_ref().map_or(0, |s| s.mirror_copies),
+        ),
+        (
+            "podswitch_port_mirror_dropped_total",
+            "counter",
+            "Mirror copies for the port that could not be made or queued (no free frame, TX ring or hand-off ring full); also podswitch_port_drops_total{reason=\"mirror\"}.",
+            |p| {
+                p.stats
+                    .as_ref()
+                    .and_then(|s| s.drops.get("mirror").copied())
+                    .unwrap_or(0)
+            },
+        ),
+        (
+            "podswitch_port_capture_frames_total",
+            "counter",
+            "Frames live captures of the port took.",
+            |p| p.stats.as_ref().map_or(0, |s| s.capture_frames),
+        ),
+        (
+            "podswitch_port_capture_dropped_total",
+            "counter",
+            "Frames live captures of the port lost because their ring was full (the reader was slower than the port).",
+            |p| p.stats.as_ref().map_or(0, |s| s.capture_dropped),
+        ),
+        (
+            "podswitch_port_captures_running",
+            "gauge",
+            "Live captures running on the port.",
+            |p| p.status.as_ref().map_or(0, |s| s.captures.len() as u64),
+        ),
+    ];
+    for (name, kind, help, pick) in series {
+        head(o, name, kind, help);
+        for p in ports.iter().filter(|p| p.nic.attaches()) {
+            let _ = writeln!(o, "{name}{{port=\"{}\"}} {}", esc(&p.id), pick(p));
+        }
+    }
 }
 
 #[cfg(test)]
