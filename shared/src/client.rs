@@ -366,6 +366,64 @@ mod tests {
     use super::*;
 
     #[test]
+    fn streams_chunks_as_they_come_and_reads_trailers() {
+        use std::os::unix::net::UnixListener;
+        let dir = std::env::temp_dir().join(format!("psw-client-{}", std::process::id()));
+        let _ = std::fs::create_dir_all(&dir);
+        let path = dir.join("s.sock");
+        let _ = std::fs::remove_file(&path);
+        let l = UnixListener::bind(&path).unwrap();
+        let server = std::thread::spawn(move || {
+            let (mut s, _) = l.accept().unwrap();
+            let mut req = [0u8; 1024];
+            let n = s.read(&mut req).unwrap();
+            assert!(std::str::from_utf8(&req[..n])
+                .unwrap()
+                .contains("TE: trailers"));
+            // Split mid-chunk and mid-size-line, with pauses (the client's
+            // idle callback runs meanwhile).
+            for part in [
+                &b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n5\r\nab"[..],
+                b"cde\r\n",
+                b"1",
+                b"0\r\n0123456789abcdef\r\n0\r\nx-capture-frames: 2\r\n",
+                b"x-capture-dropped: 0\r\n\r\n",
+            ] {
+                s.write_all(part).unwrap();
+                std::thread::sleep(Duration::from_millis(30));
+            }
+        });
+        let c = Client::new(&path);
+        let mut got = Vec::new();
+        let mut idles = 0;
+        let t = c
+            .stream(
+                "/x",
+                Duration::from_millis(10),
+                &mut |b| {
+                    got.extend_from_slice(b);
+                    Ok(())
+                },
+                &mut || {
+                    idles += 1;
+                    Ok(())
+                },
+            )
+            .unwrap();
+        server.join().unwrap();
+        assert_eq!(got, b"abcde0123456789abcdef");
+        assert_eq!(
+            t,
+            vec![
+                ("x-capture-frames".to_string(), "2".to_string()),
+                ("x-capture-dropped".to_string(), "0".to_string())
+            ]
+        );
+        assert!(idles > 0);
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
     fn parses_plain_and_chunked() {
         let r = parse_response(b"HTTP/1.1 201 Created\r\ncontent-length: 2\r\n\r\n{}").unwrap();
         assert_eq!((r.status, r.body.as_slice()), (201, b"{}".as_slice()));

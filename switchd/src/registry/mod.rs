@@ -1163,6 +1163,79 @@ mod tests {
     }
 
     #[test]
+    fn mirroring_and_captures_are_published_live() {
+        use crate::wire::pcap::{CaptureRequest, Direction};
+        let (mut r, fake, d) = registry("mirror");
+        let a = create(&mut r, cfg("pswa", 100)).unwrap();
+        let b = create(&mut r, cfg("pswb", 200)).unwrap();
+        let u = |m| PortUpdate {
+            port_mirroring: Some(m),
+            ..PortUpdate::default()
+        };
+        r.update_port(&a, u(PortMirroring::Source)).unwrap();
+        r.update_port(&b, u(PortMirroring::Destination)).unwrap();
+        let snap = fake.last();
+        assert_eq!(snap.switches[0].mirror_dests, vec![1]);
+        let pa = snap.ports[0].as_ref().unwrap();
+        assert_eq!(pa.mirroring, PortMirroring::Source);
+        assert!(pa.captures.is_none(), "nobody captures: nothing to look at");
+        // A capture is a typed change to its port only, and keeps its MACs.
+        let req = CaptureRequest {
+            direction: Direction::In,
+            count: Some(3),
+            snaplen: 64,
+        };
+        let t1 = r.start_capture(&a, &req).unwrap();
+        let t2 = r.start_capture(&a, &CaptureRequest::default()).unwrap();
+        let snap2 = fake.last();
+        assert_eq!(snap2.changed.as_deref(), Some(&[0][..]));
+        let taps = snap2.ports[0].as_ref().unwrap().captures.clone().unwrap();
+        assert!(Arc::ptr_eq(&taps[0], &t1) && Arc::ptr_eq(&taps[1], &t2));
+        assert_eq!(snap2.ports[0].as_ref().unwrap().flush_gen, pa.flush_gen);
+        let st = r.port(&a).unwrap().status.unwrap();
+        assert_eq!(st.captures.len(), 2);
+        assert_eq!(
+            (st.captures[0].direction.as_str(), st.captures[0].count),
+            ("in", Some(3))
+        );
+        for _ in 2..MAX_CAPTURES {
+            r.start_capture(&a, &req).unwrap();
+        }
+        let e = r.start_capture(&a, &req).unwrap_err();
+        assert!(matches!(e, RegistryError::Conflict(_)), "{e}");
+        assert!(matches!(
+            r.start_capture("nosuch", &req),
+            Err(RegistryError::NotFound(_))
+        ));
+        // Ending one unpublishes it and keeps its figures.
+        t1.offer(
+            crate::wire::pcap::Dir::In,
+            1,
+            60,
+            std::iter::once(&[0u8; 60][..]),
+        );
+        r.stop_capture(&a, &t1);
+        r.stop_capture(&a, &t1); // twice: no harm
+        assert!(t1.is_closed());
+        let left = fake.last().ports[0]
+            .as_ref()
+            .unwrap()
+            .captures
+            .clone()
+            .unwrap();
+        assert_eq!(left.len(), MAX_CAPTURES - 1);
+        assert!(!left.iter().any(|t| Arc::ptr_eq(t, &t1)));
+        assert_eq!(r.port(&a).unwrap().stats.unwrap().capture_frames, 1);
+        // Deleting the port ends the rest.
+        r.delete_port(&a).unwrap();
+        assert!(t2.is_closed());
+        // Off again: no destination left.
+        r.update_port(&b, u(PortMirroring::None)).unwrap();
+        assert!(fake.last().switches[0].mirror_dests.is_empty());
+        let _ = std::fs::remove_dir_all(d);
+    }
+
+    #[test]
     fn a_reused_slot_starts_with_no_learned_macs() {
         let (mut r, fake, d) = registry("reuse");
         let a = create(&mut r, cfg("pswa", 100)).unwrap();
