@@ -20,6 +20,7 @@ const OWN_KEYS: &[&str] = &[
     "macSpoofCheck",
     "ipSpoofCheck",
     "priority",
+    "portMirroring",
     "linkState",
     "qos",
     "dhcpGuard",
@@ -155,6 +156,9 @@ pub struct NetConf {
     /// 802.1p: `{"mode": "trust"|"reset"|"set", "pcp": 0..7}`.
     #[serde(default)]
     pub priority: Option<podswitch_shared::model::Priority>,
+    /// Port mirroring: `"none"`, `"source"` or `"destination"`.
+    #[serde(default)]
+    pub port_mirroring: Option<podswitch_shared::model::PortMirroring>,
     #[serde(default)]
     pub link_state: Option<LinkState>,
     #[serde(default)]
@@ -417,6 +421,7 @@ impl NetConf {
             storm_limit: self.storm_limit,
             acls: self.acls.clone(),
             acl_default: self.acl_default,
+            port_mirroring: self.port_mirroring,
             owner: Some(podswitch_shared::model::Owner {
                 container_id: Some(env.container_id.clone()),
                 ifname: Some(env.ifname.clone()),

@@ -481,6 +481,49 @@ impl Priority {
     }
 }
 
+/// A port's part in port mirroring among the ports of its switch
+/// (Hyper-V's `PortMirroring`): a `destination` port receives a copy of
+/// every frame each `source` port of the same switch sends and receives.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PortMirroring {
+    #[default]
+    None,
+    Source,
+    Destination,
+}
+
+impl fmt::Display for PortMirroring {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            PortMirroring::None => "none",
+            PortMirroring::Source => "source",
+            PortMirroring::Destination => "destination",
+        })
+    }
+}
+
+impl FromStr for PortMirroring {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "none" => Ok(PortMirroring::None),
+            "source" => Ok(PortMirroring::Source),
+            "destination" => Ok(PortMirroring::Destination),
+            _ => Err(format!(
+                "portMirroring is none, source or destination, not {s:?}"
+            )),
+        }
+    }
+}
+
+/// Left out of a port's JSON (and state file) when `none`.
+impl OmitWhenEmpty for PortMirroring {
+    fn omit(&self) -> bool {
+        *self == PortMirroring::None
+    }
+}
+
 /// Per-port QoS: maximum rate and burst each way (bits per second and
 /// bits, as in the CNI `bandwidth` capability) and the Hyper-V
 /// minimum-bandwidth weight. "ingress" is what the pod receives, "egress"
@@ -912,6 +955,8 @@ port_settings! {
     opt storm_limit: u32;
     def acls: Vec<AclRule>;
     def acl_default: AclAction;
+    /// Port mirroring: none (default), source or destination.
+    def port_mirroring: PortMirroring;
 }
 
 impl PortConfig {
@@ -935,6 +980,11 @@ impl PortConfig {
             (self.storm_limit.is_some(), "stormLimit"),
             (self.acls.as_ref().is_some_and(|a| !a.is_empty()), "acls"),
             (self.acl_default == Some(AclAction::Deny), "aclDefault deny"),
+            (
+                self.port_mirroring
+                    .is_some_and(|m| m != PortMirroring::None),
+                "portMirroring",
+            ),
         ]
         .into_iter()
         .filter(|(bad, _)| *bad)
@@ -968,6 +1018,16 @@ pub struct PortStats {
     /// Frames each ACL rule matched, in rule order (reset when the rules change).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub acl_hits: Vec<u64>,
+    /// Mirror copies sent to this port (a `destination`); the copies that
+    /// could not be made or queued are under `drops["mirror"]`.
+    #[serde(default)]
+    pub mirror_copies: u64,
+    /// Frames live captures of this port took, and those they lost to a
+    /// full capture ring (every capture so far, the running ones included).
+    #[serde(default)]
+    pub capture_frames: u64,
+    #[serde(default)]
+    pub capture_dropped: u64,
 }
 
 /// A PATCH field that is present: `null` is `Some(None)` for an optional
@@ -994,6 +1054,7 @@ impl PortStatus {
             mtu: 0,
             handover: None,
             reason: None,
+            captures: Vec::new(),
         }
     }
 }
@@ -1022,6 +1083,25 @@ pub struct PortStatus {
     /// a fault (a VF in legacy eswitch mode: the NIC forwards its frames).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// The live captures running on the port now
+    /// (`GET /v1/ports/{id}/capture`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub captures: Vec<CaptureInfo>,
+}
+
+/// One running live capture of a port.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CaptureInfo {
+    /// `in` (what the pod sends), `out` (what the switch sends it) or `both`.
+    pub direction: String,
+    pub snaplen: u32,
+    /// Frames it stops after, if it was given a count.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub count: Option<u64>,
+    /// Frames taken so far, and lost to its full ring.
+    pub frames: u64,
+    pub dropped: u64,
 }
 
 /// A port's part in a MAC handover (see `PortStatus::handover`).

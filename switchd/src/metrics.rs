@@ -104,6 +104,15 @@ impl Family {
         Family::new(name, MetricType::GAUGE, help)
     }
 
+    /// A counter if `counter`, else a gauge.
+    fn of(counter: bool, name: &str, help: &str) -> Family {
+        if counter {
+            Family::counter(name, help)
+        } else {
+            Family::gauge(name, help)
+        }
+    }
+
     fn add(&mut self, labels: &[(&str, &str)], value: f64) {
         let mut m = Metric::default();
         m.set_label(
@@ -216,6 +225,7 @@ fn collect(state: &Mutex<Registry>, api: &ApiMetrics, start_time: f64) -> Vec<Fa
     }
     out.push(f);
     out.push(shaper_gauges(&served));
+    out.extend(mirror_and_capture(&served));
     let mut f = Family::gauge(
         "podswitch_port_link_up",
         "1 if the port is administratively up, 0 if it is set down.",
@@ -263,11 +273,7 @@ fn collect(state: &Mutex<Registry>, api: &ApiMetrics, start_time: f64) -> Vec<Fa
         ),
     ];
     for (name, counter, help, pick) in per_switch {
-        let mut f = if counter {
-            Family::counter(name, help)
-        } else {
-            Family::gauge(name, help)
-        };
+        let mut f = Family::of(counter, name, help);
         for (sw, max, v) in &fdb {
             f.add(&[("switch", sw)], pick(v, *max) as f64);
         }
@@ -320,11 +326,7 @@ fn collect(state: &Mutex<Registry>, api: &ApiMetrics, start_time: f64) -> Vec<Fa
         ),
     ];
     for (name, counter, help, pick) in per_thread {
-        let mut f = if counter {
-            Family::counter(name, help)
-        } else {
-            Family::gauge(name, help)
-        };
+        let mut f = Family::of(counter, name, help);
         for t in &info.threads {
             f.add(&[("thread", &t.index.to_string())], pick(t));
         }
@@ -371,11 +373,7 @@ fn collect(state: &Mutex<Registry>, api: &ApiMetrics, start_time: f64) -> Vec<Fa
         ),
     ];
     for (name, counter, help, pick) in per_listener {
-        let mut f = if counter {
-            Family::counter(name, help)
-        } else {
-            Family::gauge(name, help)
-        };
+        let mut f = Family::of(counter, name, help);
         for b in [&api.control, &api.metrics] {
             f.add(&[("listener", b.name)], pick(b) as f64);
         }
@@ -440,6 +438,58 @@ fn shaper_gauges(ports: &[&VPort]) -> Family {
         }
     }
     f
+}
+
+/// Port mirroring and live capture counters, per attached port.
+fn mirror_and_capture(ports: &[&VPort]) -> Vec<Family> {
+    type Pick = fn(&VPort) -> u64;
+    let series: [(&str, bool, &str, Pick); 5] = [
+        (
+            "podswitch_port_mirror_copies_total",
+            true,
+            "Mirror copies sent to the port (a portMirroring destination).",
+            |p| p.stats.as_ref().map_or(0, |s| s.mirror_copies),
+        ),
+        (
+            "podswitch_port_mirror_dropped_total",
+            true,
+            "Mirror copies for the port that could not be made or queued (no free frame, TX ring or hand-off ring full); also podswitch_port_drops_total{reason=\"mirror\"}.",
+            |p| {
+                p.stats
+                    .as_ref()
+                    .and_then(|s| s.drops.get("mirror").copied())
+                    .unwrap_or(0)
+            },
+        ),
+        (
+            "podswitch_port_capture_frames_total",
+            true,
+            "Frames live captures of the port took.",
+            |p| p.stats.as_ref().map_or(0, |s| s.capture_frames),
+        ),
+        (
+            "podswitch_port_capture_dropped_total",
+            true,
+            "Frames live captures of the port lost because their ring was full (the reader was slower than the port).",
+            |p| p.stats.as_ref().map_or(0, |s| s.capture_dropped),
+        ),
+        (
+            "podswitch_port_captures_running",
+            false,
+            "Live captures running on the port.",
+            |p| p.status.as_ref().map_or(0, |s| s.captures.len() as u64),
+        ),
+    ];
+    series
+        .into_iter()
+        .map(|(name, counter, help, pick)| {
+            let mut f = Family::of(counter, name, help);
+            for p in ports {
+                f.add(&[("port", &p.id)], pick(p) as f64);
+            }
+            f
+        })
+        .collect()
 }
 
 /// Renders every metric in the text exposition format. The registry is

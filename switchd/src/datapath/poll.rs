@@ -20,12 +20,15 @@ use super::budget::Budget;
 use super::mesh::{Handoff, Kind, Learn, Mesh, MAX_FRAGS};
 use super::xsk::{Desc, Umem, XskSocket, FRAME_SIZE, XDP_PKT_CONTD};
 use super::{DatapathConfig, SetupMsg, ThreadStats};
+use crate::pipeline::capture::CaptureTap;
 use crate::pipeline::fdb::{Fdb, Row, Slot};
 use crate::pipeline::qos::FairQueue;
 use crate::pipeline::snapshot::{Snapshot, ThreadCounters};
 use crate::pipeline::{forward, qos, DropReason, Egress, Limited, Limits};
 use crate::wire::ethernet::{apply_tag_edit, HEADER_LEN, TAG_LEN};
+use crate::wire::pcap::Dir;
 use arc_swap::ArcSwap;
+use podswitch_shared::model::PortMirroring;
 use std::collections::{HashMap, VecDeque};
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::atomic::Ordering::Relaxed;
@@ -114,6 +117,10 @@ struct Port {
     /// Descriptors to queue on this port's TX ring at the end of the round
     /// (whole frames; all but a frame's last carry XDP_PKT_CONTD).
     tx_pending: Vec<Desc>,
+    /// Mirror copies for this port (a mirroring destination), queued
+    /// after `tx_pending` so that they never take its place in the TX
+    /// ring; what does not fit is dropped (counted `mirror`).
+    mirror_pending: Vec<Desc>,
     /// The TX ring holds frames the kernel has not sent yet.
     tx_backlog: bool,
     /// The socket reported an error (netdev gone); not polled any more.
@@ -127,6 +134,9 @@ pub(crate) struct PollThread {
     free: Vec<u64>,
     owner: Vec<u32>,
     budget: Budget,
+    /// A mirror copy takes a free frame only while more than this many
+    /// are free (half the budget's reserve stays for forwarding).
+    mirror_floor: usize,
     /// Sockets handed back to be closed: instance → frames in their fill
     /// rings. They stay in the budget until their frames come back.
     closing: HashMap<u32, u32>,
@@ -172,6 +182,29 @@ fn frame_len(descs: &[Desc]) -> usize {
     descs.iter().map(|d| d.len as usize).sum()
 }
 
+/// Offers the whole frames of `descs` (our chunks, going `dir`) to the
+/// port's live captures; only the frames' bytes are read.
+fn offer(umem: &Umem, taps: &[Arc<CaptureTap>], dir: Dir, descs: &[Desc]) {
+    if !taps.iter().any(|t| t.wants(dir)) {
+        return;
+    }
+    let ts = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0);
+    for f in frames(descs) {
+        let len = frame_len(f);
+        for t in taps {
+            t.offer(
+                dir,
+                ts,
+                len,
+                f.iter().map(|d| umem.frame(d.addr, d.len as usize)),
+            );
+        }
+    }
+}
+
 /// Splits a flat run of descriptors into whole frames.
 fn frames(descs: &[Desc]) -> impl Iterator<Item = &[Desc]> {
     let mut rest = descs;
@@ -210,6 +243,7 @@ impl PollThread {
             free: (0..n as u64).rev().map(|i| i * FRAME_SIZE).collect(),
             owner: vec![FREE; n as usize],
             budget: Budget::new(n),
+            mirror_floor: Budget::new(n).reserve() as usize / 2,
             closing: HashMap::new(),
             ports: HashMap::new(),
             cmds,
@@ -366,6 +400,7 @@ impl PollThread {
                 window_start: 0,
                 last_window_rx: 0,
                 tx_pending: Vec::new(),
+                mirror_pending: Vec::new(),
                 tx_backlog: false,
                 dead: false,
             },
@@ -390,6 +425,7 @@ impl PollThread {
         };
         self.closing.insert(p.instance, p.filled);
         let mut pending: Vec<u64> = p.tx_pending.iter().map(|d| d.addr).collect();
+        pending.extend(p.mirror_pending.iter().map(|d| d.addr));
         if let Some(q) = self.shaped.remove(&slot) {
             pending.extend(q.iter().map(|d| d.addr));
         }
@@ -632,8 +668,12 @@ impl PollThread {
                 }
                 self.notify |= 1 << src;
                 let Some(mine) = mine else {
+                    let why = match h.kind {
+                        Kind::Mirror => DropReason::Mirror,
+                        _ => DropReason::NoBuffer,
+                    };
                     if let Some(p) = snap.port(h.slot) {
-                        p.counters.t(self.index).count_drop(DropReason::NoBuffer);
+                        p.counters.t(self.index).count_drop(why);
                     }
                     continue;
                 };
@@ -641,6 +681,7 @@ impl PollThread {
                     Kind::Transmit { limit: Some(l) } => self.shape_to(snap, h.slot, l, mine),
                     Kind::Transmit { limit: None } => self.queue_tx(snap, h.slot, &mine),
                     Kind::Process => self.ingest(snap, h.slot, &mine, now),
+                    Kind::Mirror => self.queue_mirror(snap, h.slot, &mine),
                 }
             }
         }
@@ -669,6 +710,16 @@ impl PollThread {
 
     /// Puts a ready frame (our chunks) on `slot`'s TX queue, if we serve it.
     fn queue_tx(&mut self, snap: &Snapshot, slot: Slot, f: &[Desc]) {
+        // A mirroring source's destinations get what it is sent, as it
+        // leaves (after the egress tag edit).
+        if let Some(v) = snap
+            .port(slot)
+            .filter(|v| v.mirroring == PortMirroring::Source)
+        {
+            if self.ports.get(&slot).is_some_and(|p| !p.dead) {
+                self.mirror(snap, v.switch, f);
+            }
+        }
         match self.ports.get_mut(&slot).filter(|p| !p.dead) {
             Some(p) => {
                 for d in f {
@@ -679,6 +730,71 @@ impl PollThread {
             None => {
                 if let Some(p) = snap.port(slot) {
                     p.counters.t(self.index).count_drop(DropReason::LinkDown);
+                }
+                self.release_all(f);
+            }
+        }
+    }
+
+    /// Copies the frame `f` (our chunks, as a mirroring source of switch
+    /// `sw` sees it) for each of the switch's mirroring destinations. A
+    /// copy takes a free frame only while `mirror_floor` frames stay free,
+    /// never waits, and goes to the destination's poll thread; one that
+    /// cannot be made or handed over is counted there as `mirror`.
+    fn mirror(&mut self, snap: &Snapshot, sw: usize, f: &[Desc]) {
+        let Some(sw) = snap.switches.get(sw) else {
+            return;
+        };
+        for &dst in &sw.mirror_dests {
+            // A destination set down gets nothing, like any frame.
+            let Some(d) = snap.port(dst).filter(|d| d.up) else {
+                continue;
+            };
+            let target = d.tx_thread(self.index);
+            let copy = match target {
+                Some(_) if self.free.len() >= self.mirror_floor + f.len() => self.copy(f),
+                _ => None,
+            };
+            let (Some(target), Some(copy)) = (target, copy) else {
+                d.counters.t(self.index).count_drop(DropReason::Mirror);
+                continue;
+            };
+            if target == self.index {
+                self.queue_mirror(snap, dst, &copy);
+                continue;
+            }
+            if copy.len() <= MAX_FRAGS {
+                let mut frags = [Desc::default(); MAX_FRAGS];
+                frags[..copy.len()].copy_from_slice(&copy);
+                let h = Handoff {
+                    kind: Kind::Mirror,
+                    slot: dst,
+                    nfrags: copy.len() as u8,
+                    frags,
+                };
+                if self.mesh.push(self.index, target, h).is_ok() {
+                    self.notify |= 1 << target;
+                    ThreadStats::add(&self.stats.handoff_out, 1);
+                    continue;
+                }
+            }
+            d.counters.t(self.index).count_drop(DropReason::Mirror);
+            self.release_all(&copy);
+        }
+    }
+
+    /// Queues a mirror copy (our chunks) for `slot`, after its own frames.
+    fn queue_mirror(&mut self, snap: &Snapshot, slot: Slot, f: &[Desc]) {
+        match self.ports.get_mut(&slot).filter(|p| !p.dead) {
+            Some(p) => {
+                for d in f {
+                    self.owner[Self::frame_index(d.addr)] = p.instance;
+                }
+                p.mirror_pending.extend_from_slice(f);
+            }
+            None => {
+                if let Some(p) = snap.port(slot) {
+                    p.counters.t(self.index).count_drop(DropReason::Mirror);
                 }
                 self.release_all(f);
             }
@@ -728,6 +844,16 @@ impl PollThread {
             for f in frames(&batch) {
                 ThreadCounters::add(&c.rx_packets, 1);
                 ThreadCounters::add(&c.rx_bytes, frame_len(f) as u64);
+            }
+            // Captures and mirror destinations see what the pod sent, as
+            // it sent it (before the pipeline edits it in place).
+            if let Some(taps) = p.captures.as_deref() {
+                offer(&self.umem, taps, Dir::In, &batch);
+            }
+            if p.mirroring == PortMirroring::Source {
+                for f in frames(&batch) {
+                    self.mirror(snap, p.switch, f);
+                }
             }
         }
         match view.filter(|p| p.limited_from() && p.home != self.index) {
@@ -1042,10 +1168,12 @@ impl PollThread {
         let mut worked = false;
         let mut unsent: Vec<u64> = Vec::new();
         for p in self.ports.values_mut() {
-            if p.tx_pending.is_empty() && !p.tx_backlog {
+            if p.tx_pending.is_empty() && p.mirror_pending.is_empty() && !p.tx_backlog {
                 continue;
             }
-            let counters = snap.port(p.slot).map(|v| v.counters.t(index));
+            let view = snap.port(p.slot);
+            let counters = view.map(|v| v.counters.t(index));
+            let taps = view.and_then(|v| v.captures.as_deref());
             if !p.tx_pending.is_empty() {
                 worked = true;
                 let n = p.sock.send(&p.tx_pending);
@@ -1062,8 +1190,32 @@ impl PollThread {
                         c.count_drop(DropReason::TxFull);
                     }
                 }
+                if let Some(taps) = taps {
+                    offer(&self.umem, taps, Dir::Out, &p.tx_pending[..n]);
+                }
                 unsent.extend(p.tx_pending[n..].iter().map(|d| d.addr));
                 p.tx_pending.clear();
+            }
+            if !p.mirror_pending.is_empty() {
+                // Mirror copies take what room the port's own frames left.
+                worked = true;
+                let n = p.sock.send(&p.mirror_pending);
+                let (sent, rest) = p.mirror_pending.split_at(n);
+                let sent_frames = frames(sent).count() as u64;
+                ThreadStats::add(&self.stats.tx_packets, sent_frames);
+                if let Some(c) = counters {
+                    ThreadCounters::add(&c.tx_packets, sent_frames);
+                    ThreadCounters::add(&c.tx_bytes, frame_len(sent) as u64);
+                    ThreadCounters::add(&c.mirror_copies, sent_frames);
+                    for _ in frames(rest) {
+                        c.count_drop(DropReason::Mirror);
+                    }
+                }
+                if let Some(taps) = taps {
+                    offer(&self.umem, taps, Dir::Out, sent);
+                }
+                unsent.extend(rest.iter().map(|d| d.addr));
+                p.mirror_pending.clear();
             }
             p.tx_backlog = match p.sock.kick() {
                 Ok(()) => p.sock.tx_queued() > 0,

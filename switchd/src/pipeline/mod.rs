@@ -12,6 +12,7 @@
 //! in the VLAN).
 
 pub mod acl;
+pub mod capture;
 pub mod fdb;
 pub mod ipguard;
 pub mod qos;
@@ -76,10 +77,14 @@ pub enum DropReason {
     /// A neighbour advertisement (or DAD probe) for an address the port
     /// may not claim.
     NdSpoof = 17,
+    /// A mirror copy for this port (a mirroring destination) that could
+    /// not be made or queued: no free frame to spare, its TX ring full, or
+    /// the hand-off ring to its poll thread full. Copies never wait.
+    Mirror = 18,
 }
 
 impl DropReason {
-    pub const COUNT: usize = 18;
+    pub const COUNT: usize = 19;
     pub const ALL: [DropReason; Self::COUNT] = [
         DropReason::Malformed,
         DropReason::Vlan,
@@ -99,6 +104,7 @@ impl DropReason {
         DropReason::ArpSpoof,
         DropReason::Ipv6Spoof,
         DropReason::NdSpoof,
+        DropReason::Mirror,
     ];
     pub fn as_str(self) -> &'static str {
         match self {
@@ -120,6 +126,7 @@ impl DropReason {
             DropReason::ArpSpoof => "arp-spoof",
             DropReason::Ipv6Spoof => "ipv6-spoof",
             DropReason::NdSpoof => "nd-spoof",
+            DropReason::Mirror => "mirror",
         }
     }
 }

@@ -12,18 +12,22 @@ pub use validate::Declared;
 
 use crate::datapath::Dataplane;
 use crate::pipeline::acl::Acl;
+use crate::pipeline::capture::CaptureTap;
 use crate::pipeline::fdb::Slot;
 use crate::pipeline::snapshot::{PortCounters, PortView, Snapshot, SwitchView};
 use crate::pipeline::vlan::PortVlan;
 use podswitch_shared::model::{
     check_object_name, FdbEntry, Handover, LinkState, MacAddr, Nic, NicKind, PortConfig,
-    PortStatus, PortUpdate, SwitchConfig, VPort, VSwitch, VlanId,
+    PortMirroring, PortStatus, PortUpdate, SwitchConfig, VPort, VSwitch, VlanId,
 };
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 pub use podswitch_shared::model::MAX_MTU;
+
+/// Most live captures running on one port at once.
+pub const MAX_CAPTURES: usize = 4;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RegistryError {
@@ -81,6 +85,10 @@ struct PortEntry {
     acl: Arc<Acl>,
     /// Bumped when the MACs learned behind the port must be forgotten.
     flush_gen: u64,
+    /// The running live captures (published on the port's view).
+    captures: Option<Arc<[Arc<CaptureTap>]>>,
+    /// Frames and drops of the captures that have ended.
+    captures_done: (u64, u64),
 }
 
 /// A state file's contents, as switchd reads them (fuzzing, tests).
@@ -225,6 +233,7 @@ impl Registry {
                 aging_seconds: e.sw.aging_seconds,
                 max_fdb_entries: e.sw.max_fdb_entries,
                 statics: Vec::new(),
+                mirror_dests: Vec::new(),
             })
             .collect();
         let threads = self.datapath.config().threads() as u32;
@@ -240,6 +249,9 @@ impl Registry {
             let Some(slot) = e.slot else { continue };
             let mode = e.port.mode();
             switches[si].ports.push(slot);
+            if e.port.port_mirroring == PortMirroring::Destination {
+                switches[si].mirror_dests.push(slot);
+            }
             if let (Some(mac), Some(v)) = (e.port.mac, mode.untagged_vlan()) {
                 claims.entry((si, v.get(), mac)).or_default().push(slot);
             }
@@ -270,6 +282,8 @@ impl Registry {
                 dhcp_guard: e.port.dhcp_guard,
                 router_guard: e.port.router_guard,
                 storm_limit: e.port.storm_limit,
+                mirroring: e.port.port_mirroring,
+                captures: e.captures.clone(),
                 acl: e.acl.clone(),
                 counters: e.counters.clone(),
             });
@@ -544,10 +558,26 @@ impl Registry {
         VPort {
             status: Some(PortStatus {
                 handover: self.handover(e),
+                captures: e
+                    .captures
+                    .iter()
+                    .flat_map(|c| c.iter())
+                    .map(|t| podswitch_shared::model::CaptureInfo {
+                        direction: t.direction.as_str().into(),
+                        snaplen: t.snaplen,
+                        count: t.count,
+                        frames: t.frames(),
+                        dropped: t.dropped(),
+                    })
+                    .collect(),
                 ..status
             }),
             stats: Some({
                 let mut st = e.counters.to_stats(&e.acl);
+                let running = e.captures.iter().flat_map(|c| c.iter());
+                st.capture_frames =
+                    e.captures_done.0 + running.clone().map(|t| t.frames()).sum::<u64>();
+                st.capture_dropped = e.captures_done.1 + running.map(|t| t.dropped()).sum::<u64>();
                 let lost = self.datapath.no_socket_drops(slot);
                 if lost > 0 {
                     st.drops
@@ -748,6 +778,8 @@ impl Registry {
                 counters: Arc::new(PortCounters::new(self.datapath.config().threads())),
                 acl,
                 flush_gen,
+                captures: None,
+                captures_done: (0, 0),
             },
         );
         let Some(slot) = slot else {
@@ -835,6 +867,10 @@ impl Registry {
 
     fn remove_port(&mut self, id: &str) -> Option<PortEntry> {
         let e = self.ports.remove(id)?;
+        // Its live captures end (their streams drain and close).
+        for t in e.captures.iter().flat_map(|c| c.iter()) {
+            t.close();
+        }
         if let Some(slot) = e.slot {
             self.slots[slot as usize] = None;
         }
@@ -873,6 +909,61 @@ impl Registry {
     /// The data path this registry publishes to.
     pub fn datapath(&self) -> Arc<dyn Dataplane> {
         self.datapath.clone()
+    }
+
+    /// Starts a live capture of port `id`: a new tap on the port's view,
+    /// which the poll threads serving it fill from their next round.
+    pub fn start_capture(
+        &mut self,
+        id: &str,
+        r: &crate::wire::pcap::CaptureRequest,
+    ) -> Result<Arc<CaptureTap>, RegistryError> {
+        let e = self
+            .ports
+            .get_mut(id)
+            .ok_or_else(|| RegistryError::NotFound(format!("no port with ID {id:?}")))?;
+        if e.slot.is_none() {
+            return Err(RegistryError::Conflict(format!(
+                "port {id} is never attached ({}): switchd sees none of its frames",
+                e.port.nic.location()
+            )));
+        }
+        let running: &[Arc<CaptureTap>] = e.captures.as_deref().unwrap_or(&[]);
+        if running.len() >= MAX_CAPTURES {
+            return Err(RegistryError::Conflict(format!(
+                "port {id} already has {MAX_CAPTURES} live captures running (the most one \
+                 port takes); end one first"
+            )));
+        }
+        let tap = Arc::new(CaptureTap::new(r));
+        let all: Vec<Arc<CaptureTap>> = running.iter().chain([&tap]).cloned().collect();
+        e.captures = Some(all.into());
+        self.publish();
+        Ok(tap)
+    }
+
+    /// Ends a live capture (its count is reached or its reader went
+    /// away): the tap leaves the port's view, its figures are kept.
+    pub fn stop_capture(&mut self, id: &str, tap: &Arc<CaptureTap>) {
+        tap.close();
+        let Some(e) = self.ports.get_mut(id) else {
+            return;
+        };
+        let Some(running) = e.captures.as_deref() else {
+            return;
+        };
+        if !running.iter().any(|t| Arc::ptr_eq(t, tap)) {
+            return;
+        }
+        let rest: Vec<Arc<CaptureTap>> = running
+            .iter()
+            .filter(|t| !Arc::ptr_eq(t, tap))
+            .cloned()
+            .collect();
+        e.captures = (!rest.is_empty()).then(|| rest.into());
+        e.captures_done.0 += tap.frames();
+        e.captures_done.1 += tap.dropped();
+        self.publish();
     }
 
     /// Validates a PATCH: the port it would make, and the port as it is.
@@ -1068,6 +1159,79 @@ mod tests {
         };
         r.update_port(&a, u).unwrap();
         assert_ne!(fake.last().ports[0].as_ref().unwrap().flush_gen, fb);
+        let _ = std::fs::remove_dir_all(d);
+    }
+
+    #[test]
+    fn mirroring_and_captures_are_published_live() {
+        use crate::wire::pcap::{CaptureRequest, Direction};
+        let (mut r, fake, d) = registry("mirror");
+        let a = create(&mut r, cfg("pswa", 100)).unwrap();
+        let b = create(&mut r, cfg("pswb", 200)).unwrap();
+        let u = |m| PortUpdate {
+            port_mirroring: Some(m),
+            ..PortUpdate::default()
+        };
+        r.update_port(&a, u(PortMirroring::Source)).unwrap();
+        r.update_port(&b, u(PortMirroring::Destination)).unwrap();
+        let snap = fake.last();
+        assert_eq!(snap.switches[0].mirror_dests, vec![1]);
+        let pa = snap.ports[0].as_ref().unwrap();
+        assert_eq!(pa.mirroring, PortMirroring::Source);
+        assert!(pa.captures.is_none(), "nobody captures: nothing to look at");
+        // A capture is a typed change to its port only, and keeps its MACs.
+        let req = CaptureRequest {
+            direction: Direction::In,
+            count: Some(3),
+            snaplen: 64,
+        };
+        let t1 = r.start_capture(&a, &req).unwrap();
+        let t2 = r.start_capture(&a, &CaptureRequest::default()).unwrap();
+        let snap2 = fake.last();
+        assert_eq!(snap2.changed.as_deref(), Some(&[0][..]));
+        let taps = snap2.ports[0].as_ref().unwrap().captures.clone().unwrap();
+        assert!(Arc::ptr_eq(&taps[0], &t1) && Arc::ptr_eq(&taps[1], &t2));
+        assert_eq!(snap2.ports[0].as_ref().unwrap().flush_gen, pa.flush_gen);
+        let st = r.port(&a).unwrap().status.unwrap();
+        assert_eq!(st.captures.len(), 2);
+        assert_eq!(
+            (st.captures[0].direction.as_str(), st.captures[0].count),
+            ("in", Some(3))
+        );
+        for _ in 2..MAX_CAPTURES {
+            r.start_capture(&a, &req).unwrap();
+        }
+        let e = r.start_capture(&a, &req).unwrap_err();
+        assert!(matches!(e, RegistryError::Conflict(_)), "{e}");
+        assert!(matches!(
+            r.start_capture("nosuch", &req),
+            Err(RegistryError::NotFound(_))
+        ));
+        // Ending one unpublishes it and keeps its figures.
+        t1.offer(
+            crate::wire::pcap::Dir::In,
+            1,
+            60,
+            std::iter::once(&[0u8; 60][..]),
+        );
+        r.stop_capture(&a, &t1);
+        r.stop_capture(&a, &t1); // twice: no harm
+        assert!(t1.is_closed());
+        let left = fake.last().ports[0]
+            .as_ref()
+            .unwrap()
+            .captures
+            .clone()
+            .unwrap();
+        assert_eq!(left.len(), MAX_CAPTURES - 1);
+        assert!(!left.iter().any(|t| Arc::ptr_eq(t, &t1)));
+        assert_eq!(r.port(&a).unwrap().stats.unwrap().capture_frames, 1);
+        // Deleting the port ends the rest.
+        r.delete_port(&a).unwrap();
+        assert!(t2.is_closed());
+        // Off again: no destination left.
+        r.update_port(&b, u(PortMirroring::None)).unwrap();
+        assert!(fake.last().switches[0].mirror_dests.is_empty());
         let _ = std::fs::remove_dir_all(d);
     }
 
