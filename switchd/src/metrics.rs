@@ -121,6 +121,7 @@ pub fn render(state: &Mutex<Registry>, api: &ApiMetrics, start_time: f64) -> Str
                     native.map(|n| format!(":{n}")).unwrap_or_default()
                 )
             }
+            podswitch_shared::model::VlanMode::Private(pv) => format!("pvlan-{pv}"),
         };
         // Ports without a pod (an uplink) carry no pod/namespace labels, so
         // a scrape with honor_labels does not fill in switchd's own.
