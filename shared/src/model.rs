@@ -517,10 +517,204 @@ impl FromStr for PortMirroring {
     }
 }
 
+/// A private VLAN port (RFC 5517; Hyper-V's `Set-VMNetworkAdapterVlan
+/// -Isolated|-Community|-Promiscuous`): an untagged port whose frames
+/// enter on the secondary VLAN (isolated, community) or on the primary
+/// (promiscuous), and which receives only what its mode lets it: the
+/// primary (isolated), its community and the primary (community), the
+/// primary and the listed secondaries (promiscuous).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Pvlan {
+    pub mode: PvlanMode,
+    #[serde(rename = "primaryID")]
+    pub primary_id: VlanId,
+    /// Isolated and community ports: the secondary VLAN.
+    #[serde(
+        rename = "secondaryID",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub secondary_id: Option<VlanId>,
+    /// Promiscuous ports: the secondary VLANs it talks to.
+    #[serde(
+        rename = "secondaryIDs",
+        default,
+        skip_serializing_if = "Vec::is_empty"
+    )]
+    pub secondary_ids: Vec<VlanId>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PvlanMode {
+    /// Talks to promiscuous ports only.
+    Isolated,
+    /// Talks to its own community and to promiscuous ports.
+    Community,
+    /// Talks to every port of the primary VLAN and the listed secondaries.
+    Promiscuous,
+}
+
+impl PvlanMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PvlanMode::Isolated => "isolated",
+            PvlanMode::Community => "community",
+            PvlanMode::Promiscuous => "promiscuous",
+        }
+    }
+}
+
 /// Left out of a port's JSON (and state file) when `none`.
 impl OmitWhenEmpty for PortMirroring {
     fn omit(&self) -> bool {
         *self == PortMirroring::None
+    }
+}
+
+impl Pvlan {
+    /// Checks the fields that belong together (the switch-wide rules, a
+    /// secondary VLAN with one primary and one type, are switchd's).
+    pub fn validate(&self) -> Result<(), String> {
+        let p = self.primary_id;
+        match (self.mode, self.secondary_id, self.secondary_ids.is_empty()) {
+            (PvlanMode::Promiscuous, None, false) => {
+                let mut seen = std::collections::BTreeSet::new();
+                for s in &self.secondary_ids {
+                    if *s == p {
+                        return Err(format!(
+                            "pvlan.secondaryIDs lists {s}, the primary VLAN: a secondary VLAN differs from its primary"
+                        ));
+                    }
+                    if !seen.insert(*s) {
+                        return Err(format!("pvlan.secondaryIDs lists {s} twice"));
+                    }
+                }
+                Ok(())
+            }
+            (PvlanMode::Promiscuous, _, true) => Err(
+                "a promiscuous pvlan port needs secondaryIDs (a non-empty list of the secondary VLANs it serves)"
+                    .into(),
+            ),
+            (PvlanMode::Promiscuous, Some(_), false) => Err(
+                "a promiscuous pvlan port takes secondaryIDs (a list), not secondaryID".into(),
+            ),
+            (m, Some(s), true) if s == p => Err(format!(
+                "pvlan {} port: secondaryID {s} equals primaryID: a secondary VLAN differs from its primary",
+                m.as_str()
+            )),
+            (_, Some(_), true) => Ok(()),
+            (m, None, _) => Err(format!(
+                "a {} pvlan port needs secondaryID (its secondary VLAN)",
+                m.as_str()
+            )),
+            (m, Some(_), false) => Err(format!(
+                "a {} pvlan port takes secondaryID, not secondaryIDs (that list is for promiscuous ports)",
+                m.as_str()
+            )),
+        }
+    }
+
+    /// The VLAN the port's frames are classified on: the secondary for
+    /// isolated and community ports, the primary for promiscuous ones.
+    pub fn ingress_vlan(&self) -> VlanId {
+        match (self.mode, self.secondary_id) {
+            (PvlanMode::Promiscuous, _) | (_, None) => self.primary_id,
+            (_, Some(s)) => s,
+        }
+    }
+
+    /// The VLANs whose frames the port receives (RFC 5517 §2).
+    pub fn member_vlans(&self) -> Vec<VlanId> {
+        match self.mode {
+            PvlanMode::Isolated => vec![self.primary_id],
+            PvlanMode::Community => std::iter::once(self.primary_id)
+                .chain(self.secondary_id)
+                .collect(),
+            PvlanMode::Promiscuous => std::iter::once(self.primary_id)
+                .chain(self.secondary_ids.iter().copied())
+                .collect(),
+        }
+    }
+
+    /// The secondary VLANs the port names.
+    pub fn secondaries(&self) -> Vec<VlanId> {
+        match self.mode {
+            PvlanMode::Promiscuous => self.secondary_ids.clone(),
+            _ => self.secondary_id.into_iter().collect(),
+        }
+    }
+}
+
+/// `isolated:100:101`, `community:100:102`, `promiscuous:100:101,102`
+/// (switchctl's form).
+impl fmt::Display for Pvlan {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let s: Vec<String> = self.secondaries().iter().map(|v| v.to_string()).collect();
+        write!(
+            f,
+            "{}:{}:{}",
+            self.mode.as_str(),
+            self.primary_id,
+            s.join(",")
+        )
+    }
+}
+
+impl FromStr for Pvlan {
+    type Err = ModelError;
+    /// The `Display` form; validated.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let bad = |why: &str| {
+            ModelError::Invalid(format!(
+                "pvlan {s:?}: {why} (want isolated:PRIMARY:SECONDARY, community:PRIMARY:SECONDARY \
+                 or promiscuous:PRIMARY:SECONDARY[,SECONDARY...])"
+            ))
+        };
+        let mut parts = s.split(':');
+        let (Some(mode), Some(primary), Some(secondary), None) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
+        else {
+            return Err(bad("three fields separated by ':'"));
+        };
+        let mode = match mode {
+            "isolated" => PvlanMode::Isolated,
+            "community" => PvlanMode::Community,
+            "promiscuous" => PvlanMode::Promiscuous,
+            _ => return Err(bad("mode is isolated, community or promiscuous")),
+        };
+        let vid = |t: &str| -> Result<VlanId, ModelError> {
+            let n: u16 = t
+                .trim()
+                .parse()
+                .map_err(|_| bad(&format!("{t:?} is not a VLAN ID")))?;
+            VlanId::new(n)
+        };
+        let primary_id = vid(primary)?;
+        let secondaries = secondary
+            .split(',')
+            .map(vid)
+            .collect::<Result<Vec<_>, _>>()?;
+        let p = match mode {
+            PvlanMode::Promiscuous => Pvlan {
+                mode,
+                primary_id,
+                secondary_id: None,
+                secondary_ids: secondaries,
+            },
+            _ => match secondaries[..] {
+                [one] => Pvlan {
+                    mode,
+                    primary_id,
+                    secondary_id: Some(one),
+                    secondary_ids: Vec::new(),
+                },
+                _ => return Err(bad("an isolated or community port has one secondary VLAN")),
+            },
+        };
+        p.validate().map_err(ModelError::Invalid)?;
+        Ok(p)
     }
 }
 
@@ -938,6 +1132,8 @@ port_settings! {
     opt mac: MacAddr;
     opt vlan: VlanId;
     opt trunk: Vec<TrunkRange>;
+    /// A private VLAN port (excludes `vlan` and `trunk`).
+    opt pvlan: Pvlan;
     def mac_spoof_check: bool;
     /// IP, ARP and ND spoof guard: what the port sends must carry one of
     /// `allowedIPs` (see switchd's pipeline/ipguard.rs for the exceptions).
@@ -978,6 +1174,7 @@ impl PortConfig {
             (self.ip_spoof_check == Some(true), "ipSpoofCheck"),
             (self.router_guard == Some(true), "routerGuard"),
             (self.storm_limit.is_some(), "stormLimit"),
+            (self.pvlan.is_some(), "pvlan"),
             (self.acls.as_ref().is_some_and(|a| !a.is_empty()), "acls"),
             (self.acl_default == Some(AclAction::Deny), "aclDefault deny"),
             (
@@ -1039,6 +1236,9 @@ fn present<'de, T: Deserialize<'de>, D: Deserializer<'de>>(d: D) -> Result<Optio
 impl VPort {
     /// The VLAN mode this port's fields describe.
     pub fn mode(&self) -> VlanMode {
+        if let Some(p) = &self.pvlan {
+            return VlanMode::Private(p.clone());
+        }
         VlanMode::from_fields(self.vlan, self.trunk.as_deref())
     }
 }
@@ -1122,15 +1322,19 @@ pub enum VlanMode {
         allowed: Vec<TrunkRange>,
         native: Option<VlanId>,
     },
+    /// A private VLAN port: untagged, classified and filtered by `pvlan`.
+    Private(Pvlan),
 }
 
 impl VlanMode {
     /// The VLAN of untagged frames (a port's own MAC lives there): the
-    /// access VLAN, or a trunk's native VLAN if it has one.
+    /// access VLAN, or a trunk's native VLAN if it has one. A private VLAN
+    /// port's MAC is filed under its primary VLAN (shared learning).
     pub fn untagged_vlan(&self) -> Option<VlanId> {
         match self {
             VlanMode::Access(v) => Some(*v),
             VlanMode::Trunk { native, .. } => *native,
+            VlanMode::Private(p) => Some(p.primary_id),
         }
     }
 
@@ -1399,6 +1603,91 @@ mod tests {
                 native: Some(VlanId(9))
             }
         );
+    }
+
+    #[test]
+    fn pvlan_shapes_and_rules() {
+        let p: Pvlan =
+            serde_json::from_str(r#"{"mode": "isolated", "primaryID": 100, "secondaryID": 101}"#)
+                .unwrap();
+        assert_eq!(p.validate(), Ok(()));
+        assert_eq!(p.ingress_vlan(), VlanId(101));
+        assert_eq!(p.member_vlans(), vec![VlanId(100)]);
+        assert_eq!(p.to_string(), "isolated:100:101");
+        let c: Pvlan = "community:100:102".parse().unwrap();
+        assert_eq!(c.member_vlans(), vec![VlanId(100), VlanId(102)]);
+        assert_eq!(c.ingress_vlan(), VlanId(102));
+        let m: Pvlan = serde_json::from_str(
+            r#"{"mode": "promiscuous", "primaryID": 100, "secondaryIDs": [101, 102]}"#,
+        )
+        .unwrap();
+        assert_eq!(m.validate(), Ok(()));
+        assert_eq!(m.ingress_vlan(), VlanId(100));
+        assert_eq!(m.secondaries(), vec![VlanId(101), VlanId(102)]);
+        assert_eq!(m.to_string(), "promiscuous:100:101,102");
+        assert_eq!("promiscuous:100:101,102".parse::<Pvlan>().unwrap(), m);
+        // JSON round trip keeps the fixed names.
+        let j = serde_json::to_value(&m).unwrap();
+        assert_eq!(
+            j,
+            serde_json::json!({"mode": "promiscuous", "primaryID": 100, "secondaryIDs": [101, 102]})
+        );
+        for (bad, why) in [
+            (
+                r#"{"mode": "isolated", "primaryID": 100, "secondaryID": 100}"#,
+                "differs",
+            ),
+            (
+                r#"{"mode": "community", "primaryID": 100}"#,
+                "needs secondaryID",
+            ),
+            (
+                r#"{"mode": "promiscuous", "primaryID": 100, "secondaryIDs": []}"#,
+                "needs secondaryIDs",
+            ),
+            (
+                r#"{"mode": "promiscuous", "primaryID": 100, "secondaryIDs": [101, 100]}"#,
+                "primary",
+            ),
+            (
+                r#"{"mode": "promiscuous", "primaryID": 100, "secondaryIDs": [101, 101]}"#,
+                "twice",
+            ),
+            (
+                r#"{"mode": "isolated", "primaryID": 100, "secondaryID": 101, "secondaryIDs": [102]}"#,
+                "not secondaryIDs",
+            ),
+        ] {
+            let p: Pvlan = serde_json::from_str(bad).unwrap();
+            let e = p.validate().unwrap_err();
+            assert!(e.contains(why), "{bad}: {e}");
+        }
+        assert!(serde_json::from_str::<Pvlan>(
+            r#"{"mode": "isolated", "primaryID": 100, "secondaryID": 4095}"#
+        )
+        .is_err());
+        assert!(serde_json::from_str::<Pvlan>(r#"{"mode": "private", "primaryID": 1}"#).is_err());
+        for bad in [
+            "isolated:100",
+            "isolated:100:101,102",
+            "isolated:100:100",
+            "weird:1:2",
+            "community:0:5",
+            "promiscuous:100:x",
+        ] {
+            assert!(bad.parse::<Pvlan>().is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn pvlan_is_a_vlan_mode() {
+        let mut c =
+            PortConfig::on(serde_json::from_str(r#"{"kind": "veth", "ifname": "x"}"#).unwrap());
+        c.pvlan = Some("isolated:100:101".parse().unwrap());
+        assert_eq!(c.unenforceable_on_legacy_vf(), vec!["pvlan"]);
+        let v = VPort::from_config("p".into(), "default".into(), c);
+        assert!(matches!(v.mode(), VlanMode::Private(_)));
+        assert_eq!(v.mode().untagged_vlan(), Some(VlanId(100)));
     }
 
     #[test]

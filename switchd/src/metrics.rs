@@ -398,6 +398,7 @@ fn port_info(ports: &[VPort]) -> Family {
                     native.map(|n| format!(":{n}")).unwrap_or_default()
                 )
             }
+            podswitch_shared::model::VlanMode::Private(pv) => format!("pvlan-{pv}"),
         };
         // A legacy-eswitch VF has no netdev: its PCI address names it.
         let nic = match (p.nic.ifname.as_str(), &p.nic.pci_address) {

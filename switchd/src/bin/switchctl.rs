@@ -7,8 +7,8 @@ use clap::{Parser, Subcommand, ValueEnum};
 use podswitch_shared::client::Client;
 use podswitch_shared::model::{
     AclAction, AclRule, DatapathInfo, EswitchMode, FdbEntry, LinkState, MacAddr, Nic, NicKind,
-    PortConfig, PortMirroring, PortUpdate, Priority, PriorityMode, SwitchConfig, TrunkRange, VPort,
-    VSwitch, VlanId, VlanMode,
+    PortConfig, PortMirroring, PortUpdate, Priority, PriorityMode, Pvlan, SwitchConfig, TrunkRange,
+    VPort, VSwitch, VlanId, VlanMode,
 };
 use podswitch_shared::DEFAULT_SOCKET;
 use serde::Serialize;
@@ -138,6 +138,10 @@ enum PortCmd {
         /// Allowed VLANs of a trunk, e.g. 200-299,400.
         #[arg(long)]
         trunk: Option<String>,
+        /// A private VLAN port: isolated:PRIMARY:SECONDARY,
+        /// community:PRIMARY:SECONDARY or promiscuous:PRIMARY:SEC[,SEC...].
+        #[arg(long)]
+        pvlan: Option<String>,
         #[arg(long)]
         mac: Option<String>,
         #[arg(long)]
@@ -157,6 +161,11 @@ enum PortCmd {
         /// Allowed VLANs, e.g. 200-299,400; "none" makes an access port.
         #[arg(long)]
         trunk: Option<String>,
+        /// Private VLAN: isolated:PRIMARY:SECONDARY, community:PRIMARY:SECONDARY,
+        /// promiscuous:PRIMARY:SEC[,SEC...], or none. One VLAN mode at a
+        /// time: a pvlan clears vlan and trunk, and --vlan/--trunk clear it.
+        #[arg(long)]
+        pvlan: Option<String>,
         #[arg(long, value_enum)]
         link: Option<Link>,
         /// Port MAC; "none" clears it.
@@ -322,6 +331,7 @@ fn vlan_desc(p: &VPort) -> String {
             Some(n) => format!("trunk {} native {n}", ranges(&allowed)),
             None => format!("trunk {}", ranges(&allowed)),
         },
+        VlanMode::Private(pv) => format!("pvlan {pv}"),
     }
 }
 
@@ -676,6 +686,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             switch,
             vlan,
             trunk,
+            pvlan,
             mac,
             spoof_check,
             link,
@@ -687,6 +698,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 mac: mac.map(|m| m.parse::<MacAddr>()).transpose()?,
                 vlan: vlan.map(VlanId::new).transpose()?,
                 trunk: trunk.as_deref().map(parse_trunk).transpose()?,
+                pvlan: pvlan.as_deref().map(str::parse::<Pvlan>).transpose()?,
                 mac_spoof_check: spoof_check.then_some(true),
                 link_state: link.map(Into::into),
                 port_mirroring: mirroring,
@@ -715,6 +727,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             id,
             vlan,
             trunk,
+            pvlan,
             link,
             mac,
             spoof_check,
@@ -770,15 +783,32 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 }
                 None => None,
             };
+            let mut vlan = vlan
+                .as_deref()
+                .map(|v| none_or(v, parse_vlan))
+                .transpose()?;
+            let mut trunk = trunk
+                .as_deref()
+                .map(|t| none_or(t, parse_trunk))
+                .transpose()?;
+            let mut pvlan = pvlan
+                .as_deref()
+                .map(|p| none_or(p, |p| Ok(p.parse::<Pvlan>()?)))
+                .transpose()?;
+            // One VLAN mode at a time, as Set-VMNetworkAdapterVlan: a
+            // private VLAN replaces the access VLAN or trunk, and they it.
+            if matches!(pvlan, Some(Some(_))) {
+                vlan = vlan.or(Some(None));
+                trunk = trunk.or(Some(None));
+            } else if pvlan.is_none()
+                && matches!((&vlan, &trunk), (Some(Some(_)), _) | (_, Some(Some(_))))
+            {
+                pvlan = Some(None);
+            }
             let u = PortUpdate {
-                vlan: vlan
-                    .as_deref()
-                    .map(|v| none_or(v, parse_vlan))
-                    .transpose()?,
-                trunk: trunk
-                    .as_deref()
-                    .map(|t| none_or(t, parse_trunk))
-                    .transpose()?,
+                vlan,
+                trunk,
+                pvlan,
                 mac: mac
                     .as_deref()
                     .map(|m| none_or(m, |m| Ok(m.parse::<MacAddr>()?)))
@@ -825,7 +855,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 port_mirroring: mirroring,
             };
             if u == PortUpdate::default() {
-                bail!("nothing to change: give --vlan, --trunk, --link, --mac, --spoof-check, --ip-spoof-check, --allowed-ips, a QoS flag, a guard, --storm-limit, an ACL or --mirroring");
+                bail!("nothing to change: give --vlan, --trunk, --pvlan, --link, --mac, --spoof-check, --ip-spoof-check, --allowed-ips, a QoS flag, a guard, --storm-limit, an ACL or --mirroring");
             }
             let p: VPort = c.call("PATCH", &format!("/v1/ports/{id}"), Some(&u))?;
             emit(out, &p, |p| print_ports(std::slice::from_ref(p)))

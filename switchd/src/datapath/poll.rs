@@ -971,7 +971,7 @@ impl PollThread {
                                     self.index,
                                     Learn {
                                         switch: sw.id,
-                                        vlan: dec.vlan,
+                                        vlan: dec.fid,
                                         mac: dec.src,
                                         slot,
                                     },

@@ -5,11 +5,13 @@
 //!
 //! Order: parse → ingress admin state → VLAN classification → MAC spoof
 //! guard → IP guard → DHCP and router guards → outbound ACL → learn → look
-//! up → storm control (for floods) → per egress port: inbound ACL, and a
-//! mark that the port's ingress rate shapes the frame (the caller queues
-//! it, shared by the senders' weights) → unicast or flood within the VLAN
-//! (never back out the ingress port, never to a port that is down or not
-//! in the VLAN).
+//! up (both in the VLAN's filtering database: private VLANs share their
+//! primary's; a known unicast to a port outside the frame's VLAN is a
+//! private-VLAN drop) → storm control (for floods) → per egress port:
+//! inbound ACL, and a mark that the port's ingress rate shapes the frame
+//! (the caller queues it, shared by the senders' weights) → unicast or
+//! flood within the VLAN (never back out the ingress port, never to a port
+//! that is down or not in the VLAN).
 
 pub mod acl;
 pub mod capture;
@@ -81,10 +83,13 @@ pub enum DropReason {
     /// not be made or queued: no free frame to spare, its TX ring full, or
     /// the hand-off ring to its poll thread full. Copies never wait.
     Mirror = 18,
+    /// A unicast to a station that the private VLAN's rules keep from
+    /// the sender (isolated to isolated, one community to another).
+    Pvlan = 19,
 }
 
 impl DropReason {
-    pub const COUNT: usize = 19;
+    pub const COUNT: usize = 20;
     pub const ALL: [DropReason; Self::COUNT] = [
         DropReason::Malformed,
         DropReason::Vlan,
@@ -105,6 +110,7 @@ impl DropReason {
         DropReason::Ipv6Spoof,
         DropReason::NdSpoof,
         DropReason::Mirror,
+        DropReason::Pvlan,
     ];
     pub fn as_str(self) -> &'static str {
         match self {
@@ -127,6 +133,7 @@ impl DropReason {
             DropReason::Ipv6Spoof => "ipv6-spoof",
             DropReason::NdSpoof => "nd-spoof",
             DropReason::Mirror => "mirror",
+            DropReason::Pvlan => "pvlan",
         }
     }
 }
@@ -154,6 +161,9 @@ pub struct Limited {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Decision {
     pub vlan: u16,
+    /// The filtering database the source MAC was learned in (`vlan`, or
+    /// its primary for a private VLAN): what the other poll threads learn.
+    pub fid: u16,
     /// The frame carries a 4-byte 802.1Q tag now (egress edits need this).
     pub tagged: bool,
     /// The frame was flooded (unknown unicast, broadcast or multicast).
@@ -351,14 +361,22 @@ pub fn forward(
             return Err(DropReason::Acl);
         }
     }
-    let learned = fdb.learn(vlan, hdr.src, ingress.slot, now);
+    let fid = sw.fids.of(vlan);
+    let learned = fdb.learn(fid, hdr.src, ingress.slot, now);
 
     let known = if hdr.dst.is_multicast() {
         None
     } else {
-        fdb.lookup(vlan, hdr.dst, now)
+        fdb.lookup(fid, hdr.dst, now)
     };
     let target = known.and_then(|s| snap.port(s));
+    if let Some(t) = target {
+        // Shared learning found the station; the private VLAN's rules say
+        // whether this frame may reach it. Flooding instead would leak it.
+        if t.slot != ingress.slot && t.up && !t.vlan.carries(vlan) && sw.fids.is_private(vlan) {
+            return Err(DropReason::Pvlan);
+        }
+    }
     let flooded = target.is_none();
     if flooded {
         if let Some(b) = limits.get(ingress.slot).and_then(|l| l.storm.as_mut()) {
@@ -408,6 +426,7 @@ pub fn forward(
     }
     Ok(Decision {
         vlan,
+        fid,
         tagged: hdr.tag.in_frame(),
         flooded,
         learned,
@@ -706,5 +725,135 @@ mod tests {
         w.slots(1, &untagged(BCAST, B, b""), 0); // not learned: table full
         assert_eq!(w.fdb.limit_hits, 1);
         assert_eq!(w.slots(0, &untagged(B, A, b""), 0), vec![1, 2]);
+    }
+
+    fn private(slot: Slot, spec: &str) -> PortView {
+        let pv: podswitch_shared::model::Pvlan = spec.parse().unwrap();
+        PortView::plain(
+            slot,
+            PortVlan::from(&podswitch_shared::model::VlanMode::Private(pv)),
+        )
+    }
+
+    /// 0, 1: isolated 101; 2, 3: community 102; 4: community 103;
+    /// 5: promiscuous for all three; 6: the uplink, trunking 100-103.
+    fn pvlan_world() -> World {
+        let mut w = World::new(vec![
+            private(0, "isolated:100:101"),
+            private(1, "isolated:100:101"),
+            private(2, "community:100:102"),
+            private(3, "community:100:102"),
+            private(4, "community:100:103"),
+            private(5, "promiscuous:100:101,102,103"),
+            trunk(6, &[100, 101, 102, 103], None),
+        ]);
+        w.snap.switches[0].fids = vlan::Fids::new([(101, 100), (102, 100), (103, 100)]);
+        w
+    }
+
+    const D: [u8; 6] = [0x02, 0, 0, 0, 0, 0x0d];
+    const P: [u8; 6] = [0x02, 0, 0, 0, 0, 0x0e];
+
+    #[test]
+    fn private_vlan_classification_and_membership() {
+        let mut w = pvlan_world();
+        // Isolated: only the promiscuous port and the uplink (tagged with
+        // the isolated secondary, RFC 5517 §3) hear it.
+        let (d, out) = w.send(0, &untagged(BCAST, A, b""), 0).unwrap();
+        assert_eq!((d.vlan, d.fid), (101, 100));
+        assert_eq!(
+            out,
+            vec![eg(5, TagEdit::Untagged), eg(6, TagEdit::Tagged(101))]
+        );
+        // Community: its own community, the promiscuous port, the uplink.
+        let (d, out) = w.send(2, &untagged(BCAST, B, b""), 0).unwrap();
+        assert_eq!(d.vlan, 102);
+        assert_eq!(
+            out,
+            vec![
+                eg(3, TagEdit::Untagged),
+                eg(5, TagEdit::Untagged),
+                eg(6, TagEdit::Tagged(102))
+            ]
+        );
+        assert_eq!(w.slots(4, &untagged(BCAST, C, b""), 0), vec![5, 6]);
+        // Promiscuous: everyone, on the primary.
+        let (d, out) = w.send(5, &untagged(BCAST, P, b""), 0).unwrap();
+        assert_eq!(d.vlan, 100);
+        assert_eq!(out.len(), 6);
+        assert!(out.contains(&eg(6, TagEdit::Tagged(100))));
+        assert!(out
+            .iter()
+            .filter(|e| e.slot != 6)
+            .all(|e| e.edit == TagEdit::Untagged));
+        // From the uplink, by tag: isolated → promiscuous only; community
+        // → that community and promiscuous; primary → every pvlan port.
+        assert_eq!(w.slots(6, &tagged(BCAST, D, 101, b""), 0), vec![5]);
+        assert_eq!(w.slots(6, &tagged(BCAST, D, 102, b""), 0), vec![2, 3, 5]);
+        assert_eq!(w.slots(6, &tagged(BCAST, D, 103, b""), 0), vec![4, 5]);
+        assert_eq!(
+            w.slots(6, &tagged(BCAST, D, 100, b""), 0),
+            vec![0, 1, 2, 3, 4, 5]
+        );
+        // A private VLAN port takes no tagged frame, not even its own VLAN's.
+        assert_eq!(
+            w.send(0, &tagged(BCAST, A, 101, b""), 0),
+            Err(DropReason::Vlan)
+        );
+        assert_eq!(
+            w.send(5, &tagged(BCAST, P, 101, b""), 0),
+            Err(DropReason::Vlan)
+        );
+    }
+
+    #[test]
+    fn private_vlan_shared_learning_and_drops() {
+        let mut w = pvlan_world();
+        // A (isolated, port 0) and C (community 103, port 4) speak first;
+        // B (community 102, port 2) too. All learned under the primary.
+        w.send(0, &untagged(BCAST, A, b""), 0).unwrap();
+        w.send(2, &untagged(BCAST, B, b""), 0).unwrap();
+        w.send(4, &untagged(BCAST, C, b""), 0).unwrap();
+        assert_eq!(w.fdb.lookup(100, MacAddr(A), 0), Some(0));
+        assert_eq!(w.fdb.lookup(101, MacAddr(A), 0), None);
+        // The router on the promiscuous port answers on the primary: a
+        // known unicast, not a flood.
+        let (d, out) = w.send(5, &untagged(A, P, b""), 0).unwrap();
+        assert!(!d.flooded);
+        assert_eq!(out, vec![eg(0, TagEdit::Untagged)]);
+        // And the isolated host reaches the router by unicast.
+        assert_eq!(w.slots(0, &untagged(P, A, b""), 0), vec![5]);
+        // Isolated → isolated, and community → another community or an
+        // isolated host, are dropped as pvlan, never flooded.
+        assert_eq!(w.send(1, &untagged(A, D, b""), 0), Err(DropReason::Pvlan));
+        assert_eq!(w.send(4, &untagged(B, C, b""), 0), Err(DropReason::Pvlan));
+        assert_eq!(w.send(3, &untagged(A, D, b""), 0), Err(DropReason::Pvlan));
+        // Within one community a unicast goes through.
+        assert_eq!(w.slots(3, &untagged(B, D, b""), 0), vec![2]);
+        // From the uplink: tagged isolated to an isolated host is dropped;
+        // tagged primary reaches it.
+        assert_eq!(
+            w.send(6, &tagged(A, D, 101, b""), 0),
+            Err(DropReason::Pvlan)
+        );
+        assert_eq!(w.slots(6, &tagged(A, D, 100, b""), 0), vec![0]);
+        // What came in over the uplink tagged with a secondary is found by
+        // a unicast on the primary, and leaves tagged with the primary.
+        let (d, _) = w.send(6, &tagged(BCAST, D, 101, b""), 0).unwrap();
+        assert_eq!(d.fid, 100);
+        let (_, out) = w.send(5, &untagged(D, P, b""), 0).unwrap();
+        assert_eq!(out, vec![eg(6, TagEdit::Tagged(100))]);
+        // Plain VLANs keep their own table and behaviour.
+        assert_eq!(w.snap.switches[0].fids.of(7), 7);
+    }
+
+    #[test]
+    fn private_vlan_port_change_is_live() {
+        let mut w = pvlan_world();
+        w.send(0, &untagged(BCAST, A, b""), 0).unwrap();
+        assert_eq!(w.send(1, &untagged(A, D, b""), 0), Err(DropReason::Pvlan));
+        // Port 1 becomes promiscuous: the same unicast now goes through.
+        w.snap.ports[1] = Some(private(1, "promiscuous:100:101"));
+        assert_eq!(w.slots(1, &untagged(A, D, b""), 0), vec![0]);
     }
 }

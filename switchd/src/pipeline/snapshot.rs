@@ -240,6 +240,8 @@ pub struct SwitchView {
     /// Slots of the switch's mirroring destinations (`portMirroring:
     /// destination`), which get copies of its sources' frames.
     pub mirror_dests: Vec<Slot>,
+    /// The filtering database of each VLAN (private VLANs share one).
+    pub fids: super::vlan::Fids,
 }
 
 /// Everything the data path needs, immutable once published.

@@ -234,8 +234,11 @@ impl Registry {
                 max_fdb_entries: e.sw.max_fdb_entries,
                 statics: Vec::new(),
                 mirror_dests: Vec::new(),
+                fids: Default::default(),
             })
             .collect();
+        // Per switch, (secondary, primary) of its private VLAN ports.
+        let mut pvlans: Vec<Vec<(u16, u16)>> = vec![Vec::new(); switches.len()];
         let threads = self.datapath.config().threads() as u32;
         // A MAC that two ports claim (a VM being live-migrated: its target
         // port exists before the VM moves) is learned, not static: it
@@ -251,6 +254,10 @@ impl Registry {
             switches[si].ports.push(slot);
             if e.port.port_mirroring == PortMirroring::Destination {
                 switches[si].mirror_dests.push(slot);
+            }
+            if let Some(pv) = &e.port.pvlan {
+                let p = pv.primary_id.get();
+                pvlans[si].extend(pv.secondaries().iter().map(|s| (s.get(), p)));
             }
             if let (Some(mac), Some(v)) = (e.port.mac, mode.untagged_vlan()) {
                 claims.entry((si, v.get(), mac)).or_default().push(slot);
@@ -288,6 +295,9 @@ impl Registry {
                 counters: e.counters.clone(),
             });
         }
+        for (sw, pairs) in switches.iter_mut().zip(pvlans) {
+            sw.fids = crate::pipeline::vlan::Fids::new(pairs);
+        }
         self.shared_mac_slots.clear();
         for ((si, vlan, mac), slots) in claims {
             if let [slot] = slots[..] {
@@ -305,6 +315,7 @@ impl Registry {
                     a.aging_seconds,
                     a.max_fdb_entries,
                     &a.statics,
+                    &a.fids,
                 ) == (
                     b.id,
                     &b.name,
@@ -312,6 +323,7 @@ impl Registry {
                     b.aging_seconds,
                     b.max_fdb_entries,
                     &b.statics,
+                    &b.fids,
                 )
             });
         let changed = (same_switches && ports.len() == self.last_ports.len()).then(|| {
@@ -760,6 +772,14 @@ impl Registry {
         let mut port = VPort::from_config(id.clone(), switch, cfg);
         port.qos = port.qos.filter(|q| !q.is_empty());
         validate::check_policy(&port)?;
+        validate::check_pvlan(&port)?;
+        validate::check_pvlan_fit(
+            &port,
+            self.ports
+                .values()
+                .map(|e| &e.port)
+                .filter(|o| o.switch == port.switch),
+        )?;
         if !nic.attaches() {
             validate::check_legacy_vf(&port)?;
         }
@@ -985,6 +1005,14 @@ impl Registry {
         p.qos = p.qos.filter(|q| !q.is_empty());
         validate::check_trunk(p.trunk.as_deref())?;
         validate::check_policy(&p)?;
+        validate::check_pvlan(&p)?;
+        validate::check_pvlan_fit(
+            &p,
+            self.ports
+                .values()
+                .map(|o| &o.port)
+                .filter(|o| o.switch == p.switch && o.id != id),
+        )?;
         Ok((p, e.port.clone()))
     }
 
@@ -1266,6 +1294,104 @@ mod tests {
         ));
         assert_eq!(r.ports().len(), 1);
         assert_eq!(fake.last().ports.iter().flatten().count(), 1);
+        let _ = std::fs::remove_dir_all(d);
+    }
+
+    fn pv(ifname: &str, spec: &str) -> PortConfig {
+        PortConfig {
+            pvlan: Some(spec.parse().unwrap()),
+            ..PortConfig::on(Nic::new(NicKind::Veth, ifname))
+        }
+    }
+
+    fn invalid(r: Result<impl std::fmt::Debug, RegistryError>, why: &str) {
+        match r {
+            Err(RegistryError::Invalid(m)) => assert!(m.contains(why), "{m:?} lacks {why:?}"),
+            other => panic!("want 400 with {why:?}, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn private_vlans_keep_one_primary_and_type_per_secondary() {
+        let (mut r, fake, d) = registry("pvlan");
+        let iso = create(&mut r, pv("pswi", "isolated:100:101")).unwrap();
+        create(&mut r, pv("pswc", "community:100:102")).unwrap();
+        create(&mut r, pv("pswp", "promiscuous:100:101,102")).unwrap();
+        create(&mut r, pv("pswi2", "isolated:100:101")).unwrap();
+        // Secondaries share the primary's filtering database.
+        let snap = fake.last();
+        let f = &snap.switches[0].fids;
+        assert_eq!(
+            (f.of(101), f.of(102), f.of(100), f.of(7)),
+            (100, 100, 100, 7)
+        );
+        // A secondary with another primary or another type; a primary
+        // that is someone's secondary; an ordinary port on a private VLAN.
+        invalid(
+            create(&mut r, pv("pswx", "community:100:101")),
+            "isolated secondary",
+        );
+        invalid(
+            create(&mut r, pv("pswx", "isolated:200:102")),
+            "primary 100",
+        );
+        invalid(create(&mut r, pv("pswx", "isolated:101:300")), "primary");
+        invalid(
+            create(&mut r, pv("pswx", "promiscuous:200:100")),
+            "primary VLAN",
+        );
+        invalid(create(&mut r, cfg("pswx", 101)), "ordinary port");
+        invalid(create(&mut r, cfg("pswx", 100)), "ordinary port");
+        let mut c = pv("pswx", "isolated:100:101");
+        c.vlan = Some(VlanId::new(5).unwrap());
+        invalid(create(&mut r, c), "excludes vlan and trunk");
+        let mut c = pv("pswx", "isolated:100:101");
+        c.nic = Nic::new(NicKind::Uplink, "pswx");
+        invalid(create(&mut r, c), "trunk");
+        // A trunk (the uplink) carries them tagged; another primary's
+        // secondaries are its own business.
+        let mut up = PortConfig::on(Nic::new(NicKind::Uplink, "pswu"));
+        up.trunk = Some(vec![TrunkRange::Range(
+            VlanId::new(100).unwrap(),
+            VlanId::new(102).unwrap(),
+        )]);
+        create(&mut r, up).unwrap();
+        create(&mut r, pv("pswy", "community:200:201")).unwrap();
+        // Another switch has its own private VLANs.
+        r.create_switch(SwitchConfig {
+            name: "other".into(),
+            aging_seconds: None,
+            max_fdb_entries: None,
+        })
+        .unwrap();
+        let mut c = pv("pswz", "community:100:101");
+        c.switch = Some("other".into());
+        create(&mut r, c).unwrap();
+        assert_eq!(r.ports().len(), 7);
+
+        // PATCH: checked against the others; live; forgets learned MACs.
+        let before = fake.last().ports[0].as_ref().unwrap().flush_gen;
+        let to = |s: &str| PortUpdate {
+            pvlan: Some(Some(s.parse().unwrap())),
+            ..PortUpdate::default()
+        };
+        invalid(r.update_port(&iso, to("community:100:101")), "isolated");
+        // The only isolated port of 101 left would be pswi2: still isolated.
+        let p = r.update_port(&iso, to("community:100:102")).unwrap();
+        assert_eq!(p.pvlan.unwrap().to_string(), "community:100:102");
+        assert_ne!(fake.last().ports[0].as_ref().unwrap().flush_gen, before);
+        let u = PortUpdate {
+            vlan: Some(Some(VlanId::new(5).unwrap())),
+            ..PortUpdate::default()
+        };
+        invalid(r.update_port(&iso, u), "excludes vlan");
+        let u = PortUpdate {
+            vlan: Some(Some(VlanId::new(5).unwrap())),
+            pvlan: Some(None),
+            ..PortUpdate::default()
+        };
+        let p = r.update_port(&iso, u).unwrap();
+        assert!(p.pvlan.is_none() && p.vlan.map(VlanId::get) == Some(5));
         let _ = std::fs::remove_dir_all(d);
     }
 
