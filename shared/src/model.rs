@@ -1005,6 +1005,12 @@ pub struct PortStats {
     /// switch (a migrated VM announcing itself).
     #[serde(default)]
     pub mac_handovers: u64,
+    /// Frames waiting in the port's shaper to it (qos.ingressRate) and
+    /// from it (qos.egressRate), sampled once a second.
+    #[serde(default)]
+    pub ingress_queued: u64,
+    #[serde(default)]
+    pub egress_queued: u64,
     /// Dropped frames by reason (switchd's `DropReason`: `malformed`,
     /// `vlan`, `spoof`, `ip-spoof`, `link-down`, `qos`, ...); only reasons
     /// seen so far are listed.

@@ -22,8 +22,9 @@ use super::xsk::{Desc, Umem, XskSocket, FRAME_SIZE, XDP_PKT_CONTD};
 use super::{DatapathConfig, SetupMsg, ThreadStats};
 use crate::pipeline::capture::CaptureTap;
 use crate::pipeline::fdb::{Fdb, Row, Slot};
+use crate::pipeline::qos::FairQueue;
 use crate::pipeline::snapshot::{Snapshot, ThreadCounters};
-use crate::pipeline::{forward_len, qos, DropReason, Egress, Limits};
+use crate::pipeline::{forward, qos, DropReason, Egress, Limited, Limits};
 use crate::wire::ethernet::{apply_tag_edit, HEADER_LEN, TAG_LEN};
 use crate::wire::pcap::Dir;
 use arc_swap::ArcSwap;
@@ -153,6 +154,9 @@ pub(crate) struct PollThread {
     /// Frames from egress-rate-limited ports waiting for tokens (flat
     /// descriptors, whole frames).
     shaped: HashMap<Slot, VecDeque<Desc>>,
+    /// Frames to ingress-rate-limited ports homed here, waiting for
+    /// tokens in a fair queue per port (whole frames).
+    to_port: HashMap<Slot, FairQueue<Vec<Desc>>>,
     pollfds: Vec<libc::pollfd>,
     poll_slots: Vec<Slot>,
     /// Queues to and from the other poll threads.
@@ -252,6 +256,7 @@ impl PollThread {
             out: Vec::with_capacity(64),
             limits: Limits::new(index),
             shaped: HashMap::new(),
+            to_port: HashMap::new(),
             pollfds: Vec::new(),
             poll_slots: Vec::new(),
             mesh,
@@ -424,6 +429,9 @@ impl PollThread {
         if let Some(q) = self.shaped.remove(&slot) {
             pending.extend(q.iter().map(|d| d.addr));
         }
+        if let Some(mut q) = self.to_port.remove(&slot) {
+            pending.extend(q.drain_all().iter().flatten().map(|d| d.addr));
+        }
         for a in pending {
             self.release(a);
         }
@@ -511,6 +519,9 @@ impl PollThread {
             }
             worked |= self.receive(&snap, slot, now);
             self.refill(slot, now);
+        }
+        if !self.to_port.is_empty() {
+            self.drain_to_ports(&snap, now);
         }
         worked |= self.transmit(&snap);
         while self.notify != 0 {
@@ -667,19 +678,8 @@ impl PollThread {
                     continue;
                 };
                 match h.kind {
-                    Kind::Transmit { limit } => {
-                        if let Some(l) = limit {
-                            let bits = frame_len(&mine) as u64 * 8;
-                            if self.limits.admit_ingress(h.slot, l, bits, now) == qos::Admit::No {
-                                if let Some(p) = snap.port(h.slot) {
-                                    p.counters.t(self.index).count_drop(DropReason::Qos);
-                                }
-                                self.release_all(&mine);
-                                continue;
-                            }
-                        }
-                        self.queue_tx(snap, h.slot, &mine);
-                    }
+                    Kind::Transmit { limit: Some(l) } => self.shape_to(snap, h.slot, l, mine),
+                    Kind::Transmit { limit: None } => self.queue_tx(snap, h.slot, &mine),
                     Kind::Process => self.ingest(snap, h.slot, &mine, now),
                     Kind::Mirror => self.queue_mirror(snap, h.slot, &mine),
                 }
@@ -947,14 +947,13 @@ impl PollThread {
                 for f in frames(batch) {
                     let mut out = std::mem::take(&mut self.out);
                     let head = self.umem.frame(f[0].addr, f[0].len as usize);
-                    match forward_len(
+                    match forward(
                         snap,
                         sw,
                         &mut fdb,
                         &mut self.limits,
                         ingress,
                         head,
-                        frame_len(f),
                         now,
                         &mut out,
                     ) {
@@ -987,6 +986,55 @@ impl PollThread {
             }
             // A port mid-removal or not yet published: nothing to forward to.
             _ => self.release_all(batch),
+        }
+    }
+
+    /// Queues a frame (our chunks, tag edited) for `slot`, a port homed
+    /// here with an ingress rate, in the sender's flow of its fair queue.
+    /// A full queue drops the longest flow's newest frame (counted `qos`).
+    fn shape_to(&mut self, snap: &Snapshot, slot: Slot, from: Limited, f: Vec<Desc>) {
+        let (max_frames, max_bits) = self.limits.ingress_queue_limit(slot);
+        if max_frames == 0 {
+            // The limit went away meanwhile (or the port left this thread).
+            self.queue_tx(snap, slot, &f);
+            return;
+        }
+        let bits = frame_len(&f) as u64 * 8;
+        let mut dropped = Vec::new();
+        self.to_port.entry(slot).or_default().push(
+            from.from,
+            from.weight,
+            bits,
+            f,
+            max_frames,
+            max_bits,
+            &mut dropped,
+        );
+        for d in dropped {
+            if let Some(p) = snap.port(slot) {
+                p.counters.t(self.index).count_drop(DropReason::Qos);
+            }
+            self.release_all(&d);
+        }
+    }
+
+    /// Sends the frames the ports' ingress rates allow now.
+    fn drain_to_ports(&mut self, snap: &Snapshot, now: u64) {
+        let slots: Vec<Slot> = self.to_port.keys().copied().collect();
+        for slot in slots {
+            let Some(mut q) = self.to_port.remove(&slot) else {
+                continue;
+            };
+            let go: Vec<Vec<Desc>> = match self.limits.ingress(slot) {
+                Some(bucket) => std::iter::from_fn(|| q.pop(bucket, now)).collect(),
+                None => q.drain_all(),
+            };
+            for f in go {
+                self.queue_tx(snap, slot, &f);
+            }
+            if !q.is_empty() {
+                self.to_port.insert(slot, q);
+            }
         }
     }
 
@@ -1100,7 +1148,10 @@ impl PollThread {
                 options: first.options,
             };
             if local {
-                self.queue_tx(snap, e.slot, &edited);
+                match e.limit {
+                    Some(l) => self.shape_to(snap, e.slot, l, edited),
+                    None => self.queue_tx(snap, e.slot, &edited),
+                }
             } else {
                 let kind = Kind::Transmit { limit: e.limit };
                 self.hand_off(snap, target, kind, e.slot, &edited, e.slot);
@@ -1213,13 +1264,26 @@ impl PollThread {
                 Some((*s, q.iter().take(end).map(|d| d.len as u64 * 8).sum()))
             })
             .collect();
-        fronts
+        let ms = |ns: u64| ns.div_ceil(1_000_000).clamp(1, 1000) as i32;
+        let egress = fronts
             .into_iter()
             .map(|(slot, bits)| match self.limits.egress(slot) {
-                Some(b) => b.wait_ns(bits, now).div_ceil(1_000_000).clamp(1, 1000) as i32,
+                Some(b) => ms(b.wait_ns(bits, now)),
                 None => 1,
             })
-            .min()
+            .min();
+        let slots: Vec<Slot> = self.to_port.keys().copied().collect();
+        let ingress = slots
+            .into_iter()
+            .filter_map(|slot| {
+                let q = self.to_port.get(&slot)?;
+                Some(match self.limits.ingress(slot) {
+                    Some(b) => ms(q.wait_ns(b, now)?),
+                    None => 1,
+                })
+            })
+            .min();
+        egress.into_iter().chain(ingress).min()
     }
 
     fn sleep(&mut self, timeout_ms: i32) {
@@ -1284,11 +1348,20 @@ impl PollThread {
             f.sweep(now);
         }
         for p in self.ports.values() {
-            if let (Ok(st), Some(v)) = (p.sock.stats(), snap.port(p.slot)) {
-                v.counters.t(self.index).set_kernel_drops(
-                    st.rx_dropped + st.rx_ring_full + st.rx_fill_ring_empty_descs,
-                );
+            let Some(v) = snap.port(p.slot) else {
+                continue;
+            };
+            let c = v.counters.t(self.index);
+            if let Ok(st) = p.sock.stats() {
+                c.set_kernel_drops(st.rx_dropped + st.rx_ring_full + st.rx_fill_ring_empty_descs);
             }
+            // What waits in the shapers, once a second (a gauge).
+            let from = self.shaped.get(&p.slot).map_or(0, |q| {
+                q.iter().filter(|d| d.options & XDP_PKT_CONTD == 0).count()
+            });
+            let to = self.to_port.get(&p.slot).map_or(0, |q| q.frames());
+            c.egress_queued.store(from as u64, Relaxed);
+            c.ingress_queued.store(to as u64, Relaxed);
         }
     }
 }

@@ -4,10 +4,12 @@
 //! state it owns, and the time.
 //!
 //! Order: parse → ingress admin state → VLAN classification → MAC spoof
-//! guard → DHCP and router guards → outbound ACL → learn → look up → storm control (for floods) → per egress port: inbound
-//! ACL and ingress-rate limit (weighted between senders) → unicast or flood
-//! within the VLAN (never back out the ingress port, never to a port that
-//! is down or not in the VLAN).
+//! guard → IP guard → DHCP and router guards → outbound ACL → learn → look
+//! up → storm control (for floods) → per egress port: inbound ACL, and a
+//! mark that the port's ingress rate shapes the frame (the caller queues
+//! it, shared by the senders' weights) → unicast or flood within the VLAN
+//! (never back out the ingress port, never to a port that is down or not
+//! in the VLAN).
 
 pub mod acl;
 pub mod capture;
@@ -25,7 +27,7 @@ use crate::wire::ip::{self, L3};
 use acl::Dir;
 use fdb::{Fdb, Slot};
 use podswitch_shared::model::MacAddr;
-use qos::{default_burst_bits, Admit, TokenBucket, WeightedLimiter};
+use qos::{default_burst_bits, shaper_queue_limit, Admit, TokenBucket};
 use snapshot::{PortView, Snapshot, SwitchView};
 
 /// Why a frame was dropped; each has a per-port counter.
@@ -134,13 +136,13 @@ impl DropReason {
 pub struct Egress {
     pub slot: Slot,
     pub edit: TagEdit,
-    /// The egress port's ingress-rate limiter lives on another poll thread
-    /// (the port's home): the caller hands the frame there, and that
-    /// thread admits it (`Limits::admit_ingress`) before sending.
+    /// The egress port has an ingress rate: the frame goes to the port's
+    /// shaping queue on its home thread (`PortView::home`; handed there if
+    /// that is another poll thread), which sends it when tokens allow.
     pub limit: Option<Limited>,
 }
 
-/// What the home thread needs to admit a frame to a rate-limited port.
+/// What the home thread needs to queue a frame for a rate-limited port.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limited {
     /// The sending port and its minimum-bandwidth weight.
@@ -172,8 +174,9 @@ pub struct PortLimits {
     /// Frames from the pod (qos.egressRate): the caller *shapes* with it
     /// (queues frames until tokens arrive, as TCP needs) before `forward`.
     pub egress: Option<TokenBucket>,
-    /// Frames to the pod (qos.ingressRate), shared by weight.
-    pub ingress: Option<WeightedLimiter>,
+    /// Frames to the pod (qos.ingressRate): the caller *shapes* with it
+    /// too, from a fair queue that shares it by the senders' weights.
+    pub ingress: Option<TokenBucket>,
     /// Flooded frames from the pod per second (stormLimit).
     pub storm: Option<TokenBucket>,
 }
@@ -244,12 +247,7 @@ impl Limits {
             p.storm_limit.map(|n| (n as u64, n.max(1) as u64)),
             now,
         );
-        match (l.ingress.as_mut(), pair(q.ingress_rate, q.ingress_burst)) {
-            (_, None) => l.ingress = None,
-            (None, Some((r, b))) => l.ingress = Some(WeightedLimiter::new(r, b, now)),
-            (Some(x), Some((r, b))) if x.rate() != r || x.burst() != b => x.reconfigure(r, b, now),
-            _ => {}
-        }
+        sync_bucket(&mut l.ingress, pair(q.ingress_rate, q.ingress_burst), now);
     }
 
     /// Limiters for the poll thread `thread`.
@@ -264,13 +262,17 @@ impl Limits {
         self.ports.get_mut(slot as usize)
     }
 
-    /// Admits a frame of `bits` to `slot` (homed here) under its
-    /// ingress-rate limit, from the sender a remote thread handed over.
-    pub fn admit_ingress(&mut self, slot: Slot, from: Limited, bits: u64, now: u64) -> Admit {
-        match self.get(slot).and_then(|l| l.ingress.as_mut()) {
-            Some(lim) => lim.admit(from.from, from.weight, bits, now),
-            None => Admit::Yes,
-        }
+    /// The to-port shaper's bucket of a port (homed here), if it has an
+    /// ingress rate.
+    pub fn ingress(&mut self, slot: Slot) -> Option<&mut TokenBucket> {
+        self.get(slot).and_then(|l| l.ingress.as_mut())
+    }
+
+    /// (frames, bits) a port's to-port shaping queue holds.
+    pub fn ingress_queue_limit(&mut self, slot: Slot) -> (usize, u64) {
+        self.ingress(slot)
+            .map(|b| shaper_queue_limit(b.rate(), b.burst()))
+            .unwrap_or((0, 0))
     }
 
     /// The egress shaper's bucket of a port, if it has an egress rate.
@@ -291,7 +293,9 @@ impl Limits {
 /// Decides where the frame received on `ingress` goes. `out` is cleared
 /// and filled with the egress ports; an empty `out` with `Ok` means the
 /// frame is consumed (e.g. its destination sits behind the ingress port,
-/// or every egress port refused it and counted why).
+/// or every egress port refused it and counted why). `frame` may be a
+/// multi-buffer frame's first fragment: every header the pipeline reads
+/// is in it.
 #[allow(clippy::too_many_arguments)]
 pub fn forward(
     snap: &Snapshot,
@@ -300,24 +304,6 @@ pub fn forward(
     limits: &mut Limits,
     ingress: &PortView,
     frame: &[u8],
-    now: u64,
-    out: &mut Vec<Egress>,
-) -> Result<Decision, DropReason> {
-    forward_len(snap, sw, fdb, limits, ingress, frame, frame.len(), now, out)
-}
-
-/// `forward` for a frame of `len` bytes of which `frame` holds the first
-/// (a multi-buffer frame's first fragment: every header the pipeline
-/// reads is in it).
-#[allow(clippy::too_many_arguments)]
-pub fn forward_len(
-    snap: &Snapshot,
-    sw: &SwitchView,
-    fdb: &mut Fdb,
-    limits: &mut Limits,
-    ingress: &PortView,
-    frame: &[u8],
-    len: usize,
     now: u64,
     out: &mut Vec<Egress>,
 ) -> Result<Decision, DropReason> {
@@ -365,7 +351,6 @@ pub fn forward_len(
             return Err(DropReason::Acl);
         }
     }
-    let bits = len.max(frame.len()) as u64 * 8;
     let learned = fdb.learn(vlan, hdr.src, ingress.slot, now);
 
     let known = if hdr.dst.is_multicast() {
@@ -398,22 +383,15 @@ pub fn forward_len(
                 return;
             }
         }
-        let mut limit = None;
-        if p.qos.as_ref().is_some_and(|q| q.ingress_rate.is_some()) {
-            if p.home == limits.thread {
-                if let Some(lim) = limits.get(p.slot).and_then(|l| l.ingress.as_mut()) {
-                    if lim.admit(ingress.slot, weight, bits, now) == Admit::No {
-                        p.counters.t(limits.thread).count_drop(DropReason::Qos);
-                        return;
-                    }
-                }
-            } else {
-                limit = Some(Limited {
-                    from: ingress.slot,
-                    weight,
-                });
-            }
-        }
+        // Shaped, not policed: the caller queues the frame for the port.
+        let limit = p
+            .qos
+            .as_ref()
+            .is_some_and(|q| q.ingress_rate.is_some())
+            .then_some(Limited {
+                from: ingress.slot,
+                weight,
+            });
         out.push(Egress {
             slot: p.slot,
             edit: p.vlan.egress(vlan),

@@ -23,6 +23,11 @@ pub struct ThreadCounters {
     pub tx_bytes: AtomicU64,
     /// The port's own MAC moved here from another port (live migration).
     pub mac_handovers: AtomicU64,
+    /// Frames waiting in the port's shapers (gauges, set by its home
+    /// thread once a second): to the port (ingressRate) and from it
+    /// (egressRate).
+    pub ingress_queued: AtomicU64,
+    pub egress_queued: AtomicU64,
     /// Mirror copies queued to this port (a mirroring destination).
     pub mirror_copies: AtomicU64,
     drops: [AtomicU64; DropReason::COUNT],
@@ -95,6 +100,8 @@ impl PortCounters {
             tx_packets: self.sum(|t| t.tx_packets.load(Relaxed)),
             tx_bytes: self.sum(|t| t.tx_bytes.load(Relaxed)),
             mac_handovers: self.sum(|t| t.mac_handovers.load(Relaxed)),
+            ingress_queued: self.sum(|t| t.ingress_queued.load(Relaxed)),
+            egress_queued: self.sum(|t| t.egress_queued.load(Relaxed)),
             mirror_copies: self.sum(|t| t.mirror_copies.load(Relaxed)),
             drops: DropReason::ALL
                 .iter()
