@@ -233,7 +233,8 @@ pub fn pipeline(data: &[u8]) {
 }
 
 /// Fuzz target `api`: a control-API body for each of the POST/PATCH
-/// shapes and the `--switches-file`, chosen by the first byte. Decoding
+/// shapes and the `--switches-file` (read as a capture's query string
+/// too), chosen by the first byte. Decoding
 /// and validating must answer (a value or an error), never panic, and a
 /// decoded port config must survive a JSON round trip unchanged.
 pub fn api(data: &[u8]) {
@@ -265,6 +266,9 @@ pub fn api(data: &[u8]) {
         }
         _ => {
             let _ = serde_json::from_slice::<crate::registry::Declared>(body);
+            if let Ok(q) = std::str::from_utf8(body) {
+                let _ = crate::wire::pcap::CaptureRequest::from_query(Some(q));
+            }
         }
     }
 }

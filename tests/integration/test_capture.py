@@ -153,8 +153,9 @@ def test_capture_bad_input_and_concurrent_captures(topo):
     r = node.ctl("port", "capture", "nosuchport", "-w", str(node.dir / "x.pcap"), check=False)
     assert r.returncode == 1 and "404" in r.stderr, r.stderr
 
-    # Four captures of one port run at once; a fifth is refused (409).
-    conns = []
+    # Four captures of one port run at once, each gets every frame; a
+    # fifth is refused (409).
+    conns, resps = [], []
     try:
         for _ in range(4):
             c = UnixHTTPConnection(node.socket)
@@ -163,7 +164,14 @@ def test_capture_bad_input_and_concurrent_captures(topo):
             assert resp.status == 200 and resp.getheader("content-type") == "application/vnd.tcpdump.pcap"
             assert resp.read(24)[:4] == bytes.fromhex("4d3cb2a1"), "pcap, nanosecond magic"
             conns.append(c)
+            resps.append(resp)
         assert len(running(node, a.port)) == 4
+        a.ping("10.91.2.9", count=1, timeout=1)  # an ARP request from the pod
+        for resp in resps:
+            hdr = resp.read(16)
+            caplen = int.from_bytes(hdr[8:12], "little")
+            data = resp.read(caplen)
+            assert data[12:14] == b"\x08\x06" and data[6:12] == bytes.fromhex(a.mac.replace(":", "")), data
         got, body = node.api("GET", f"/v1/ports/{pid}/capture")
         assert got == 409 and body["code"] == "conflict" and "4 live captures" in body["message"], body
     finally:

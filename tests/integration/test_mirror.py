@@ -96,3 +96,37 @@ def test_mirroring_from_the_cni_config(topo):
     bad = QuietPodNs(topo, "bad")
     rc, out, _ = cni.run("ADD", bad.cid, bad.netns, conf={**cni.conf, "portMirroring": "sideways"})
     assert rc != 0 and out["code"] == 7, out
+
+
+def test_copies_cross_poll_threads_and_forwarding_goes_on(topo):
+    """Two poll threads: a source with two queues (the CNI's pods get one
+    per thread) and a one-queue destination, served by thread 0 only: the
+    copies made on thread 1 are handed over. UDP from the source loses
+    nothing to mirroring, and every frame either way is copied or counted."""
+    from test_cni import Cni, PodNs
+    from test_threads import iperf, two_cpus
+    two_cpus()
+    node = topo.node().start("--poll-cpus", "0-1")
+    cni = Cni(topo, node, vlan=100)
+    a, b = PodNs(topo, "ma"), PodNs(topo, "mb")
+    pa = cni.add(a)["interfaces"][0]["name"]
+    cni.add(b)
+    node.ok("PATCH", f"/v1/ports/{pa}", {"portMirroring": "source"})
+    dst = topo.pod(node, "md")  # conftest veth: 1 queue
+    dp = dst.attach(portMirroring="destination")
+    assert dp["status"]["queues"] == 1, dp["status"]
+    assert a.ping(b.addr())
+    rep = iperf(topo, a, b.addr(), b.ns, 3, ("-u", "-b", "20M", "-l", "1000", "-P", "4"))
+    s = rep["end"]["sum"]
+    print(f"UDP with a mirror: {s['packets']} datagrams, {s['lost_percent']:.2f}% lost")
+    assert s["packets"] > 1000 and s["lost_percent"] < 5, s
+    src = node.ok("GET", f"/v1/ports/{pa}")["stats"]
+    d = node.ok("GET", f"/v1/ports/{dp['id']}")["stats"]
+    copied, lost = d["mirrorCopies"], d["drops"].get("mirror", 0)
+    both_ways = src["rxPackets"] + src["txPackets"]
+    print(f"source rx+tx {both_ways}, copies {copied}, lost {lost}")
+    assert copied > 0.5 * both_ways, (copied, lost, both_ways)
+    assert both_ways * 0.98 <= copied + lost <= both_ways + sum(src["drops"].values()) + 50, \
+        (copied, lost, both_ways, src)
+    threads = node.ok("GET", "/v1/datapath")["threads"]
+    assert threads[1]["handoffOut"] > 0 and threads[0]["handoffIn"] > 0, threads
