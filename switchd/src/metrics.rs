@@ -77,9 +77,15 @@ fn head(out: &mut String, name: &str, kind: &str, help: &str) {
 /// Renders every metric. The registry is locked only to copy what is
 /// rendered; the poll threads are asked for their FDB figures after.
 pub fn render(state: &Mutex<Registry>, api: &ApiMetrics, start_time: f64) -> String {
-    let (ports, info, switches, dp) = {
+    let (ports, info, switches, dp, mcast) = {
         let s = state.lock().unwrap_or_else(|e| e.into_inner());
-        (s.ports(), s.datapath_info(), s.switch_ids(), s.datapath())
+        (
+            s.ports(),
+            s.datapath_info(),
+            s.switch_ids(),
+            s.datapath(),
+            s.mcast_stats(),
+        )
     };
     let fdb: Vec<(String, u32, crate::datapath::FdbView)> = switches
         .into_iter()
@@ -361,6 +367,7 @@ pub fn render(state: &Mutex<Registry>, api: &ApiMetrics, start_time: f64) -> Str
             f.limit_hits
         );
     }
+    render_mcast(&mut o, &mcast);
     type PickL = fn(&ConnBudget) -> u64;
     let per_listener: [(&str, &str, &str, PickL); 6] = [
         (
@@ -444,6 +451,90 @@ pub fn render(state: &Mutex<Registry>, api: &ApiMetrics, start_time: f64) -> Str
         a.count
     );
     o
+}
+
+/// Multicast snooping, per switch (every switch has the series; a switch
+/// that does not snoop has no groups and its counters stand still).
+fn render_mcast(
+    o: &mut String,
+    stats: &[(
+        String,
+        bool,
+        usize,
+        Arc<crate::pipeline::mcast::McastCounters>,
+    )],
+) {
+    head(
+        o,
+        "podswitch_switch_mcast_snooping",
+        "gauge",
+        "1 if the switch snoops IGMP/MLD (multicastSnooping), else 0.",
+    );
+    for (name, on, _, _) in stats {
+        let _ = writeln!(
+            o,
+            "podswitch_switch_mcast_snooping{{switch=\"{}\"}} {}",
+            esc(name),
+            u8::from(*on)
+        );
+    }
+    head(
+        o,
+        "podswitch_switch_mcast_groups",
+        "gauge",
+        "(VLAN, group) entries in the switch's multicast table.",
+    );
+    for (name, _, groups, _) in stats {
+        let _ = writeln!(
+            o,
+            "podswitch_switch_mcast_groups{{switch=\"{}\"}} {groups}",
+            esc(name)
+        );
+    }
+    head(
+        o,
+        "podswitch_switch_mcast_snooped_total",
+        "counter",
+        "IGMP/MLD messages snooped, by type: report (per group record), leave (leave, done, TO_IN{}, BLOCK), query.",
+    );
+    for (name, _, _, c) in stats {
+        for (kind, v) in [
+            ("report", &c.reports),
+            ("leave", &c.leaves),
+            ("query", &c.queries),
+        ] {
+            let _ = writeln!(
+                o,
+                "podswitch_switch_mcast_snooped_total{{switch=\"{}\",type=\"{kind}\"}} {}",
+                esc(name),
+                v.load(Relaxed)
+            );
+        }
+    }
+    type PickM = fn(&crate::pipeline::mcast::McastCounters) -> u64;
+    let counters: [(&str, &str, PickM); 3] = [
+        (
+            "podswitch_switch_mcast_filtered_total",
+            "Copies of IP multicast frames not sent to a port of the VLAN because it did not join the group (snooping at work, not a loss).",
+            |c| c.filtered(),
+        ),
+        (
+            "podswitch_switch_mcast_events_lost_total",
+            "Snooped membership events lost because the snooper's queue was full.",
+            |c| c.overflow(),
+        ),
+        (
+            "podswitch_switch_mcast_joins_refused_total",
+            "Joins refused because the multicast table was full (the group floods as unknown).",
+            |c| c.refused.load(Relaxed),
+        ),
+    ];
+    for (metric, help, pick) in counters {
+        head(o, metric, "counter", help);
+        for (name, _, _, c) in stats {
+            let _ = writeln!(o, "{metric}{{switch=\"{}\"}} {}", esc(name), pick(c));
+        }
+    }
 }
 
 #[cfg(test)]

@@ -21,8 +21,8 @@ use super::mesh::{Handoff, Kind, Learn, Mesh, MAX_FRAGS};
 use super::xsk::{Desc, Umem, XskSocket, FRAME_SIZE, XDP_PKT_CONTD};
 use super::{DatapathConfig, SetupMsg, ThreadStats};
 use crate::pipeline::fdb::{Fdb, Row, Slot};
-use crate::pipeline::snapshot::{Snapshot, ThreadCounters};
-use crate::pipeline::{forward_len, qos, DropReason, Egress, Limits};
+use crate::pipeline::snapshot::{Snapshot, SwitchView, ThreadCounters};
+use crate::pipeline::{forward_len, mcast, qos, DropReason, Egress, Limits};
 use crate::wire::ethernet::{apply_tag_edit, HEADER_LEN, TAG_LEN};
 use arc_swap::ArcSwap;
 use std::collections::{HashMap, VecDeque};
@@ -841,6 +841,9 @@ impl PollThread {
                                 let c = ingress.counters.t(self.index);
                                 ThreadCounters::add(&c.mac_handovers, 1);
                             }
+                            if dec.snooped {
+                                self.snoop(sw, slot, ingress.flush_gen, dec.vlan, head);
+                            }
                             if announce && dec.learned.announce() {
                                 self.mesh.announce(
                                     self.index,
@@ -862,6 +865,30 @@ impl PollThread {
             // A port mid-removal or not yet published: nothing to forward to.
             _ => self.release_all(batch),
         }
+    }
+
+    /// Sends the membership events of an IGMP/MLD frame that arrived on
+    /// `slot` to the snooper; a full queue loses them (counted), never waits.
+    fn snoop(&self, sw: &SwitchView, slot: Slot, gen: u64, vlan: u16, frame: &[u8]) {
+        let Some(m) = &sw.mcast else { return };
+        let mut full = false;
+        mcast::frame_events(frame, &mut |event| {
+            if full {
+                return;
+            }
+            let s = mcast::Snooped {
+                switch: sw.id,
+                epoch: m.epoch,
+                vlan,
+                slot,
+                gen,
+                event,
+            };
+            if m.events.try_send(mcast::ToSnooper::Snooped(s)).is_err() {
+                m.shared.counters.add_overflow(self.index);
+                full = true;
+            }
+        });
     }
 
     /// Copies the frame `f` into free chunks; None (nothing taken) if the

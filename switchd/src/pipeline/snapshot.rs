@@ -218,6 +218,8 @@ pub struct SwitchView {
     pub max_fdb_entries: u32,
     /// (VLAN, MAC, slot): each port's own MAC on its home VLAN.
     pub statics: Vec<(u16, MacAddr, Slot)>,
+    /// Multicast snooping (None: off, multicast floods).
+    pub mcast: Option<super::mcast::McastView>,
 }
 
 /// Everything the data path needs, immutable once published.
