@@ -72,7 +72,9 @@ fn handle(switches: &mut HashMap<u32, Switch>, m: ToSnooper, now: u64) {
             switch,
             table: Some(t),
         } => match switches.get_mut(&switch) {
-            Some(s) if s.epoch == t.epoch => s.mdb.set_interval(t.membership_seconds),
+            Some(s) if s.epoch == t.epoch => {
+                s.dirty |= s.mdb.set_interval(t.membership_seconds, now);
+            }
             _ => {
                 t.shared.table.store(Arc::new(MdbView::default()));
                 switches.insert(

@@ -426,9 +426,23 @@ impl Mdb {
         }
     }
 
-    /// Memberships reported from now on live `seconds`.
-    pub fn set_interval(&mut self, seconds: u32) {
+    /// Memberships (and router ports) live `seconds` from now on: those
+    /// reported later get it, and none left lives longer than it from
+    /// `now`. Whether anything changed.
+    pub fn set_interval(&mut self, seconds: u32, now: u64) -> bool {
         self.interval_ns = seconds as u64 * 1_000_000_000;
+        let cap = now.saturating_add(self.interval_ns);
+        let mut changed = false;
+        let expiries = self
+            .groups
+            .values_mut()
+            .flat_map(|ms| ms.values_mut().map(|m| &mut m.expires))
+            .chain(self.routers.values_mut().map(|(_, e)| e));
+        for e in expiries.filter(|e| **e > cap) {
+            *e = cap;
+            changed = true;
+        }
+        changed
     }
 
     /// (VLAN, group) entries.
@@ -1179,6 +1193,12 @@ pub(crate) mod tests {
         let mut t = Mdb::new(5);
         t.apply(100, 4, 1, Event::Query, 0);
         assert_eq!(t.view().routers(100)[0].slot, 4);
+        // A longer interval does not extend what was reported; a shorter one cuts it.
+        assert!(!t.set_interval(50, SEC));
+        assert_eq!(t.view().routers(100)[0].expires, 5 * SEC);
+        assert!(t.set_interval(3, SEC));
+        assert_eq!(t.view().routers(100)[0].expires, 4 * SEC);
+        t.set_interval(5, SEC);
         assert!(t.view().routers(200).is_empty());
         assert!(t.age(5 * SEC));
         assert!(t.view().routers(100).is_empty());
