@@ -242,17 +242,6 @@ pub enum Event {
     Leave(IpAddr),
 }
 
-impl Event {
-    /// The counter the event counts under: "report", "leave" or "query".
-    pub fn kind(&self) -> &'static str {
-        match self {
-            Event::Query => "query",
-            Event::Join(_) | Event::Include { .. } => "report",
-            Event::Block { .. } | Event::Leave(_) => "leave",
-        }
-    }
-}
-
 /// One group record of an IGMPv3/MLDv2 report, as events.
 fn record(
     rtype: u8,
@@ -773,16 +762,15 @@ impl McastCounters {
         bump(&self.slot(thread).overflow, 1);
     }
 
-    /// The snooper counts an event it applied.
+    /// The snooper counts an event: a report (per group record), a
+    /// leave (leave, done, TO_IN{}, BLOCK) or a query.
     pub fn count(&self, ev: &Event) {
-        bump(
-            match ev.kind() {
-                "query" => &self.queries,
-                "leave" => &self.leaves,
-                _ => &self.reports,
-            },
-            1,
-        );
+        let c = match ev {
+            Event::Query => &self.queries,
+            Event::Join(_) | Event::Include { .. } => &self.reports,
+            Event::Block { .. } | Event::Leave(_) => &self.leaves,
+        };
+        bump(c, 1);
     }
 
     /// The snooper refused a join: the table was full.

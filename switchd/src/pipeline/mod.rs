@@ -419,18 +419,24 @@ pub fn forward_len(
         });
     };
     // Multicast snooping: which ports of the VLAN an IP multicast frame
-    // goes to, by the table the snooper published.
-    let mut snooped = false;
-    let table = match (&sw.mcast, target) {
-        (Some(m), None) if hdr.dst.is_multicast() => Some((m, m.shared.table.load())),
+    // goes to, by the table the snooper published (loaded only for a
+    // report or data to a tracked group).
+    let class = match (&sw.mcast, target) {
+        (Some(m), None) if hdr.dst.is_multicast() => Some((
+            m,
+            mcast::classify(hdr.ethertype, frame.get(l3_off..).unwrap_or(&[])),
+        )),
         _ => None,
     };
+    let snooped =
+        class.is_some_and(|(_, c)| matches!(c, mcast::Class::Query | mcast::Class::Report));
+    let table = class
+        .filter(|(_, c)| matches!(c, mcast::Class::Report | mcast::Class::Data(_)))
+        .map(|(m, c)| (m, c, m.shared.table.load()));
     // (selection, whether a port left out counts as filtered: data only).
-    let selection = table.as_ref().map(|(m, t)| {
-        let class = mcast::classify(hdr.ethertype, frame.get(l3_off..).unwrap_or(&[]));
-        snooped = matches!(class, mcast::Class::Query | mcast::Class::Report);
+    let selection = table.as_ref().map(|(m, class, t)| {
         let gen_of = |s| snap.port(s).map(|p| p.flush_gen);
-        let sel = mcast::select(t, class, vlan, &m.uplinks, m.flood_unknown, gen_of, now);
+        let sel = mcast::select(t, *class, vlan, &m.uplinks, m.flood_unknown, gen_of, now);
         (sel, matches!(class, mcast::Class::Data(_)))
     });
     match target {
@@ -448,7 +454,7 @@ pub fn forward_len(
                 }
                 push(p);
             }
-            if let (Some((m, _)), true) = (&table, filtered > 0) {
+            if let (Some((m, _, _)), true) = (&table, filtered > 0) {
                 m.shared.counters.add_filtered(limits.thread, filtered);
             }
         }
