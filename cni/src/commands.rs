@@ -496,7 +496,7 @@ pub fn check(conf: &NetConf, env: &Env) -> CniResult<()> {
             "port {host_if} is not attached to switchd's data path"
         ));
     }
-    if port.vlan != conf.vlan || port.trunk != conf.trunk {
+    if port.vlan != conf.vlan || port.trunk != conf.trunk || port.pvlan != conf.pvlan {
         return fail(format!(
             "port {host_if} has a different VLAN setting than the configuration"
         ));

@@ -17,9 +17,11 @@ const OWN_KEYS: &[&str] = &[
     "mtu",
     "vlan",
     "trunk",
+    "pvlan",
     "macSpoofCheck",
     "ipSpoofCheck",
     "priority",
+    "portMirroring",
     "linkState",
     "qos",
     "dhcpGuard",
@@ -147,6 +149,10 @@ pub struct NetConf {
     pub vlan: Option<VlanId>,
     #[serde(default)]
     pub trunk: Option<Vec<TrunkRange>>,
+    /// A private VLAN port: `{"mode": "isolated"|"community", "primaryID",
+    /// "secondaryID"}` or `{"mode": "promiscuous", "primaryID", "secondaryIDs"}`.
+    #[serde(default)]
+    pub pvlan: Option<podswitch_shared::model::Pvlan>,
     #[serde(default)]
     pub mac_spoof_check: Option<bool>,
     /// The IP/ARP/ND spoof guard; the port's allowedIPs are IPAM's addresses.
@@ -155,6 +161,9 @@ pub struct NetConf {
     /// 802.1p: `{"mode": "trust"|"reset"|"set", "pcp": 0..7}`.
     #[serde(default)]
     pub priority: Option<podswitch_shared::model::Priority>,
+    /// Port mirroring: `"none"`, `"source"` or `"destination"`.
+    #[serde(default)]
+    pub port_mirroring: Option<podswitch_shared::model::PortMirroring>,
     #[serde(default)]
     pub link_state: Option<LinkState>,
     #[serde(default)]
@@ -302,6 +311,16 @@ impl NetConf {
             podswitch_shared::model::check_object_name("switch name", s)
                 .map_err(|e| CniError::new(code::INVALID_CONFIG, e.to_string()))?;
         }
+        if let Some(p) = &self.pvlan {
+            if self.vlan.is_some() || self.trunk.is_some() {
+                return invalid(
+                    "pvlan excludes vlan and trunk: a private VLAN port is untagged on its own VLANs"
+                        .into(),
+                );
+            }
+            p.validate()
+                .map_err(|e| CniError::new(code::INVALID_CONFIG, e))?;
+        }
         if let Some(p) = &self.priority {
             p.validate()
                 .map_err(|e| CniError::new(code::INVALID_CONFIG, e))?;
@@ -404,6 +423,7 @@ impl NetConf {
             mac,
             vlan: self.vlan,
             trunk: self.trunk.clone(),
+            pvlan: self.pvlan.clone(),
             mac_spoof_check: self.mac_spoof_check,
             ip_spoof_check: self.ip_spoof_check,
             // Filled in once IPAM has answered (ADD registers the port
@@ -417,6 +437,7 @@ impl NetConf {
             storm_limit: self.storm_limit,
             acls: self.acls.clone(),
             acl_default: self.acl_default,
+            port_mirroring: self.port_mirroring,
             owner: Some(podswitch_shared::model::Owner {
                 container_id: Some(env.container_id.clone()),
                 ifname: Some(env.ifname.clone()),
@@ -717,6 +738,48 @@ mod tests {
             r#"{{{base},"runtimeConfig":{{"deviceID":"x","CNIDeviceInfoFile":"/run/x"}}}}"#
         ))
         .unwrap();
+    }
+
+    #[test]
+    fn pvlan_field() {
+        let base = r#""cniVersion":"1.0.0","name":"n","type":"podswitch""#;
+        let c = parse(&format!(
+            r#"{{{base},"pvlan":{{"mode":"promiscuous","primaryID":100,"secondaryIDs":[101,102]}}}}"#
+        ))
+        .unwrap();
+        assert_eq!(
+            c.pvlan.as_ref().map(|p| p.to_string()).as_deref(),
+            Some("promiscuous:100:101,102")
+        );
+        for (extra, words) in [
+            (
+                r#""pvlan":{"mode":"isolated","primaryID":100,"secondaryID":100}"#,
+                "differs from its primary",
+            ),
+            (
+                r#""pvlan":{"mode":"promiscuous","primaryID":100,"secondaryIDs":[]}"#,
+                "needs secondaryIDs",
+            ),
+            (
+                r#""vlan":5,"pvlan":{"mode":"isolated","primaryID":100,"secondaryID":101}"#,
+                "pvlan excludes vlan and trunk",
+            ),
+            (
+                r#""pvlan":{"mode":"isolated","primaryID":100,"secondaryID":4095}"#,
+                "4095",
+            ),
+            (
+                r#""pvlan":{"mode":"isolated","primaryID":100,"secondary":101}"#,
+                "secondary",
+            ),
+        ] {
+            let e = parse(&format!("{{{base},{extra}}}")).unwrap_err();
+            assert_eq!(e.code, code::INVALID_CONFIG, "{extra}");
+            assert!(
+                e.msg.contains(words) || e.details.contains(words),
+                "{extra}: {e:?}"
+            );
+        }
     }
 
     #[test]

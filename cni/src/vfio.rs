@@ -420,7 +420,7 @@ pub fn check(
             port.nic.ifname
         ));
     }
-    if port.vlan != conf.vlan || port.trunk != conf.trunk {
+    if port.vlan != conf.vlan || port.trunk != conf.trunk || port.pvlan != conf.pvlan {
         return fail(format!(
             "port {port_id} has a different VLAN setting than the configuration"
         ));

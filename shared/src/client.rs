@@ -29,6 +29,9 @@ pub enum ClientError {
     Api { status: u16, error: ApiError },
     #[error("cannot decode switchd's answer: {0}")]
     Decode(#[from] serde_json::Error),
+    /// The consumer of a streamed answer stopped it (`Client::stream`).
+    #[error("{0}")]
+    Stopped(std::io::Error),
 }
 
 impl ClientError {
@@ -135,12 +138,188 @@ impl Client {
     }
 }
 
+impl Client {
+    /// Sends a GET whose answer streams (a live capture): a 2xx answer's
+    /// body goes to `sink` piece by piece as it arrives, with no read
+    /// timeout; every `tick` without data `idle` is called. Either may
+    /// stop the stream by returning an error (`ClientError::Stopped`).
+    /// Returns the trailer fields the answer ended with.
+    pub fn stream(
+        &self,
+        path: &str,
+        tick: Duration,
+        sink: &mut dyn FnMut(&[u8]) -> std::io::Result<()>,
+        idle: &mut dyn FnMut() -> std::io::Result<()>,
+    ) -> Result<Vec<(String, String)>, ClientError> {
+        let io = |source| ClientError::Io {
+            path: self.path.clone(),
+            source,
+        };
+        let mut s = UnixStream::connect(&self.path).map_err(|source| ClientError::Connect {
+            path: self.path.clone(),
+            source,
+        })?;
+        s.set_write_timeout(Some(self.timeout)).map_err(io)?;
+        s.set_read_timeout(Some(tick)).map_err(io)?;
+        let req = format!(
+            "GET {path} HTTP/1.1\r\nHost: switchd\r\nConnection: close\r\nTE: trailers\r\n\r\n"
+        );
+        s.write_all(req.as_bytes()).map_err(io)?;
+        let mut r = StreamReader {
+            path: &self.path,
+            s,
+            buf: Vec::new(),
+            idle,
+        };
+        let end = loop {
+            if let Some(e) = r.buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                break e;
+            }
+            if !r.more()? {
+                return Err(ClientError::Protocol(
+                    "the answer ended in its headers".into(),
+                ));
+            }
+        };
+        let (status, chunked) = parse_head(&r.buf[..end])?;
+        r.buf.drain(..end + 4);
+        if !(200..300).contains(&status) {
+            // An error answer is small: read it whole.
+            while r.more()? {}
+            let body = if chunked { dechunk(&r.buf)? } else { r.buf };
+            let error = serde_json::from_slice::<ApiError>(&body).unwrap_or_else(|_| ApiError {
+                code: "http".into(),
+                message: String::from_utf8_lossy(&body).into_owned(),
+            });
+            return Err(ClientError::Api { status, error });
+        }
+        if !chunked {
+            // Until the connection closes.
+            loop {
+                if !r.buf.is_empty() {
+                    sink(&r.buf).map_err(ClientError::Stopped)?;
+                    r.buf.clear();
+                }
+                if !r.more()? {
+                    return Ok(Vec::new());
+                }
+            }
+        }
+        let bad = || ClientError::Protocol("bad chunked body".into());
+        loop {
+            // A chunk's size line.
+            let eol = loop {
+                if let Some(e) = r.buf.windows(2).position(|w| w == b"\r\n") {
+                    break e;
+                }
+                if !r.more()? {
+                    return Err(ClientError::Protocol("the stream ended mid-chunk".into()));
+                }
+            };
+            let line = std::str::from_utf8(&r.buf[..eol]).map_err(|_| bad())?;
+            let mut left = usize::from_str_radix(line.split(';').next().unwrap_or("").trim(), 16)
+                .map_err(|_| bad())?;
+            r.buf.drain(..eol + 2);
+            if left == 0 {
+                break;
+            }
+            // Its data, handed on as it comes, then its CRLF.
+            while left > 0 {
+                if r.buf.is_empty() && !r.more()? {
+                    return Err(ClientError::Protocol("the stream ended mid-chunk".into()));
+                }
+                let n = left.min(r.buf.len());
+                sink(&r.buf[..n]).map_err(ClientError::Stopped)?;
+                r.buf.drain(..n);
+                left -= n;
+            }
+            while r.buf.len() < 2 {
+                if !r.more()? {
+                    return Err(ClientError::Protocol("the stream ended mid-chunk".into()));
+                }
+            }
+            r.buf.drain(..2);
+        }
+        // Trailer fields, up to an empty line.
+        let mut trailers = Vec::new();
+        loop {
+            let eol = loop {
+                if let Some(e) = r.buf.windows(2).position(|w| w == b"\r\n") {
+                    break e;
+                }
+                if !r.more()? {
+                    return Ok(trailers);
+                }
+            };
+            if eol == 0 {
+                return Ok(trailers);
+            }
+            if let Some((k, v)) = std::str::from_utf8(&r.buf[..eol])
+                .ok()
+                .and_then(|l| l.split_once(':'))
+            {
+                trailers.push((k.trim().to_ascii_lowercase(), v.trim().to_string()));
+            }
+            r.buf.drain(..eol + 2);
+        }
+    }
+}
+
+/// The read side of a streamed answer.
+struct StreamReader<'a> {
+    path: &'a Path,
+    s: UnixStream,
+    buf: Vec<u8>,
+    idle: &'a mut dyn FnMut() -> std::io::Result<()>,
+}
+
+impl StreamReader<'_> {
+    /// Reads more into `buf`; false at the end of the stream. A read that
+    /// times out calls `idle` (which may stop the stream) and tries again.
+    fn more(&mut self) -> Result<bool, ClientError> {
+        let mut tmp = [0u8; 65536];
+        loop {
+            match self.s.read(&mut tmp) {
+                Ok(0) => return Ok(false),
+                Ok(n) => {
+                    self.buf.extend_from_slice(&tmp[..n]);
+                    return Ok(true);
+                }
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) =>
+                {
+                    (self.idle)().map_err(ClientError::Stopped)?;
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(source) => {
+                    return Err(ClientError::Io {
+                        path: self.path.to_path_buf(),
+                        source,
+                    })
+                }
+            }
+        }
+    }
+}
+
 fn parse_response(buf: &[u8]) -> Result<Response, ClientError> {
     let end = buf
         .windows(4)
         .position(|w| w == b"\r\n\r\n")
         .ok_or_else(|| ClientError::Protocol("no end of headers".into()))?;
-    let head = std::str::from_utf8(&buf[..end])
+    let (status, chunked) = parse_head(&buf[..end])?;
+    let raw = &buf[end + 4..];
+    let body = if chunked { dechunk(raw)? } else { raw.to_vec() };
+    Ok(Response { status, body })
+}
+
+/// The status of a response head (without its final CRLF CRLF), and
+/// whether its body is chunked.
+fn parse_head(head: &[u8]) -> Result<(u16, bool), ClientError> {
+    let head = std::str::from_utf8(head)
         .map_err(|_| ClientError::Protocol("headers are not UTF-8".into()))?;
     let mut lines = head.split("\r\n");
     let status_line = lines.next().unwrap_or_default();
@@ -159,9 +338,7 @@ fn parse_response(buf: &[u8]) -> Result<Response, ClientError> {
             }
         }
     }
-    let raw = &buf[end + 4..];
-    let body = if chunked { dechunk(raw)? } else { raw.to_vec() };
-    Ok(Response { status, body })
+    Ok((status, chunked))
 }
 
 fn dechunk(mut raw: &[u8]) -> Result<Vec<u8>, ClientError> {
@@ -187,6 +364,64 @@ fn dechunk(mut raw: &[u8]) -> Result<Vec<u8>, ClientError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn streams_chunks_as_they_come_and_reads_trailers() {
+        use std::os::unix::net::UnixListener;
+        let dir = std::env::temp_dir().join(format!("psw-client-{}", std::process::id()));
+        let _ = std::fs::create_dir_all(&dir);
+        let path = dir.join("s.sock");
+        let _ = std::fs::remove_file(&path);
+        let l = UnixListener::bind(&path).unwrap();
+        let server = std::thread::spawn(move || {
+            let (mut s, _) = l.accept().unwrap();
+            let mut req = [0u8; 1024];
+            let n = s.read(&mut req).unwrap();
+            assert!(std::str::from_utf8(&req[..n])
+                .unwrap()
+                .contains("TE: trailers"));
+            // Split mid-chunk and mid-size-line, with pauses (the client's
+            // idle callback runs meanwhile).
+            for part in [
+                &b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n5\r\nab"[..],
+                b"cde\r\n",
+                b"1",
+                b"0\r\n0123456789abcdef\r\n0\r\nx-capture-frames: 2\r\n",
+                b"x-capture-dropped: 0\r\n\r\n",
+            ] {
+                s.write_all(part).unwrap();
+                std::thread::sleep(Duration::from_millis(30));
+            }
+        });
+        let c = Client::new(&path);
+        let mut got = Vec::new();
+        let mut idles = 0;
+        let t = c
+            .stream(
+                "/x",
+                Duration::from_millis(10),
+                &mut |b| {
+                    got.extend_from_slice(b);
+                    Ok(())
+                },
+                &mut || {
+                    idles += 1;
+                    Ok(())
+                },
+            )
+            .unwrap();
+        server.join().unwrap();
+        assert_eq!(got, b"abcde0123456789abcdef");
+        assert_eq!(
+            t,
+            vec![
+                ("x-capture-frames".to_string(), "2".to_string()),
+                ("x-capture-dropped".to_string(), "0".to_string())
+            ]
+        );
+        assert!(idles > 0);
+        let _ = std::fs::remove_dir_all(dir);
+    }
 
     #[test]
     fn parses_plain_and_chunked() {

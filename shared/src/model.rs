@@ -481,6 +481,243 @@ impl Priority {
     }
 }
 
+/// A port's part in port mirroring among the ports of its switch
+/// (Hyper-V's `PortMirroring`): a `destination` port receives a copy of
+/// every frame each `source` port of the same switch sends and receives.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PortMirroring {
+    #[default]
+    None,
+    Source,
+    Destination,
+}
+
+impl fmt::Display for PortMirroring {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            PortMirroring::None => "none",
+            PortMirroring::Source => "source",
+            PortMirroring::Destination => "destination",
+        })
+    }
+}
+
+impl FromStr for PortMirroring {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "none" => Ok(PortMirroring::None),
+            "source" => Ok(PortMirroring::Source),
+            "destination" => Ok(PortMirroring::Destination),
+            _ => Err(format!(
+                "portMirroring is none, source or destination, not {s:?}"
+            )),
+        }
+    }
+}
+
+/// A private VLAN port (RFC 5517; Hyper-V's `Set-VMNetworkAdapterVlan
+/// -Isolated|-Community|-Promiscuous`): an untagged port whose frames
+/// enter on the secondary VLAN (isolated, community) or on the primary
+/// (promiscuous), and which receives only what its mode lets it: the
+/// primary (isolated), its community and the primary (community), the
+/// primary and the listed secondaries (promiscuous).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Pvlan {
+    pub mode: PvlanMode,
+    #[serde(rename = "primaryID")]
+    pub primary_id: VlanId,
+    /// Isolated and community ports: the secondary VLAN.
+    #[serde(
+        rename = "secondaryID",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub secondary_id: Option<VlanId>,
+    /// Promiscuous ports: the secondary VLANs it talks to.
+    #[serde(
+        rename = "secondaryIDs",
+        default,
+        skip_serializing_if = "Vec::is_empty"
+    )]
+    pub secondary_ids: Vec<VlanId>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PvlanMode {
+    /// Talks to promiscuous ports only.
+    Isolated,
+    /// Talks to its own community and to promiscuous ports.
+    Community,
+    /// Talks to every port of the primary VLAN and the listed secondaries.
+    Promiscuous,
+}
+
+impl PvlanMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PvlanMode::Isolated => "isolated",
+            PvlanMode::Community => "community",
+            PvlanMode::Promiscuous => "promiscuous",
+        }
+    }
+}
+
+/// Left out of a port's JSON (and state file) when `none`.
+impl OmitWhenEmpty for PortMirroring {
+    fn omit(&self) -> bool {
+        *self == PortMirroring::None
+    }
+}
+
+impl Pvlan {
+    /// Checks the fields that belong together (the switch-wide rules, a
+    /// secondary VLAN with one primary and one type, are switchd's).
+    pub fn validate(&self) -> Result<(), String> {
+        let p = self.primary_id;
+        match (self.mode, self.secondary_id, self.secondary_ids.is_empty()) {
+            (PvlanMode::Promiscuous, None, false) => {
+                let mut seen = std::collections::BTreeSet::new();
+                for s in &self.secondary_ids {
+                    if *s == p {
+                        return Err(format!(
+                            "pvlan.secondaryIDs lists {s}, the primary VLAN: a secondary VLAN differs from its primary"
+                        ));
+                    }
+                    if !seen.insert(*s) {
+                        return Err(format!("pvlan.secondaryIDs lists {s} twice"));
+                    }
+                }
+                Ok(())
+            }
+            (PvlanMode::Promiscuous, _, true) => Err(
+                "a promiscuous pvlan port needs secondaryIDs (a non-empty list of the secondary VLANs it serves)"
+                    .into(),
+            ),
+            (PvlanMode::Promiscuous, Some(_), false) => Err(
+                "a promiscuous pvlan port takes secondaryIDs (a list), not secondaryID".into(),
+            ),
+            (m, Some(s), true) if s == p => Err(format!(
+                "pvlan {} port: secondaryID {s} equals primaryID: a secondary VLAN differs from its primary",
+                m.as_str()
+            )),
+            (_, Some(_), true) => Ok(()),
+            (m, None, _) => Err(format!(
+                "a {} pvlan port needs secondaryID (its secondary VLAN)",
+                m.as_str()
+            )),
+            (m, Some(_), false) => Err(format!(
+                "a {} pvlan port takes secondaryID, not secondaryIDs (that list is for promiscuous ports)",
+                m.as_str()
+            )),
+        }
+    }
+
+    /// The VLAN the port's frames are classified on: the secondary for
+    /// isolated and community ports, the primary for promiscuous ones.
+    pub fn ingress_vlan(&self) -> VlanId {
+        match (self.mode, self.secondary_id) {
+            (PvlanMode::Promiscuous, _) | (_, None) => self.primary_id,
+            (_, Some(s)) => s,
+        }
+    }
+
+    /// The VLANs whose frames the port receives (RFC 5517 §2).
+    pub fn member_vlans(&self) -> Vec<VlanId> {
+        match self.mode {
+            PvlanMode::Isolated => vec![self.primary_id],
+            PvlanMode::Community => std::iter::once(self.primary_id)
+                .chain(self.secondary_id)
+                .collect(),
+            PvlanMode::Promiscuous => std::iter::once(self.primary_id)
+                .chain(self.secondary_ids.iter().copied())
+                .collect(),
+        }
+    }
+
+    /// The secondary VLANs the port names.
+    pub fn secondaries(&self) -> Vec<VlanId> {
+        match self.mode {
+            PvlanMode::Promiscuous => self.secondary_ids.clone(),
+            _ => self.secondary_id.into_iter().collect(),
+        }
+    }
+}
+
+/// `isolated:100:101`, `community:100:102`, `promiscuous:100:101,102`
+/// (switchctl's form).
+impl fmt::Display for Pvlan {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let s: Vec<String> = self.secondaries().iter().map(|v| v.to_string()).collect();
+        write!(
+            f,
+            "{}:{}:{}",
+            self.mode.as_str(),
+            self.primary_id,
+            s.join(",")
+        )
+    }
+}
+
+impl FromStr for Pvlan {
+    type Err = ModelError;
+    /// The `Display` form; validated.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let bad = |why: &str| {
+            ModelError::Invalid(format!(
+                "pvlan {s:?}: {why} (want isolated:PRIMARY:SECONDARY, community:PRIMARY:SECONDARY \
+                 or promiscuous:PRIMARY:SECONDARY[,SECONDARY...])"
+            ))
+        };
+        let mut parts = s.split(':');
+        let (Some(mode), Some(primary), Some(secondary), None) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
+        else {
+            return Err(bad("three fields separated by ':'"));
+        };
+        let mode = match mode {
+            "isolated" => PvlanMode::Isolated,
+            "community" => PvlanMode::Community,
+            "promiscuous" => PvlanMode::Promiscuous,
+            _ => return Err(bad("mode is isolated, community or promiscuous")),
+        };
+        let vid = |t: &str| -> Result<VlanId, ModelError> {
+            let n: u16 = t
+                .trim()
+                .parse()
+                .map_err(|_| bad(&format!("{t:?} is not a VLAN ID")))?;
+            VlanId::new(n)
+        };
+        let primary_id = vid(primary)?;
+        let secondaries = secondary
+            .split(',')
+            .map(vid)
+            .collect::<Result<Vec<_>, _>>()?;
+        let p = match mode {
+            PvlanMode::Promiscuous => Pvlan {
+                mode,
+                primary_id,
+                secondary_id: None,
+                secondary_ids: secondaries,
+            },
+            _ => match secondaries[..] {
+                [one] => Pvlan {
+                    mode,
+                    primary_id,
+                    secondary_id: Some(one),
+                    secondary_ids: Vec::new(),
+                },
+                _ => return Err(bad("an isolated or community port has one secondary VLAN")),
+            },
+        };
+        p.validate().map_err(ModelError::Invalid)?;
+        Ok(p)
+    }
+}
+
 /// Per-port QoS: maximum rate and burst each way (bits per second and
 /// bits, as in the CNI `bandwidth` capability) and the Hyper-V
 /// minimum-bandwidth weight. "ingress" is what the pod receives, "egress"
@@ -895,6 +1132,8 @@ port_settings! {
     opt mac: MacAddr;
     opt vlan: VlanId;
     opt trunk: Vec<TrunkRange>;
+    /// A private VLAN port (excludes `vlan` and `trunk`).
+    opt pvlan: Pvlan;
     def mac_spoof_check: bool;
     /// IP, ARP and ND spoof guard: what the port sends must carry one of
     /// `allowedIPs` (see switchd's pipeline/ipguard.rs for the exceptions).
@@ -912,6 +1151,8 @@ port_settings! {
     opt storm_limit: u32;
     def acls: Vec<AclRule>;
     def acl_default: AclAction;
+    /// Port mirroring: none (default), source or destination.
+    def port_mirroring: PortMirroring;
 }
 
 impl PortConfig {
@@ -933,8 +1174,14 @@ impl PortConfig {
             (self.ip_spoof_check == Some(true), "ipSpoofCheck"),
             (self.router_guard == Some(true), "routerGuard"),
             (self.storm_limit.is_some(), "stormLimit"),
+            (self.pvlan.is_some(), "pvlan"),
             (self.acls.as_ref().is_some_and(|a| !a.is_empty()), "acls"),
             (self.acl_default == Some(AclAction::Deny), "aclDefault deny"),
+            (
+                self.port_mirroring
+                    .is_some_and(|m| m != PortMirroring::None),
+                "portMirroring",
+            ),
         ]
         .into_iter()
         .filter(|(bad, _)| *bad)
@@ -955,6 +1202,12 @@ pub struct PortStats {
     /// switch (a migrated VM announcing itself).
     #[serde(default)]
     pub mac_handovers: u64,
+    /// Frames waiting in the port's shaper to it (qos.ingressRate) and
+    /// from it (qos.egressRate), sampled once a second.
+    #[serde(default)]
+    pub ingress_queued: u64,
+    #[serde(default)]
+    pub egress_queued: u64,
     /// Dropped frames by reason (switchd's `DropReason`: `malformed`,
     /// `vlan`, `spoof`, `ip-spoof`, `link-down`, `qos`, ...); only reasons
     /// seen so far are listed.
@@ -962,6 +1215,16 @@ pub struct PortStats {
     /// Frames each ACL rule matched, in rule order (reset when the rules change).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub acl_hits: Vec<u64>,
+    /// Mirror copies sent to this port (a `destination`); the copies that
+    /// could not be made or queued are under `drops["mirror"]`.
+    #[serde(default)]
+    pub mirror_copies: u64,
+    /// Frames live captures of this port took, and those they lost to a
+    /// full capture ring (every capture so far, the running ones included).
+    #[serde(default)]
+    pub capture_frames: u64,
+    #[serde(default)]
+    pub capture_dropped: u64,
 }
 
 /// A PATCH field that is present: `null` is `Some(None)` for an optional
@@ -973,6 +1236,9 @@ fn present<'de, T: Deserialize<'de>, D: Deserializer<'de>>(d: D) -> Result<Optio
 impl VPort {
     /// The VLAN mode this port's fields describe.
     pub fn mode(&self) -> VlanMode {
+        if let Some(p) = &self.pvlan {
+            return VlanMode::Private(p.clone());
+        }
         VlanMode::from_fields(self.vlan, self.trunk.as_deref())
     }
 }
@@ -988,6 +1254,7 @@ impl PortStatus {
             mtu: 0,
             handover: None,
             reason: None,
+            captures: Vec::new(),
         }
     }
 }
@@ -1016,6 +1283,25 @@ pub struct PortStatus {
     /// a fault (a VF in legacy eswitch mode: the NIC forwards its frames).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// The live captures running on the port now
+    /// (`GET /v1/ports/{id}/capture`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub captures: Vec<CaptureInfo>,
+}
+
+/// One running live capture of a port.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CaptureInfo {
+    /// `in` (what the pod sends), `out` (what the switch sends it) or `both`.
+    pub direction: String,
+    pub snaplen: u32,
+    /// Frames it stops after, if it was given a count.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub count: Option<u64>,
+    /// Frames taken so far, and lost to its full ring.
+    pub frames: u64,
+    pub dropped: u64,
 }
 
 /// A port's part in a MAC handover (see `PortStatus::handover`).
@@ -1036,15 +1322,19 @@ pub enum VlanMode {
         allowed: Vec<TrunkRange>,
         native: Option<VlanId>,
     },
+    /// A private VLAN port: untagged, classified and filtered by `pvlan`.
+    Private(Pvlan),
 }
 
 impl VlanMode {
     /// The VLAN of untagged frames (a port's own MAC lives there): the
-    /// access VLAN, or a trunk's native VLAN if it has one.
+    /// access VLAN, or a trunk's native VLAN if it has one. A private VLAN
+    /// port's MAC is filed under its primary VLAN (shared learning).
     pub fn untagged_vlan(&self) -> Option<VlanId> {
         match self {
             VlanMode::Access(v) => Some(*v),
             VlanMode::Trunk { native, .. } => *native,
+            VlanMode::Private(p) => Some(p.primary_id),
         }
     }
 
@@ -1416,6 +1706,91 @@ mod tests {
                 native: Some(VlanId(9))
             }
         );
+    }
+
+    #[test]
+    fn pvlan_shapes_and_rules() {
+        let p: Pvlan =
+            serde_json::from_str(r#"{"mode": "isolated", "primaryID": 100, "secondaryID": 101}"#)
+                .unwrap();
+        assert_eq!(p.validate(), Ok(()));
+        assert_eq!(p.ingress_vlan(), VlanId(101));
+        assert_eq!(p.member_vlans(), vec![VlanId(100)]);
+        assert_eq!(p.to_string(), "isolated:100:101");
+        let c: Pvlan = "community:100:102".parse().unwrap();
+        assert_eq!(c.member_vlans(), vec![VlanId(100), VlanId(102)]);
+        assert_eq!(c.ingress_vlan(), VlanId(102));
+        let m: Pvlan = serde_json::from_str(
+            r#"{"mode": "promiscuous", "primaryID": 100, "secondaryIDs": [101, 102]}"#,
+        )
+        .unwrap();
+        assert_eq!(m.validate(), Ok(()));
+        assert_eq!(m.ingress_vlan(), VlanId(100));
+        assert_eq!(m.secondaries(), vec![VlanId(101), VlanId(102)]);
+        assert_eq!(m.to_string(), "promiscuous:100:101,102");
+        assert_eq!("promiscuous:100:101,102".parse::<Pvlan>().unwrap(), m);
+        // JSON round trip keeps the fixed names.
+        let j = serde_json::to_value(&m).unwrap();
+        assert_eq!(
+            j,
+            serde_json::json!({"mode": "promiscuous", "primaryID": 100, "secondaryIDs": [101, 102]})
+        );
+        for (bad, why) in [
+            (
+                r#"{"mode": "isolated", "primaryID": 100, "secondaryID": 100}"#,
+                "differs",
+            ),
+            (
+                r#"{"mode": "community", "primaryID": 100}"#,
+                "needs secondaryID",
+            ),
+            (
+                r#"{"mode": "promiscuous", "primaryID": 100, "secondaryIDs": []}"#,
+                "needs secondaryIDs",
+            ),
+            (
+                r#"{"mode": "promiscuous", "primaryID": 100, "secondaryIDs": [101, 100]}"#,
+                "primary",
+            ),
+            (
+                r#"{"mode": "promiscuous", "primaryID": 100, "secondaryIDs": [101, 101]}"#,
+                "twice",
+            ),
+            (
+                r#"{"mode": "isolated", "primaryID": 100, "secondaryID": 101, "secondaryIDs": [102]}"#,
+                "not secondaryIDs",
+            ),
+        ] {
+            let p: Pvlan = serde_json::from_str(bad).unwrap();
+            let e = p.validate().unwrap_err();
+            assert!(e.contains(why), "{bad}: {e}");
+        }
+        assert!(serde_json::from_str::<Pvlan>(
+            r#"{"mode": "isolated", "primaryID": 100, "secondaryID": 4095}"#
+        )
+        .is_err());
+        assert!(serde_json::from_str::<Pvlan>(r#"{"mode": "private", "primaryID": 1}"#).is_err());
+        for bad in [
+            "isolated:100",
+            "isolated:100:101,102",
+            "isolated:100:100",
+            "weird:1:2",
+            "community:0:5",
+            "promiscuous:100:x",
+        ] {
+            assert!(bad.parse::<Pvlan>().is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn pvlan_is_a_vlan_mode() {
+        let mut c =
+            PortConfig::on(serde_json::from_str(r#"{"kind": "veth", "ifname": "x"}"#).unwrap());
+        c.pvlan = Some("isolated:100:101".parse().unwrap());
+        assert_eq!(c.unenforceable_on_legacy_vf(), vec!["pvlan"]);
+        let v = VPort::from_config("p".into(), "default".into(), c);
+        assert!(matches!(v.mode(), VlanMode::Private(_)));
+        assert_eq!(v.mode().untagged_vlan(), Some(VlanId(100)));
     }
 
     #[test]

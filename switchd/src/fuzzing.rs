@@ -118,6 +118,15 @@ pub fn check_forwarding(
         (_, Err(_)) => Err("an unparsable frame was not dropped as malformed".into()),
         (Err(DropReason::LinkDown), _) if !p.up => Ok(()),
         (Err(DropReason::Vlan), Ok(h)) if p.vlan.classify(h.tag).is_none() => Ok(()),
+        // A known unicast the private VLAN's rules keep from its target.
+        (Err(DropReason::Pvlan), Ok(h))
+            if !h.dst.is_multicast()
+                && p.vlan
+                    .classify(h.tag)
+                    .is_some_and(|v| sw.fids.is_private(v)) =>
+        {
+            Ok(())
+        }
         (Err(r), _) => Err(format!("unexpected drop {r:?}")),
         (Ok(d), Ok(h)) => {
             if !p.up {

@@ -79,6 +79,28 @@ def test_udp_through_a_50_mbit_ingress_limit(topo):
     assert b.stats()["drops"].get("qos", 0) > 0
 
 
+@pytest.mark.parametrize("rate", [50_000_000, 500_000_000])
+def test_tcp_into_a_shaped_pod_reaches_the_ingress_limit(topo, rate):
+    """To-pod traffic is shaped (queued until tokens arrive), not policed:
+    one TCP stream into a pod with ingressRate reaches >= 90 % of it with
+    few retransmits (policed, 50 Mbit/s gave about 3 Mbit/s)."""
+    node, a, b = two_pods(topo)
+    node.ok("PATCH", f"/v1/ports/{b.port['id']}", {"qos": {"ingressRate": rate}})
+    rep = iperf(topo, a, b, 5)
+    got = received_bps(rep)
+    retr = rep["end"]["sum_sent"]["retransmits"]
+    print(f"TCP into a {rate / 1e6:.0f} Mbit/s ingress limit: {got / 1e6:.1f} Mbit/s goodput, "
+          f"{retr} retransmits")
+    # The limit counts Ethernet bytes; TCP goodput is at most 1448/1514 of them.
+    assert 0.90 * rate * 1448 / 1514 <= got <= 1.05 * rate, got
+    assert retr <= 100, retr
+    # The shaper's queue is visible while it holds frames, and empty after.
+    stats = b.stats()
+    assert stats["txBytes"] * 8 >= 4 * rate * 0.85, stats
+    m = nsexec(node.ns, "curl", "-sf", f"http://127.0.0.1:{node.metrics_port}/metrics").stdout
+    assert f'podswitch_port_shaper_queued_frames{{port="{b.port["id"]}",direction="ingress"}}' in m
+
+
 def test_patch_to_20_mbit_takes_effect_on_the_running_flow(topo):
     node, a, b = two_pods(topo)
     pid = a.port["id"]

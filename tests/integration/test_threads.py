@@ -120,7 +120,6 @@ def test_rate_limit_holds_across_threads(topo, two_threads):
     r = cni.add(dst)
     port = r["interfaces"][0]["name"]
     node.ok("PATCH", f"/v1/ports/{port}", {"qos": {"ingressRate": 100_000_000}})
-    # To-pod traffic is policed (issue 11 makes it shaped): measure with
     # UDP, 4 streams of 100 Mbit/s offered, received at the pod (-R: the
     # client in the limited pod receives).
     rep = iperf(topo, dst, src.addr(), src.ns, 4, ("-R", "-u", "-b", "100M", "-l", "1200", "-P", "4"))
@@ -130,6 +129,11 @@ def test_rate_limit_holds_across_threads(topo, two_threads):
     assert got > 100e6 * 0.7
     threads = node.ok("GET", "/v1/datapath")["threads"]
     assert sum(t["handoffOut"] for t in threads) > 0, f"frames from the other thread go to the home thread: {threads}"
+    # TCP into the shaped port from both threads: one queue, the whole rate.
+    rep = iperf(topo, dst, src.addr(), src.ns, 4, ("-R", "-P", "4"), port=IPERF_PORT + 1)
+    got = received_bps(rep)
+    print(f"4 TCP streams into a 100 Mbit/s ingress limit with 2 threads: {got / 1e6:.1f} Mbit/s")
+    assert 100e6 * 0.85 < got < 100e6 * 1.05
     node.ok("PATCH", f"/v1/ports/{port}", {"qos": None})
     node.ok("PATCH", f"/v1/ports/{r['interfaces'][0]['name']}", {"qos": {"egressRate": 50_000_000}})
     rep = iperf(topo, dst, src.addr(), src.ns, 4, ("-P", "4"), port=IPERF_PORT + 2)

@@ -43,6 +43,7 @@ impl Switchd for FakeSwitchd {
             mtu: 1500,
             handover: None,
             reason: None,
+            captures: Vec::new(),
         });
         self.ports.borrow_mut().insert(id, v.clone());
         Ok(v)

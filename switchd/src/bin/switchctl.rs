@@ -7,8 +7,8 @@ use clap::{Parser, Subcommand, ValueEnum};
 use podswitch_shared::client::Client;
 use podswitch_shared::model::{
     AclAction, AclRule, DatapathInfo, EswitchMode, FdbEntry, LinkState, MacAddr, MulticastTable,
-    Nic, NicKind, PortConfig, PortUpdate, Priority, PriorityMode, SwitchConfig, SwitchUpdate,
-    TrunkRange, VPort, VSwitch, VlanId, VlanMode,
+    Nic, NicKind, PortConfig, PortMirroring, PortUpdate, Priority, PriorityMode, Pvlan,
+    SwitchConfig, SwitchUpdate, TrunkRange, VPort, VSwitch, VlanId, VlanMode,
 };
 use podswitch_shared::DEFAULT_SOCKET;
 use serde::Serialize;
@@ -183,12 +183,19 @@ enum PortCmd {
         /// Allowed VLANs of a trunk, e.g. 200-299,400.
         #[arg(long)]
         trunk: Option<String>,
+        /// A private VLAN port: isolated:PRIMARY:SECONDARY,
+        /// community:PRIMARY:SECONDARY or promiscuous:PRIMARY:SEC[,SEC...].
+        #[arg(long)]
+        pvlan: Option<String>,
         #[arg(long)]
         mac: Option<String>,
         #[arg(long)]
         spoof_check: bool,
         #[arg(long, value_enum)]
         link: Option<Link>,
+        /// Port mirroring: none, source or destination.
+        #[arg(long)]
+        mirroring: Option<PortMirroring>,
     },
     /// Change a port live.
     Set {
@@ -199,6 +206,11 @@ enum PortCmd {
         /// Allowed VLANs, e.g. 200-299,400; "none" makes an access port.
         #[arg(long)]
         trunk: Option<String>,
+        /// Private VLAN: isolated:PRIMARY:SECONDARY, community:PRIMARY:SECONDARY,
+        /// promiscuous:PRIMARY:SEC[,SEC...], or none. One VLAN mode at a
+        /// time: a pvlan clears vlan and trunk, and --vlan/--trunk clear it.
+        #[arg(long)]
+        pvlan: Option<String>,
         #[arg(long, value_enum)]
         link: Option<Link>,
         /// Port MAC; "none" clears it.
@@ -242,10 +254,39 @@ enum PortCmd {
         acl_file: Option<PathBuf>,
         #[arg(long, value_enum)]
         acl_default: Option<AclDefault>,
+        /// Port mirroring: none, source (its frames both ways are copied)
+        /// or destination (receives the copies of the switch's sources).
+        #[arg(long)]
+        mirroring: Option<PortMirroring>,
     },
     Delete {
         id: String,
     },
+    /// Capture the port's frames live, as pcap: what the switch receives
+    /// from the port (in), sends to it (out) or both. `-w -` writes to
+    /// stdout: `switchctl port capture p1 -w - | tcpdump -r -`.
+    Capture {
+        id: String,
+        #[arg(long, value_enum, default_value_t = CaptureDir::Both)]
+        direction: CaptureDir,
+        /// Stop after this many frames.
+        #[arg(short = 'c', long)]
+        count: Option<u64>,
+        /// Where the pcap goes: a file, or "-" for stdout (the default
+        /// when stdout is not a terminal).
+        #[arg(short = 'w', long)]
+        write: Option<PathBuf>,
+        /// Bytes kept of each frame.
+        #[arg(short = 's', long)]
+        snaplen: Option<u32>,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum CaptureDir {
+    In,
+    Out,
+    Both,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -335,6 +376,7 @@ fn vlan_desc(p: &VPort) -> String {
             Some(n) => format!("trunk {} native {n}", ranges(&allowed)),
             None => format!("trunk {}", ranges(&allowed)),
         },
+        VlanMode::Private(pv) => format!("pvlan {pv}"),
     }
 }
 
@@ -388,6 +430,10 @@ fn print_ports(ports: &[VPort]) {
                 },
                 p.mac.map(|m| m.to_string()).unwrap_or_else(|| "-".into()),
                 guards(p),
+                match p.port_mirroring {
+                    PortMirroring::None => "-".into(),
+                    m => m.to_string(),
+                },
                 st.rx_packets.to_string(),
                 st.tx_packets.to_string(),
                 drops,
@@ -396,11 +442,131 @@ fn print_ports(ports: &[VPort]) {
         .collect();
     table(
         &[
-            "ID", "SWITCH", "NIC", "VLAN", "LINK", "ATTACHED", "MAC", "GUARDS", "RX-PKTS",
-            "TX-PKTS", "DROPS",
+            "ID", "SWITCH", "NIC", "VLAN", "LINK", "ATTACHED", "MAC", "GUARDS", "MIRROR",
+            "RX-PKTS", "TX-PKTS", "DROPS",
         ],
         rows,
     );
+}
+
+/// `port show`'s mirroring and capture lines.
+fn print_mirror_capture(p: &VPort, st: &podswitch_shared::model::PortStats) {
+    if p.port_mirroring != PortMirroring::None || st.mirror_copies > 0 {
+        println!(
+            "mirroring: {}, {} copies received, {} dropped",
+            p.port_mirroring,
+            st.mirror_copies,
+            st.drops.get("mirror").copied().unwrap_or(0)
+        );
+    }
+    if st.capture_frames > 0 || st.capture_dropped > 0 {
+        println!(
+            "captures: {} frames taken, {} dropped (capture ring full)",
+            st.capture_frames, st.capture_dropped
+        );
+    }
+    for c in p.status.iter().flat_map(|s| &s.captures) {
+        println!(
+            "capture running: direction {}, snaplen {}, count {}, {} frames, {} dropped",
+            c.direction,
+            c.snaplen,
+            c.count.map(|n| n.to_string()).unwrap_or_else(|| "-".into()),
+            c.frames,
+            c.dropped
+        );
+    }
+}
+
+/// Whether the reader of `fd` (a pipe) has gone away: poll() says POLLERR
+/// on a pipe's write end once its read end is closed.
+fn reader_gone(fd: std::os::fd::RawFd) -> bool {
+    let mut p = libc::pollfd {
+        fd,
+        events: libc::POLLOUT,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd, no wait.
+    let r = unsafe { libc::poll(&mut p, 1, 0) };
+    r > 0 && p.revents & (libc::POLLERR | libc::POLLHUP) != 0
+}
+
+/// `switchctl port capture`: streams the port's pcap to a file or
+/// stdout until the count is reached, the reader goes away or ^C.
+fn capture(
+    c: &Client,
+    id: &str,
+    direction: CaptureDir,
+    count: Option<u64>,
+    write: Option<PathBuf>,
+    snaplen: Option<u32>,
+) -> anyhow::Result<()> {
+    use std::io::{IsTerminal, Write};
+    use std::os::fd::AsRawFd;
+    let mut out: Box<dyn Write> = match &write {
+        Some(f) if f.as_os_str() != "-" => {
+            Box::new(std::fs::File::create(f).with_context(|| format!("creating {}", f.display()))?)
+        }
+        None if std::io::stdout().is_terminal() => bail!(
+            "a capture is pcap, not text: give -w FILE, or -w - and pipe it (e.g. to tcpdump -r -)"
+        ),
+        _ => Box::new(std::io::stdout().lock()),
+    };
+    let to_stdout = write.as_ref().is_none_or(|f| f.as_os_str() == "-");
+    let stdout_fd = std::io::stdout().as_raw_fd();
+    let mut q = vec![format!(
+        "direction={}",
+        match direction {
+            CaptureDir::In => "in",
+            CaptureDir::Out => "out",
+            CaptureDir::Both => "both",
+        }
+    )];
+    if let Some(n) = count {
+        q.push(format!("count={n}"));
+    }
+    if let Some(s) = snaplen {
+        q.push(format!("snaplen={s}"));
+    }
+    let path = format!("/v1/ports/{id}/capture?{}", q.join("&"));
+    let r = c.stream(
+        &path,
+        std::time::Duration::from_millis(250),
+        &mut |b| {
+            out.write_all(b)?;
+            out.flush()
+        },
+        &mut || {
+            if to_stdout && reader_gone(stdout_fd) {
+                return Err(std::io::ErrorKind::BrokenPipe.into());
+            }
+            Ok(())
+        },
+    );
+    match r {
+        Ok(trailers) => {
+            let get = |k: &str| {
+                trailers
+                    .iter()
+                    .find(|(n, _)| n == k)
+                    .map(|(_, v)| v.as_str())
+                    .unwrap_or("?")
+                    .to_string()
+            };
+            eprintln!(
+                "switchctl: {} frames captured, {} dropped (the capture ring was full)",
+                get("x-capture-frames"),
+                get("x-capture-dropped")
+            );
+            Ok(())
+        }
+        // The reader (e.g. tcpdump -c) is done: so are we.
+        Err(podswitch_shared::client::ClientError::Stopped(e))
+            if e.kind() == std::io::ErrorKind::BrokenPipe =>
+        {
+            Ok(())
+        }
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// `trust`, `reset` or `set:N`.
@@ -646,6 +812,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     for (k, v) in &st.drops {
                         println!("dropped ({k}): {v}");
                     }
+                    print_mirror_capture(p, st);
                 }
             })
         }
@@ -659,9 +826,11 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             switch,
             vlan,
             trunk,
+            pvlan,
             mac,
             spoof_check,
             link,
+            mirroring,
         }) => {
             let cfg = PortConfig {
                 id,
@@ -669,8 +838,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 mac: mac.map(|m| m.parse::<MacAddr>()).transpose()?,
                 vlan: vlan.map(VlanId::new).transpose()?,
                 trunk: trunk.as_deref().map(parse_trunk).transpose()?,
+                pvlan: pvlan.as_deref().map(str::parse::<Pvlan>).transpose()?,
                 mac_spoof_check: spoof_check.then_some(true),
                 link_state: link.map(Into::into),
+                port_mirroring: mirroring,
                 ..PortConfig::on(Nic {
                     kind: match kind {
                         Kind::Veth => NicKind::Veth,
@@ -696,6 +867,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             id,
             vlan,
             trunk,
+            pvlan,
             link,
             mac,
             spoof_check,
@@ -712,6 +884,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             storm_limit,
             acl_file,
             acl_default,
+            mirroring,
         }) => {
             let qos_flags = ingress_rate.is_some()
                 || ingress_burst.is_some()
@@ -750,15 +923,32 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 }
                 None => None,
             };
+            let mut vlan = vlan
+                .as_deref()
+                .map(|v| none_or(v, parse_vlan))
+                .transpose()?;
+            let mut trunk = trunk
+                .as_deref()
+                .map(|t| none_or(t, parse_trunk))
+                .transpose()?;
+            let mut pvlan = pvlan
+                .as_deref()
+                .map(|p| none_or(p, |p| Ok(p.parse::<Pvlan>()?)))
+                .transpose()?;
+            // One VLAN mode at a time, as Set-VMNetworkAdapterVlan: a
+            // private VLAN replaces the access VLAN or trunk, and they it.
+            if matches!(pvlan, Some(Some(_))) {
+                vlan = vlan.or(Some(None));
+                trunk = trunk.or(Some(None));
+            } else if pvlan.is_none()
+                && matches!((&vlan, &trunk), (Some(Some(_)), _) | (_, Some(Some(_))))
+            {
+                pvlan = Some(None);
+            }
             let u = PortUpdate {
-                vlan: vlan
-                    .as_deref()
-                    .map(|v| none_or(v, parse_vlan))
-                    .transpose()?,
-                trunk: trunk
-                    .as_deref()
-                    .map(|t| none_or(t, parse_trunk))
-                    .transpose()?,
+                vlan,
+                trunk,
+                pvlan,
                 mac: mac
                     .as_deref()
                     .map(|m| none_or(m, |m| Ok(m.parse::<MacAddr>()?)))
@@ -802,13 +992,21 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     AclDefault::Allow => AclAction::Allow,
                     AclDefault::Deny => AclAction::Deny,
                 }),
+                port_mirroring: mirroring,
             };
             if u == PortUpdate::default() {
-                bail!("nothing to change: give --vlan, --trunk, --link, --mac, --spoof-check, --ip-spoof-check, --allowed-ips, a QoS flag, a guard, --storm-limit or an ACL");
+                bail!("nothing to change: give --vlan, --trunk, --pvlan, --link, --mac, --spoof-check, --ip-spoof-check, --allowed-ips, a QoS flag, a guard, --storm-limit, an ACL or --mirroring");
             }
             let p: VPort = c.call("PATCH", &format!("/v1/ports/{id}"), Some(&u))?;
             emit(out, &p, |p| print_ports(std::slice::from_ref(p)))
         }
+        Cmd::Port(PortCmd::Capture {
+            id,
+            direction,
+            count,
+            write,
+            snaplen,
+        }) => capture(&c, &id, direction, count, write, snaplen),
         Cmd::Port(PortCmd::Delete { id }) => {
             let v: serde_json::Value = c.call("DELETE", &format!("/v1/ports/{id}"), None::<&()>)?;
             emit(out, &v, |_| println!("deleted port {id}"))

@@ -77,6 +77,18 @@ impl ConnBudget {
     }
 }
 
+tokio::task_local! {
+    /// Set by a request whose answer streams for as long as its client
+    /// reads (a live capture): its connection is not cut at `MAX_AGE`.
+    static LONG_LIVED: Arc<std::sync::atomic::AtomicBool>;
+}
+
+/// Exempts the current connection from `MAX_AGE` (call from its request
+/// handler; elsewhere it does nothing).
+pub fn mark_long_lived() {
+    let _ = LONG_LIVED.try_with(|f| f.store(true, Relaxed));
+}
+
 /// A listener that yields connections.
 pub trait Accept: Send + 'static {
     type Io: Send + 'static;
@@ -125,11 +137,17 @@ where
                 continue;
             }
         };
-        let fut = serve(io);
+        let long = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let fut = LONG_LIVED.scope(long.clone(), serve(io));
         let b = budget.clone();
         tokio::spawn(async move {
             let _permit = permit;
-            match tokio::time::timeout(MAX_AGE, fut).await {
+            tokio::pin!(fut);
+            let r = match tokio::time::timeout(MAX_AGE, &mut fut).await {
+                Err(_) if long.load(Relaxed) => Ok(fut.await),
+                r => r,
+            };
+            match r {
                 Err(_) => {
                     b.timeouts.fetch_add(1, Relaxed);
                 }

@@ -9,6 +9,7 @@
 // from boxing it on the error path.
 #![allow(clippy::result_large_err)]
 
+pub mod capture;
 pub mod listen;
 
 use crate::metrics::ApiMetrics;
@@ -69,6 +70,25 @@ impl Default for Gates {
 }
 
 type Answer = Response<Full<Bytes>>;
+
+/// A response body: JSON (every answer but one), or a live capture's
+/// pcap stream (`GET /v1/ports/{id}/capture`).
+pub type ApiBody = http_body_util::Either<Full<Bytes>, capture::CaptureBody>;
+
+/// The port of a `/v1/ports/{id}/capture` path.
+fn capture_path(path: &str) -> Option<&str> {
+    let mut segs = path.split('/').filter(|s| !s.is_empty());
+    match (
+        segs.next(),
+        segs.next(),
+        segs.next(),
+        segs.next(),
+        segs.next(),
+    ) {
+        (Some("v1"), Some("ports"), Some(id), Some("capture"), None) => Some(id),
+        _ => None,
+    }
+}
 
 fn json<T: Serialize>(status: StatusCode, v: &T) -> Answer {
     let body = serde_json::to_vec_pretty(v).unwrap_or_else(|_| b"{}".to_vec());
@@ -178,7 +198,10 @@ impl Api {
             .map_err(|e| error(500, "internal", format!("request handler failed: {e}")))
     }
 
-    pub async fn handle(self: Arc<Self>, req: Request<Incoming>) -> Result<Answer, Infallible> {
+    pub async fn handle(
+        self: Arc<Self>,
+        req: Request<Incoming>,
+    ) -> Result<Response<ApiBody>, Infallible> {
         let t0 = std::time::Instant::now();
         let method = req.method().clone();
         let path = req.uri().path().to_string();
@@ -194,15 +217,63 @@ impl Api {
                     Some(g) => g.acquire().await.ok(),
                     None => None,
                 };
-                self.route(parts, bytes).await
+                let uri = parts.uri.clone();
+                match capture_path(uri.path()) {
+                    Some(id) => self.capture(&parts, id).await,
+                    None => self
+                        .route(parts, bytes)
+                        .await
+                        .map(|a| a.map(http_body_util::Either::Left)),
+                }
             }
             Err(a) => Err(a),
         };
-        let answer = r.unwrap_or_else(|a| a);
+        let answer = r.unwrap_or_else(|a| a.map(http_body_util::Either::Left));
         self.metrics
             .observe(method.as_str(), answer.status().as_u16(), t0.elapsed());
         log::debug!("{method} {path} -> {}", answer.status());
         Ok(answer)
+    }
+
+    /// `GET /v1/ports/{id}/capture?direction=in|out|both&count=N&snaplen=S`:
+    /// the port's frames as a pcap stream (see `capture`).
+    async fn capture(
+        &self,
+        req: &hyper::http::request::Parts,
+        id: &str,
+    ) -> Result<Response<ApiBody>, Answer> {
+        if req.method != Method::GET {
+            return Err(error(
+                405,
+                "method-not-allowed",
+                format!(
+                    "{} is not allowed on {}; use GET",
+                    req.method,
+                    req.uri.path()
+                ),
+            ));
+        }
+        let r = crate::wire::pcap::CaptureRequest::from_query(req.uri.query())
+            .map_err(|e| error(400, "invalid", format!("capture: {e}")))?;
+        let (state, id) = (self.state.clone(), id.to_string());
+        let body = tokio::task::spawn_blocking(move || capture::CaptureBody::start(state, &id, &r))
+            .await
+            .map_err(|e| error(500, "internal", format!("request handler failed: {e}")))?
+            .map_err(state_error)?;
+        // The answer lasts as long as the capture: its connection is not
+        // cut at listen::MAX_AGE.
+        listen::mark_long_lived();
+        let mut resp = Response::new(http_body_util::Either::Right(body));
+        let h = resp.headers_mut();
+        h.insert(
+            hyper::header::CONTENT_TYPE,
+            hyper::header::HeaderValue::from_static("application/vnd.tcpdump.pcap"),
+        );
+        h.insert(
+            hyper::header::TRAILER,
+            hyper::header::HeaderValue::from_static(capture::TRAILERS),
+        );
+        Ok(resp)
     }
 
     async fn route(

@@ -79,6 +79,11 @@ impl Budget {
         self.max_ports
     }
 
+    /// Frames kept for what is in flight (flood copies, TX rings, shaping).
+    pub fn reserve(&self) -> u32 {
+        self.reserve
+    }
+
     pub fn ports(&self) -> u32 {
         self.ports
     }

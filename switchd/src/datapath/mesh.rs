@@ -42,6 +42,10 @@ pub enum Kind {
     /// Process it as received on `slot` (its shaper or storm limit lives
     /// on this thread).
     Process,
+    /// A mirror copy for `slot` (a mirroring destination): send it after
+    /// the port's own frames, or drop it (counted `mirror`) if it does
+    /// not fit.
+    Mirror,
 }
 
 /// A MAC one poll thread learned, for the others' tables.

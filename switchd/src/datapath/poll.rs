@@ -20,11 +20,15 @@ use super::budget::Budget;
 use super::mesh::{Handoff, Kind, Learn, Mesh, MAX_FRAGS};
 use super::xsk::{Desc, Umem, XskSocket, FRAME_SIZE, XDP_PKT_CONTD};
 use super::{DatapathConfig, SetupMsg, ThreadStats};
+use crate::pipeline::capture::CaptureTap;
 use crate::pipeline::fdb::{Fdb, Row, Slot};
+use crate::pipeline::qos::FairQueue;
 use crate::pipeline::snapshot::{Snapshot, SwitchView, ThreadCounters};
-use crate::pipeline::{forward_len, mcast, qos, DropReason, Egress, Limits};
+use crate::pipeline::{forward, mcast, qos, DropReason, Egress, Limited, Limits};
 use crate::wire::ethernet::{apply_tag_edit, HEADER_LEN, TAG_LEN};
+use crate::wire::pcap::Dir;
 use arc_swap::ArcSwap;
+use podswitch_shared::model::PortMirroring;
 use std::collections::{HashMap, VecDeque};
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::atomic::Ordering::Relaxed;
@@ -113,6 +117,10 @@ struct Port {
     /// Descriptors to queue on this port's TX ring at the end of the round
     /// (whole frames; all but a frame's last carry XDP_PKT_CONTD).
     tx_pending: Vec<Desc>,
+    /// Mirror copies for this port (a mirroring destination), queued
+    /// after `tx_pending` so that they never take its place in the TX
+    /// ring; what does not fit is dropped (counted `mirror`).
+    mirror_pending: Vec<Desc>,
     /// The TX ring holds frames the kernel has not sent yet.
     tx_backlog: bool,
     /// The socket reported an error (netdev gone); not polled any more.
@@ -126,6 +134,9 @@ pub(crate) struct PollThread {
     free: Vec<u64>,
     owner: Vec<u32>,
     budget: Budget,
+    /// A mirror copy takes a free frame only while more than this many
+    /// are free (half the budget's reserve stays for forwarding).
+    mirror_floor: usize,
     /// Sockets handed back to be closed: instance → frames in their fill
     /// rings. They stay in the budget until their frames come back.
     closing: HashMap<u32, u32>,
@@ -143,6 +154,9 @@ pub(crate) struct PollThread {
     /// Frames from egress-rate-limited ports waiting for tokens (flat
     /// descriptors, whole frames).
     shaped: HashMap<Slot, VecDeque<Desc>>,
+    /// Frames to ingress-rate-limited ports homed here, waiting for
+    /// tokens in a fair queue per port (whole frames).
+    to_port: HashMap<Slot, FairQueue<Vec<Desc>>>,
     pollfds: Vec<libc::pollfd>,
     poll_slots: Vec<Slot>,
     /// Queues to and from the other poll threads.
@@ -166,6 +180,29 @@ pub(crate) struct PollThread {
 /// Total length of the frame made of `descs`.
 fn frame_len(descs: &[Desc]) -> usize {
     descs.iter().map(|d| d.len as usize).sum()
+}
+
+/// Offers the whole frames of `descs` (our chunks, going `dir`) to the
+/// port's live captures; only the frames' bytes are read.
+fn offer(umem: &Umem, taps: &[Arc<CaptureTap>], dir: Dir, descs: &[Desc]) {
+    if !taps.iter().any(|t| t.wants(dir)) {
+        return;
+    }
+    let ts = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0);
+    for f in frames(descs) {
+        let len = frame_len(f);
+        for t in taps {
+            t.offer(
+                dir,
+                ts,
+                len,
+                f.iter().map(|d| umem.frame(d.addr, d.len as usize)),
+            );
+        }
+    }
 }
 
 /// Splits a flat run of descriptors into whole frames.
@@ -206,6 +243,7 @@ impl PollThread {
             free: (0..n as u64).rev().map(|i| i * FRAME_SIZE).collect(),
             owner: vec![FREE; n as usize],
             budget: Budget::new(n),
+            mirror_floor: Budget::new(n).reserve() as usize / 2,
             closing: HashMap::new(),
             ports: HashMap::new(),
             cmds,
@@ -218,6 +256,7 @@ impl PollThread {
             out: Vec::with_capacity(64),
             limits: Limits::new(index),
             shaped: HashMap::new(),
+            to_port: HashMap::new(),
             pollfds: Vec::new(),
             poll_slots: Vec::new(),
             mesh,
@@ -361,6 +400,7 @@ impl PollThread {
                 window_start: 0,
                 last_window_rx: 0,
                 tx_pending: Vec::new(),
+                mirror_pending: Vec::new(),
                 tx_backlog: false,
                 dead: false,
             },
@@ -385,8 +425,12 @@ impl PollThread {
         };
         self.closing.insert(p.instance, p.filled);
         let mut pending: Vec<u64> = p.tx_pending.iter().map(|d| d.addr).collect();
+        pending.extend(p.mirror_pending.iter().map(|d| d.addr));
         if let Some(q) = self.shaped.remove(&slot) {
             pending.extend(q.iter().map(|d| d.addr));
+        }
+        if let Some(mut q) = self.to_port.remove(&slot) {
+            pending.extend(q.drain_all().iter().flatten().map(|d| d.addr));
         }
         for a in pending {
             self.release(a);
@@ -475,6 +519,9 @@ impl PollThread {
             }
             worked |= self.receive(&snap, slot, now);
             self.refill(slot, now);
+        }
+        if !self.to_port.is_empty() {
+            self.drain_to_ports(&snap, now);
         }
         worked |= self.transmit(&snap);
         while self.notify != 0 {
@@ -621,26 +668,20 @@ impl PollThread {
                 }
                 self.notify |= 1 << src;
                 let Some(mine) = mine else {
+                    let why = match h.kind {
+                        Kind::Mirror => DropReason::Mirror,
+                        _ => DropReason::NoBuffer,
+                    };
                     if let Some(p) = snap.port(h.slot) {
-                        p.counters.t(self.index).count_drop(DropReason::NoBuffer);
+                        p.counters.t(self.index).count_drop(why);
                     }
                     continue;
                 };
                 match h.kind {
-                    Kind::Transmit { limit } => {
-                        if let Some(l) = limit {
-                            let bits = frame_len(&mine) as u64 * 8;
-                            if self.limits.admit_ingress(h.slot, l, bits, now) == qos::Admit::No {
-                                if let Some(p) = snap.port(h.slot) {
-                                    p.counters.t(self.index).count_drop(DropReason::Qos);
-                                }
-                                self.release_all(&mine);
-                                continue;
-                            }
-                        }
-                        self.queue_tx(snap, h.slot, &mine);
-                    }
+                    Kind::Transmit { limit: Some(l) } => self.shape_to(snap, h.slot, l, mine),
+                    Kind::Transmit { limit: None } => self.queue_tx(snap, h.slot, &mine),
                     Kind::Process => self.ingest(snap, h.slot, &mine, now),
+                    Kind::Mirror => self.queue_mirror(snap, h.slot, &mine),
                 }
             }
         }
@@ -669,6 +710,16 @@ impl PollThread {
 
     /// Puts a ready frame (our chunks) on `slot`'s TX queue, if we serve it.
     fn queue_tx(&mut self, snap: &Snapshot, slot: Slot, f: &[Desc]) {
+        // A mirroring source's destinations get what it is sent, as it
+        // leaves (after the egress tag edit).
+        if let Some(v) = snap
+            .port(slot)
+            .filter(|v| v.mirroring == PortMirroring::Source)
+        {
+            if self.ports.get(&slot).is_some_and(|p| !p.dead) {
+                self.mirror(snap, v.switch, f);
+            }
+        }
         match self.ports.get_mut(&slot).filter(|p| !p.dead) {
             Some(p) => {
                 for d in f {
@@ -679,6 +730,71 @@ impl PollThread {
             None => {
                 if let Some(p) = snap.port(slot) {
                     p.counters.t(self.index).count_drop(DropReason::LinkDown);
+                }
+                self.release_all(f);
+            }
+        }
+    }
+
+    /// Copies the frame `f` (our chunks, as a mirroring source of switch
+    /// `sw` sees it) for each of the switch's mirroring destinations. A
+    /// copy takes a free frame only while `mirror_floor` frames stay free,
+    /// never waits, and goes to the destination's poll thread; one that
+    /// cannot be made or handed over is counted there as `mirror`.
+    fn mirror(&mut self, snap: &Snapshot, sw: usize, f: &[Desc]) {
+        let Some(sw) = snap.switches.get(sw) else {
+            return;
+        };
+        for &dst in &sw.mirror_dests {
+            // A destination set down gets nothing, like any frame.
+            let Some(d) = snap.port(dst).filter(|d| d.up) else {
+                continue;
+            };
+            let target = d.tx_thread(self.index);
+            let copy = match target {
+                Some(_) if self.free.len() >= self.mirror_floor + f.len() => self.copy(f),
+                _ => None,
+            };
+            let (Some(target), Some(copy)) = (target, copy) else {
+                d.counters.t(self.index).count_drop(DropReason::Mirror);
+                continue;
+            };
+            if target == self.index {
+                self.queue_mirror(snap, dst, &copy);
+                continue;
+            }
+            if copy.len() <= MAX_FRAGS {
+                let mut frags = [Desc::default(); MAX_FRAGS];
+                frags[..copy.len()].copy_from_slice(&copy);
+                let h = Handoff {
+                    kind: Kind::Mirror,
+                    slot: dst,
+                    nfrags: copy.len() as u8,
+                    frags,
+                };
+                if self.mesh.push(self.index, target, h).is_ok() {
+                    self.notify |= 1 << target;
+                    ThreadStats::add(&self.stats.handoff_out, 1);
+                    continue;
+                }
+            }
+            d.counters.t(self.index).count_drop(DropReason::Mirror);
+            self.release_all(&copy);
+        }
+    }
+
+    /// Queues a mirror copy (our chunks) for `slot`, after its own frames.
+    fn queue_mirror(&mut self, snap: &Snapshot, slot: Slot, f: &[Desc]) {
+        match self.ports.get_mut(&slot).filter(|p| !p.dead) {
+            Some(p) => {
+                for d in f {
+                    self.owner[Self::frame_index(d.addr)] = p.instance;
+                }
+                p.mirror_pending.extend_from_slice(f);
+            }
+            None => {
+                if let Some(p) = snap.port(slot) {
+                    p.counters.t(self.index).count_drop(DropReason::Mirror);
                 }
                 self.release_all(f);
             }
@@ -728,6 +844,16 @@ impl PollThread {
             for f in frames(&batch) {
                 ThreadCounters::add(&c.rx_packets, 1);
                 ThreadCounters::add(&c.rx_bytes, frame_len(f) as u64);
+            }
+            // Captures and mirror destinations see what the pod sent, as
+            // it sent it (before the pipeline edits it in place).
+            if let Some(taps) = p.captures.as_deref() {
+                offer(&self.umem, taps, Dir::In, &batch);
+            }
+            if p.mirroring == PortMirroring::Source {
+                for f in frames(&batch) {
+                    self.mirror(snap, p.switch, f);
+                }
             }
         }
         match view.filter(|p| p.limited_from() && p.home != self.index) {
@@ -821,14 +947,13 @@ impl PollThread {
                 for f in frames(batch) {
                     let mut out = std::mem::take(&mut self.out);
                     let head = self.umem.frame(f[0].addr, f[0].len as usize);
-                    match forward_len(
+                    match forward(
                         snap,
                         sw,
                         &mut fdb,
                         &mut self.limits,
                         ingress,
                         head,
-                        frame_len(f),
                         now,
                         &mut out,
                     ) {
@@ -842,14 +967,14 @@ impl PollThread {
                                 ThreadCounters::add(&c.mac_handovers, 1);
                             }
                             if dec.snooped {
-                                self.snoop(sw, slot, ingress.flush_gen, dec.vlan, head);
+                                self.snoop(sw, slot, ingress.flush_gen, dec.fid, head);
                             }
                             if announce && dec.learned.announce() {
                                 self.mesh.announce(
                                     self.index,
                                     Learn {
                                         switch: sw.id,
-                                        vlan: dec.vlan,
+                                        vlan: dec.fid,
                                         mac: dec.src,
                                         slot,
                                     },
@@ -868,7 +993,9 @@ impl PollThread {
     }
 
     /// Sends the membership events of an IGMP/MLD frame that arrived on
-    /// `slot` to the snooper; a full queue loses them (counted), never waits.
+    /// `slot` (in filtering database `vlan`: the VLAN, or a private VLAN's
+    /// primary) to the snooper; a full queue loses them (counted), never
+    /// waits.
     fn snoop(&self, sw: &SwitchView, slot: Slot, gen: u64, vlan: u16, frame: &[u8]) {
         let Some(m) = &sw.mcast else { return };
         let mut full = false;
@@ -889,6 +1016,55 @@ impl PollThread {
                 full = true;
             }
         });
+    }
+
+    /// Queues a frame (our chunks, tag edited) for `slot`, a port homed
+    /// here with an ingress rate, in the sender's flow of its fair queue.
+    /// A full queue drops the longest flow's newest frame (counted `qos`).
+    fn shape_to(&mut self, snap: &Snapshot, slot: Slot, from: Limited, f: Vec<Desc>) {
+        let (max_frames, max_bits) = self.limits.ingress_queue_limit(slot);
+        if max_frames == 0 {
+            // The limit went away meanwhile (or the port left this thread).
+            self.queue_tx(snap, slot, &f);
+            return;
+        }
+        let bits = frame_len(&f) as u64 * 8;
+        let mut dropped = Vec::new();
+        self.to_port.entry(slot).or_default().push(
+            from.from,
+            from.weight,
+            bits,
+            f,
+            max_frames,
+            max_bits,
+            &mut dropped,
+        );
+        for d in dropped {
+            if let Some(p) = snap.port(slot) {
+                p.counters.t(self.index).count_drop(DropReason::Qos);
+            }
+            self.release_all(&d);
+        }
+    }
+
+    /// Sends the frames the ports' ingress rates allow now.
+    fn drain_to_ports(&mut self, snap: &Snapshot, now: u64) {
+        let slots: Vec<Slot> = self.to_port.keys().copied().collect();
+        for slot in slots {
+            let Some(mut q) = self.to_port.remove(&slot) else {
+                continue;
+            };
+            let go: Vec<Vec<Desc>> = match self.limits.ingress(slot) {
+                Some(bucket) => std::iter::from_fn(|| q.pop(bucket, now)).collect(),
+                None => q.drain_all(),
+            };
+            for f in go {
+                self.queue_tx(snap, slot, &f);
+            }
+            if !q.is_empty() {
+                self.to_port.insert(slot, q);
+            }
+        }
     }
 
     /// Copies the frame `f` into free chunks; None (nothing taken) if the
@@ -1001,7 +1177,10 @@ impl PollThread {
                 options: first.options,
             };
             if local {
-                self.queue_tx(snap, e.slot, &edited);
+                match e.limit {
+                    Some(l) => self.shape_to(snap, e.slot, l, edited),
+                    None => self.queue_tx(snap, e.slot, &edited),
+                }
             } else {
                 let kind = Kind::Transmit { limit: e.limit };
                 self.hand_off(snap, target, kind, e.slot, &edited, e.slot);
@@ -1018,10 +1197,12 @@ impl PollThread {
         let mut worked = false;
         let mut unsent: Vec<u64> = Vec::new();
         for p in self.ports.values_mut() {
-            if p.tx_pending.is_empty() && !p.tx_backlog {
+            if p.tx_pending.is_empty() && p.mirror_pending.is_empty() && !p.tx_backlog {
                 continue;
             }
-            let counters = snap.port(p.slot).map(|v| v.counters.t(index));
+            let view = snap.port(p.slot);
+            let counters = view.map(|v| v.counters.t(index));
+            let taps = view.and_then(|v| v.captures.as_deref());
             if !p.tx_pending.is_empty() {
                 worked = true;
                 let n = p.sock.send(&p.tx_pending);
@@ -1038,8 +1219,32 @@ impl PollThread {
                         c.count_drop(DropReason::TxFull);
                     }
                 }
+                if let Some(taps) = taps {
+                    offer(&self.umem, taps, Dir::Out, &p.tx_pending[..n]);
+                }
                 unsent.extend(p.tx_pending[n..].iter().map(|d| d.addr));
                 p.tx_pending.clear();
+            }
+            if !p.mirror_pending.is_empty() {
+                // Mirror copies take what room the port's own frames left.
+                worked = true;
+                let n = p.sock.send(&p.mirror_pending);
+                let (sent, rest) = p.mirror_pending.split_at(n);
+                let sent_frames = frames(sent).count() as u64;
+                ThreadStats::add(&self.stats.tx_packets, sent_frames);
+                if let Some(c) = counters {
+                    ThreadCounters::add(&c.tx_packets, sent_frames);
+                    ThreadCounters::add(&c.tx_bytes, frame_len(sent) as u64);
+                    ThreadCounters::add(&c.mirror_copies, sent_frames);
+                    for _ in frames(rest) {
+                        c.count_drop(DropReason::Mirror);
+                    }
+                }
+                if let Some(taps) = taps {
+                    offer(&self.umem, taps, Dir::Out, sent);
+                }
+                unsent.extend(rest.iter().map(|d| d.addr));
+                p.mirror_pending.clear();
             }
             p.tx_backlog = match p.sock.kick() {
                 Ok(()) => p.sock.tx_queued() > 0,
@@ -1088,13 +1293,26 @@ impl PollThread {
                 Some((*s, q.iter().take(end).map(|d| d.len as u64 * 8).sum()))
             })
             .collect();
-        fronts
+        let ms = |ns: u64| ns.div_ceil(1_000_000).clamp(1, 1000) as i32;
+        let egress = fronts
             .into_iter()
             .map(|(slot, bits)| match self.limits.egress(slot) {
-                Some(b) => b.wait_ns(bits, now).div_ceil(1_000_000).clamp(1, 1000) as i32,
+                Some(b) => ms(b.wait_ns(bits, now)),
                 None => 1,
             })
-            .min()
+            .min();
+        let slots: Vec<Slot> = self.to_port.keys().copied().collect();
+        let ingress = slots
+            .into_iter()
+            .filter_map(|slot| {
+                let q = self.to_port.get(&slot)?;
+                Some(match self.limits.ingress(slot) {
+                    Some(b) => ms(q.wait_ns(b, now)?),
+                    None => 1,
+                })
+            })
+            .min();
+        egress.into_iter().chain(ingress).min()
     }
 
     fn sleep(&mut self, timeout_ms: i32) {
@@ -1159,11 +1377,20 @@ impl PollThread {
             f.sweep(now);
         }
         for p in self.ports.values() {
-            if let (Ok(st), Some(v)) = (p.sock.stats(), snap.port(p.slot)) {
-                v.counters.t(self.index).set_kernel_drops(
-                    st.rx_dropped + st.rx_ring_full + st.rx_fill_ring_empty_descs,
-                );
+            let Some(v) = snap.port(p.slot) else {
+                continue;
+            };
+            let c = v.counters.t(self.index);
+            if let Ok(st) = p.sock.stats() {
+                c.set_kernel_drops(st.rx_dropped + st.rx_ring_full + st.rx_fill_ring_empty_descs);
             }
+            // What waits in the shapers, once a second (a gauge).
+            let from = self.shaped.get(&p.slot).map_or(0, |q| {
+                q.iter().filter(|d| d.options & XDP_PKT_CONTD == 0).count()
+            });
+            let to = self.to_port.get(&p.slot).map_or(0, |q| q.frames());
+            c.egress_queued.store(from as u64, Relaxed);
+            c.ingress_queued.store(to as u64, Relaxed);
         }
     }
 }

@@ -4,13 +4,18 @@
 //! state it owns, and the time.
 //!
 //! Order: parse → ingress admin state → VLAN classification → MAC spoof
-//! guard → DHCP and router guards → outbound ACL → learn → look up → storm control (for floods) → per egress port: inbound
-//! ACL and ingress-rate limit (weighted between senders) → unicast or flood
-//! within the VLAN (never back out the ingress port, never to a port that
-//! is down or not in the VLAN; on a snooping switch, IP multicast only to
-//! the group's members and the router ports, see `mcast`).
+//! guard → IP guard → DHCP and router guards → outbound ACL → learn → look
+//! up (both in the VLAN's filtering database: private VLANs share their
+//! primary's; a known unicast to a port outside the frame's VLAN is a
+//! private-VLAN drop) → storm control (for floods) → per egress port:
+//! inbound ACL, and a mark that the port's ingress rate shapes the frame
+//! (the caller queues it, shared by the senders' weights) → unicast or
+//! flood within the VLAN (never back out the ingress port, never to a port
+//! that is down or not in the VLAN; on a snooping switch, IP multicast only
+//! to the group's members and the router ports, see `mcast`).
 
 pub mod acl;
+pub mod capture;
 pub mod fdb;
 pub mod ipguard;
 pub mod mcast;
@@ -26,7 +31,7 @@ use crate::wire::ip::{self, L3};
 use acl::Dir;
 use fdb::{Fdb, Slot};
 use podswitch_shared::model::MacAddr;
-use qos::{default_burst_bits, Admit, TokenBucket, WeightedLimiter};
+use qos::{default_burst_bits, shaper_queue_limit, Admit, TokenBucket};
 use snapshot::{PortView, Snapshot, SwitchView};
 
 /// Why a frame was dropped; each has a per-port counter.
@@ -76,10 +81,17 @@ pub enum DropReason {
     /// A neighbour advertisement (or DAD probe) for an address the port
     /// may not claim.
     NdSpoof = 17,
+    /// A mirror copy for this port (a mirroring destination) that could
+    /// not be made or queued: no free frame to spare, its TX ring full, or
+    /// the hand-off ring to its poll thread full. Copies never wait.
+    Mirror = 18,
+    /// A unicast to a station that the private VLAN's rules keep from
+    /// the sender (isolated to isolated, one community to another).
+    Pvlan = 19,
 }
 
 impl DropReason {
-    pub const COUNT: usize = 18;
+    pub const COUNT: usize = 20;
     pub const ALL: [DropReason; Self::COUNT] = [
         DropReason::Malformed,
         DropReason::Vlan,
@@ -99,6 +111,8 @@ impl DropReason {
         DropReason::ArpSpoof,
         DropReason::Ipv6Spoof,
         DropReason::NdSpoof,
+        DropReason::Mirror,
+        DropReason::Pvlan,
     ];
     pub fn as_str(self) -> &'static str {
         match self {
@@ -120,6 +134,8 @@ impl DropReason {
             DropReason::ArpSpoof => "arp-spoof",
             DropReason::Ipv6Spoof => "ipv6-spoof",
             DropReason::NdSpoof => "nd-spoof",
+            DropReason::Mirror => "mirror",
+            DropReason::Pvlan => "pvlan",
         }
     }
 }
@@ -129,13 +145,13 @@ impl DropReason {
 pub struct Egress {
     pub slot: Slot,
     pub edit: TagEdit,
-    /// The egress port's ingress-rate limiter lives on another poll thread
-    /// (the port's home): the caller hands the frame there, and that
-    /// thread admits it (`Limits::admit_ingress`) before sending.
+    /// The egress port has an ingress rate: the frame goes to the port's
+    /// shaping queue on its home thread (`PortView::home`; handed there if
+    /// that is another poll thread), which sends it when tokens allow.
     pub limit: Option<Limited>,
 }
 
-/// What the home thread needs to admit a frame to a rate-limited port.
+/// What the home thread needs to queue a frame for a rate-limited port.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limited {
     /// The sending port and its minimum-bandwidth weight.
@@ -147,6 +163,9 @@ pub struct Limited {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Decision {
     pub vlan: u16,
+    /// The filtering database the source MAC was learned in (`vlan`, or
+    /// its primary for a private VLAN): what the other poll threads learn.
+    pub fid: u16,
     /// The frame carries a 4-byte 802.1Q tag now (egress edits need this).
     pub tagged: bool,
     /// The frame was flooded (unknown unicast, broadcast or multicast).
@@ -170,8 +189,9 @@ pub struct PortLimits {
     /// Frames from the pod (qos.egressRate): the caller *shapes* with it
     /// (queues frames until tokens arrive, as TCP needs) before `forward`.
     pub egress: Option<TokenBucket>,
-    /// Frames to the pod (qos.ingressRate), shared by weight.
-    pub ingress: Option<WeightedLimiter>,
+    /// Frames to the pod (qos.ingressRate): the caller *shapes* with it
+    /// too, from a fair queue that shares it by the senders' weights.
+    pub ingress: Option<TokenBucket>,
     /// Flooded frames from the pod per second (stormLimit).
     pub storm: Option<TokenBucket>,
 }
@@ -242,12 +262,7 @@ impl Limits {
             p.storm_limit.map(|n| (n as u64, n.max(1) as u64)),
             now,
         );
-        match (l.ingress.as_mut(), pair(q.ingress_rate, q.ingress_burst)) {
-            (_, None) => l.ingress = None,
-            (None, Some((r, b))) => l.ingress = Some(WeightedLimiter::new(r, b, now)),
-            (Some(x), Some((r, b))) if x.rate() != r || x.burst() != b => x.reconfigure(r, b, now),
-            _ => {}
-        }
+        sync_bucket(&mut l.ingress, pair(q.ingress_rate, q.ingress_burst), now);
     }
 
     /// Limiters for the poll thread `thread`.
@@ -262,13 +277,17 @@ impl Limits {
         self.ports.get_mut(slot as usize)
     }
 
-    /// Admits a frame of `bits` to `slot` (homed here) under its
-    /// ingress-rate limit, from the sender a remote thread handed over.
-    pub fn admit_ingress(&mut self, slot: Slot, from: Limited, bits: u64, now: u64) -> Admit {
-        match self.get(slot).and_then(|l| l.ingress.as_mut()) {
-            Some(lim) => lim.admit(from.from, from.weight, bits, now),
-            None => Admit::Yes,
-        }
+    /// The to-port shaper's bucket of a port (homed here), if it has an
+    /// ingress rate.
+    pub fn ingress(&mut self, slot: Slot) -> Option<&mut TokenBucket> {
+        self.get(slot).and_then(|l| l.ingress.as_mut())
+    }
+
+    /// (frames, bits) a port's to-port shaping queue holds.
+    pub fn ingress_queue_limit(&mut self, slot: Slot) -> (usize, u64) {
+        self.ingress(slot)
+            .map(|b| shaper_queue_limit(b.rate(), b.burst()))
+            .unwrap_or((0, 0))
     }
 
     /// The egress shaper's bucket of a port, if it has an egress rate.
@@ -289,7 +308,9 @@ impl Limits {
 /// Decides where the frame received on `ingress` goes. `out` is cleared
 /// and filled with the egress ports; an empty `out` with `Ok` means the
 /// frame is consumed (e.g. its destination sits behind the ingress port,
-/// or every egress port refused it and counted why).
+/// or every egress port refused it and counted why). `frame` may be a
+/// multi-buffer frame's first fragment: every header the pipeline reads
+/// is in it.
 #[allow(clippy::too_many_arguments)]
 pub fn forward(
     snap: &Snapshot,
@@ -298,24 +319,6 @@ pub fn forward(
     limits: &mut Limits,
     ingress: &PortView,
     frame: &[u8],
-    now: u64,
-    out: &mut Vec<Egress>,
-) -> Result<Decision, DropReason> {
-    forward_len(snap, sw, fdb, limits, ingress, frame, frame.len(), now, out)
-}
-
-/// `forward` for a frame of `len` bytes of which `frame` holds the first
-/// (a multi-buffer frame's first fragment: every header the pipeline
-/// reads is in it).
-#[allow(clippy::too_many_arguments)]
-pub fn forward_len(
-    snap: &Snapshot,
-    sw: &SwitchView,
-    fdb: &mut Fdb,
-    limits: &mut Limits,
-    ingress: &PortView,
-    frame: &[u8],
-    len: usize,
     now: u64,
     out: &mut Vec<Egress>,
 ) -> Result<Decision, DropReason> {
@@ -363,15 +366,22 @@ pub fn forward_len(
             return Err(DropReason::Acl);
         }
     }
-    let bits = len.max(frame.len()) as u64 * 8;
-    let learned = fdb.learn(vlan, hdr.src, ingress.slot, now);
+    let fid = sw.fids.of(vlan);
+    let learned = fdb.learn(fid, hdr.src, ingress.slot, now);
 
     let known = if hdr.dst.is_multicast() {
         None
     } else {
-        fdb.lookup(vlan, hdr.dst, now)
+        fdb.lookup(fid, hdr.dst, now)
     };
     let target = known.and_then(|s| snap.port(s));
+    if let Some(t) = target {
+        // Shared learning found the station; the private VLAN's rules say
+        // whether this frame may reach it. Flooding instead would leak it.
+        if t.slot != ingress.slot && t.up && !t.vlan.carries(vlan) && sw.fids.is_private(vlan) {
+            return Err(DropReason::Pvlan);
+        }
+    }
     let flooded = target.is_none();
     if flooded {
         if let Some(b) = limits.get(ingress.slot).and_then(|l| l.storm.as_mut()) {
@@ -396,22 +406,15 @@ pub fn forward_len(
                 return;
             }
         }
-        let mut limit = None;
-        if p.qos.as_ref().is_some_and(|q| q.ingress_rate.is_some()) {
-            if p.home == limits.thread {
-                if let Some(lim) = limits.get(p.slot).and_then(|l| l.ingress.as_mut()) {
-                    if lim.admit(ingress.slot, weight, bits, now) == Admit::No {
-                        p.counters.t(limits.thread).count_drop(DropReason::Qos);
-                        return;
-                    }
-                }
-            } else {
-                limit = Some(Limited {
-                    from: ingress.slot,
-                    weight,
-                });
-            }
-        }
+        // Shaped, not policed: the caller queues the frame for the port.
+        let limit = p
+            .qos
+            .as_ref()
+            .is_some_and(|q| q.ingress_rate.is_some())
+            .then_some(Limited {
+                from: ingress.slot,
+                weight,
+            });
         out.push(Egress {
             slot: p.slot,
             edit: p.vlan.egress(vlan),
@@ -420,7 +423,9 @@ pub fn forward_len(
     };
     // Multicast snooping: which ports of the VLAN an IP multicast frame
     // goes to, by the table the snooper published (loaded only for a
-    // report or data to a tracked group).
+    // report or data to a tracked group). The table is per filtering
+    // database: a private VLAN's secondaries share their primary's, and
+    // `push` still applies the private VLAN's rules.
     let class = match (&sw.mcast, target) {
         (Some(m), None) if hdr.dst.is_multicast() => Some((
             m,
@@ -436,7 +441,7 @@ pub fn forward_len(
     // (selection, whether a port left out counts as filtered: data only).
     let selection = table.as_ref().map(|(m, class, t)| {
         let gen_of = |s| snap.port(s).map(|p| p.flush_gen);
-        let sel = mcast::select(t, *class, vlan, &m.uplinks, m.flood_unknown, gen_of, now);
+        let sel = mcast::select(t, *class, fid, &m.uplinks, m.flood_unknown, gen_of, now);
         (sel, matches!(class, mcast::Class::Data(_)))
     });
     match target {
@@ -461,6 +466,7 @@ pub fn forward_len(
     }
     Ok(Decision {
         vlan,
+        fid,
         tagged: hdr.tag.in_frame(),
         flooded,
         learned,
@@ -874,5 +880,135 @@ mod tests {
         w.slots(1, &untagged(BCAST, B, b""), 0); // not learned: table full
         assert_eq!(w.fdb.limit_hits, 1);
         assert_eq!(w.slots(0, &untagged(B, A, b""), 0), vec![1, 2]);
+    }
+
+    fn private(slot: Slot, spec: &str) -> PortView {
+        let pv: podswitch_shared::model::Pvlan = spec.parse().unwrap();
+        PortView::plain(
+            slot,
+            PortVlan::from(&podswitch_shared::model::VlanMode::Private(pv)),
+        )
+    }
+
+    /// 0, 1: isolated 101; 2, 3: community 102; 4: community 103;
+    /// 5: promiscuous for all three; 6: the uplink, trunking 100-103.
+    fn pvlan_world() -> World {
+        let mut w = World::new(vec![
+            private(0, "isolated:100:101"),
+            private(1, "isolated:100:101"),
+            private(2, "community:100:102"),
+            private(3, "community:100:102"),
+            private(4, "community:100:103"),
+            private(5, "promiscuous:100:101,102,103"),
+            trunk(6, &[100, 101, 102, 103], None),
+        ]);
+        w.snap.switches[0].fids = vlan::Fids::new([(101, 100), (102, 100), (103, 100)]);
+        w
+    }
+
+    const D: [u8; 6] = [0x02, 0, 0, 0, 0, 0x0d];
+    const P: [u8; 6] = [0x02, 0, 0, 0, 0, 0x0e];
+
+    #[test]
+    fn private_vlan_classification_and_membership() {
+        let mut w = pvlan_world();
+        // Isolated: only the promiscuous port and the uplink (tagged with
+        // the isolated secondary, RFC 5517 §3) hear it.
+        let (d, out) = w.send(0, &untagged(BCAST, A, b""), 0).unwrap();
+        assert_eq!((d.vlan, d.fid), (101, 100));
+        assert_eq!(
+            out,
+            vec![eg(5, TagEdit::Untagged), eg(6, TagEdit::Tagged(101))]
+        );
+        // Community: its own community, the promiscuous port, the uplink.
+        let (d, out) = w.send(2, &untagged(BCAST, B, b""), 0).unwrap();
+        assert_eq!(d.vlan, 102);
+        assert_eq!(
+            out,
+            vec![
+                eg(3, TagEdit::Untagged),
+                eg(5, TagEdit::Untagged),
+                eg(6, TagEdit::Tagged(102))
+            ]
+        );
+        assert_eq!(w.slots(4, &untagged(BCAST, C, b""), 0), vec![5, 6]);
+        // Promiscuous: everyone, on the primary.
+        let (d, out) = w.send(5, &untagged(BCAST, P, b""), 0).unwrap();
+        assert_eq!(d.vlan, 100);
+        assert_eq!(out.len(), 6);
+        assert!(out.contains(&eg(6, TagEdit::Tagged(100))));
+        assert!(out
+            .iter()
+            .filter(|e| e.slot != 6)
+            .all(|e| e.edit == TagEdit::Untagged));
+        // From the uplink, by tag: isolated → promiscuous only; community
+        // → that community and promiscuous; primary → every pvlan port.
+        assert_eq!(w.slots(6, &tagged(BCAST, D, 101, b""), 0), vec![5]);
+        assert_eq!(w.slots(6, &tagged(BCAST, D, 102, b""), 0), vec![2, 3, 5]);
+        assert_eq!(w.slots(6, &tagged(BCAST, D, 103, b""), 0), vec![4, 5]);
+        assert_eq!(
+            w.slots(6, &tagged(BCAST, D, 100, b""), 0),
+            vec![0, 1, 2, 3, 4, 5]
+        );
+        // A private VLAN port takes no tagged frame, not even its own VLAN's.
+        assert_eq!(
+            w.send(0, &tagged(BCAST, A, 101, b""), 0),
+            Err(DropReason::Vlan)
+        );
+        assert_eq!(
+            w.send(5, &tagged(BCAST, P, 101, b""), 0),
+            Err(DropReason::Vlan)
+        );
+    }
+
+    #[test]
+    fn private_vlan_shared_learning_and_drops() {
+        let mut w = pvlan_world();
+        // A (isolated, port 0) and C (community 103, port 4) speak first;
+        // B (community 102, port 2) too. All learned under the primary.
+        w.send(0, &untagged(BCAST, A, b""), 0).unwrap();
+        w.send(2, &untagged(BCAST, B, b""), 0).unwrap();
+        w.send(4, &untagged(BCAST, C, b""), 0).unwrap();
+        assert_eq!(w.fdb.lookup(100, MacAddr(A), 0), Some(0));
+        assert_eq!(w.fdb.lookup(101, MacAddr(A), 0), None);
+        // The router on the promiscuous port answers on the primary: a
+        // known unicast, not a flood.
+        let (d, out) = w.send(5, &untagged(A, P, b""), 0).unwrap();
+        assert!(!d.flooded);
+        assert_eq!(out, vec![eg(0, TagEdit::Untagged)]);
+        // And the isolated host reaches the router by unicast.
+        assert_eq!(w.slots(0, &untagged(P, A, b""), 0), vec![5]);
+        // Isolated → isolated, and community → another community or an
+        // isolated host, are dropped as pvlan, never flooded.
+        assert_eq!(w.send(1, &untagged(A, D, b""), 0), Err(DropReason::Pvlan));
+        assert_eq!(w.send(4, &untagged(B, C, b""), 0), Err(DropReason::Pvlan));
+        assert_eq!(w.send(3, &untagged(A, D, b""), 0), Err(DropReason::Pvlan));
+        // Within one community a unicast goes through.
+        assert_eq!(w.slots(3, &untagged(B, D, b""), 0), vec![2]);
+        // From the uplink: tagged isolated to an isolated host is dropped;
+        // tagged primary reaches it.
+        assert_eq!(
+            w.send(6, &tagged(A, D, 101, b""), 0),
+            Err(DropReason::Pvlan)
+        );
+        assert_eq!(w.slots(6, &tagged(A, D, 100, b""), 0), vec![0]);
+        // What came in over the uplink tagged with a secondary is found by
+        // a unicast on the primary, and leaves tagged with the primary.
+        let (d, _) = w.send(6, &tagged(BCAST, D, 101, b""), 0).unwrap();
+        assert_eq!(d.fid, 100);
+        let (_, out) = w.send(5, &untagged(D, P, b""), 0).unwrap();
+        assert_eq!(out, vec![eg(6, TagEdit::Tagged(100))]);
+        // Plain VLANs keep their own table and behaviour.
+        assert_eq!(w.snap.switches[0].fids.of(7), 7);
+    }
+
+    #[test]
+    fn private_vlan_port_change_is_live() {
+        let mut w = pvlan_world();
+        w.send(0, &untagged(BCAST, A, b""), 0).unwrap();
+        assert_eq!(w.send(1, &untagged(A, D, b""), 0), Err(DropReason::Pvlan));
+        // Port 1 becomes promiscuous: the same unicast now goes through.
+        w.snap.ports[1] = Some(private(1, "promiscuous:100:101"));
+        assert_eq!(w.slots(1, &untagged(A, D, b""), 0), vec![0]);
     }
 }

@@ -7,7 +7,7 @@ use super::acl::Acl;
 use super::fdb::Slot;
 use super::vlan::PortVlan;
 use super::DropReason;
-use podswitch_shared::model::{MacAddr, PortStats, Qos};
+use podswitch_shared::model::{MacAddr, PortMirroring, PortStats, Qos};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 
@@ -23,6 +23,13 @@ pub struct ThreadCounters {
     pub tx_bytes: AtomicU64,
     /// The port's own MAC moved here from another port (live migration).
     pub mac_handovers: AtomicU64,
+    /// Frames waiting in the port's shapers (gauges, set by its home
+    /// thread once a second): to the port (ingressRate) and from it
+    /// (egressRate).
+    pub ingress_queued: AtomicU64,
+    pub egress_queued: AtomicU64,
+    /// Mirror copies queued to this port (a mirroring destination).
+    pub mirror_copies: AtomicU64,
     drops: [AtomicU64; DropReason::COUNT],
     /// Frames the kernel could not hand to this thread's socket of the
     /// port (RX ring full, fill ring empty), read from XDP_STATISTICS.
@@ -93,12 +100,16 @@ impl PortCounters {
             tx_packets: self.sum(|t| t.tx_packets.load(Relaxed)),
             tx_bytes: self.sum(|t| t.tx_bytes.load(Relaxed)),
             mac_handovers: self.sum(|t| t.mac_handovers.load(Relaxed)),
+            ingress_queued: self.sum(|t| t.ingress_queued.load(Relaxed)),
+            egress_queued: self.sum(|t| t.egress_queued.load(Relaxed)),
+            mirror_copies: self.sum(|t| t.mirror_copies.load(Relaxed)),
             drops: DropReason::ALL
                 .iter()
                 .map(|r| (r.as_str().to_string(), self.dropped(*r)))
                 .filter(|(_, n)| *n > 0)
                 .collect(),
             acl_hits: acl.hits(),
+            ..PortStats::default()
         }
     }
 }
@@ -144,6 +155,12 @@ pub struct PortView {
     pub dhcp_guard: bool,
     pub router_guard: bool,
     pub storm_limit: Option<u32>,
+    /// Port mirroring: a source's frames both ways are copied to the
+    /// switch's destinations (`SwitchView::mirror_dests`).
+    pub mirroring: PortMirroring,
+    /// The live captures of the port (None while nobody captures: the
+    /// poll thread's only cost then). Replaced when one starts or ends.
+    pub captures: Option<Arc<[Arc<super::capture::CaptureTap>]>>,
     /// Rules and their hit counters; replaced (counters reset) when the rules change.
     pub acl: Arc<Acl>,
     pub counters: Arc<PortCounters>,
@@ -195,6 +212,8 @@ impl PortView {
             dhcp_guard: false,
             router_guard: false,
             storm_limit: None,
+            mirroring: PortMirroring::None,
+            captures: None,
             acl: Arc::new(Acl::default()),
             counters: Arc::new(PortCounters::default()),
             served: 1,
@@ -220,6 +239,11 @@ pub struct SwitchView {
     pub statics: Vec<(u16, MacAddr, Slot)>,
     /// Multicast snooping (None: off, multicast floods).
     pub mcast: Option<super::mcast::McastView>,
+    /// Slots of the switch's mirroring destinations (`portMirroring:
+    /// destination`), which get copies of its sources' frames.
+    pub mirror_dests: Vec<Slot>,
+    /// The filtering database of each VLAN (private VLANs share one).
+    pub fids: super::vlan::Fids,
 }
 
 /// Everything the data path needs, immutable once published.
@@ -267,6 +291,11 @@ impl PortView {
             && self.dhcp_guard == o.dhcp_guard
             && self.router_guard == o.router_guard
             && self.storm_limit == o.storm_limit
+            && self.mirroring == o.mirroring
+            && match (&self.captures, &o.captures) {
+                (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+                (a, b) => a.is_none() && b.is_none(),
+            }
             && Arc::ptr_eq(&self.acl, &o.acl)
             && Arc::ptr_eq(&self.counters, &o.counters)
             && self.served == o.served

@@ -5,9 +5,19 @@
 //! untagged. Trunk port: tagged with an allowed VID → that VLAN; untagged
 //! or priority-tagged → the native VLAN if set, else drop; out → tagged,
 //! except the native VLAN which leaves untagged.
+//!
+//! Private VLAN port (RFC 5517): untagged like an access port; its frames
+//! enter on one VLAN (the secondary for isolated and community ports, the
+//! primary for promiscuous ones) and it receives the frames of its member
+//! VLANs only (isolated: the primary; community: the primary and its own
+//! secondary; promiscuous: the primary and its secondaries), so isolated
+//! ports never hear each other and communities stay apart. Such VLANs
+//! share one filtering database (`Fids`): a MAC learned on a secondary is
+//! found by a unicast on the primary.
 
 use crate::wire::ethernet::{Tag, TagEdit};
 use podswitch_shared::model::VlanMode;
+use std::sync::Arc;
 
 /// A set of VLAN IDs 0..4096 as a bitmap.
 #[derive(Clone, PartialEq, Eq)]
@@ -53,6 +63,12 @@ pub enum PortVlan {
         allowed: VlanSet,
         native: Option<u16>,
     },
+    /// A private VLAN port: untagged frames enter on `pvid`; frames of
+    /// the `members` VLANs leave it untagged.
+    Private {
+        pvid: u16,
+        members: VlanSet,
+    },
 }
 
 impl From<&VlanMode> for PortVlan {
@@ -70,6 +86,16 @@ impl From<&VlanMode> for PortVlan {
                     native: native.map(|v| v.get()),
                 }
             }
+            VlanMode::Private(p) => {
+                let mut members = VlanSet::default();
+                p.member_vlans()
+                    .iter()
+                    .for_each(|v| members.insert(v.get()));
+                PortVlan::Private {
+                    pvid: p.ingress_vlan().get(),
+                    members,
+                }
+            }
         }
     }
 }
@@ -80,7 +106,7 @@ impl PortVlan {
     pub fn classify(&self, tag: Tag) -> Option<u16> {
         let untagged = matches!(tag, Tag::None | Tag::Dot1q { vid: 0, .. });
         match self {
-            PortVlan::Access(v) => untagged.then_some(*v),
+            PortVlan::Access(v) | PortVlan::Private { pvid: v, .. } => untagged.then_some(*v),
             PortVlan::Trunk { allowed, native } => match tag {
                 _ if untagged => *native,
                 Tag::Dot1q { vid, .. } if allowed.contains(vid) => Some(vid),
@@ -94,16 +120,75 @@ impl PortVlan {
         match self {
             PortVlan::Access(v) => *v == vlan,
             PortVlan::Trunk { allowed, native } => *native == Some(vlan) || allowed.contains(vlan),
+            PortVlan::Private { members, .. } => members.contains(vlan),
         }
     }
 
     /// How a frame of `vlan` leaves through this port (only if `carries`).
     pub fn egress(&self, vlan: u16) -> TagEdit {
         match self {
-            PortVlan::Access(_) => TagEdit::Untagged,
+            PortVlan::Access(_) | PortVlan::Private { .. } => TagEdit::Untagged,
             PortVlan::Trunk { native, .. } if *native == Some(vlan) => TagEdit::Untagged,
             PortVlan::Trunk { .. } => TagEdit::Tagged(vlan),
         }
+    }
+}
+
+/// The filtering databases of one switch: which VLAN's MAC table a
+/// frame of each VLAN learns into and looks up in. Each secondary VLAN of
+/// a private VLAN shares its primary's (shared VLAN learning, RFC 5517
+/// §2.3: a router on a promiscuous port answers an isolated host by a
+/// unicast on the primary); every other VLAN has its own.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct Fids(Option<Arc<[u16]>>);
+
+impl std::fmt::Debug for Fids {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let t = self.0.as_deref().unwrap_or(&[]);
+        f.debug_map()
+            .entries(t.iter().enumerate().filter(|(_, p)| **p != 0))
+            .finish()
+    }
+}
+
+impl Fids {
+    /// From (secondary, primary) pairs; a primary maps to itself. The
+    /// registry refuses a secondary with two primaries; were one given,
+    /// the first pair wins.
+    pub fn new(pairs: impl IntoIterator<Item = (u16, u16)>) -> Fids {
+        let mut t: Option<Vec<u16>> = None;
+        for (s, p) in pairs {
+            let t = t.get_or_insert_with(|| vec![0; 4096]);
+            for (v, fid) in [(p, p), (s, p)] {
+                let slot = &mut t[(v & 0x0fff) as usize];
+                if *slot == 0 {
+                    *slot = fid;
+                }
+            }
+        }
+        Fids(t.map(Into::into))
+    }
+
+    /// The filtering database of `vlan`'s frames.
+    #[inline]
+    pub fn of(&self, vlan: u16) -> u16 {
+        match self
+            .0
+            .as_deref()
+            .and_then(|t| t.get((vlan & 0x0fff) as usize))
+        {
+            Some(&fid) if fid != 0 => fid,
+            _ => vlan,
+        }
+    }
+
+    /// Whether `vlan` is a primary or secondary VLAN of a private VLAN.
+    #[inline]
+    pub fn is_private(&self, vlan: u16) -> bool {
+        self.0
+            .as_deref()
+            .and_then(|t| t.get((vlan & 0x0fff) as usize))
+            .is_some_and(|&fid| fid != 0)
     }
 }
 
@@ -190,5 +275,50 @@ mod tests {
         let p = PortVlan::from(&m);
         assert!(p.carries(2) && p.carries(3) && p.carries(4) && p.carries(4094) && p.carries(1));
         assert!(!p.carries(5));
+    }
+
+    #[test]
+    fn private_vlan_ports() {
+        use podswitch_shared::model::Pvlan;
+        let port = |s: &str| PortVlan::from(&VlanMode::Private(s.parse::<Pvlan>().unwrap()));
+        let iso = port("isolated:100:101");
+        let com = port("community:100:102");
+        let pro = port("promiscuous:100:101,102");
+        // Ingress: untagged (or priority-tagged) on the secondary, or the
+        // primary for promiscuous; any tagged frame is refused.
+        assert_eq!(iso.classify(Tag::None), Some(101));
+        assert_eq!(iso.classify(dot1q(0)), Some(101));
+        assert_eq!(iso.classify(dot1q(101)), None);
+        assert_eq!(iso.classify(dot1q(100)), None);
+        assert_eq!(iso.classify(Tag::Other(TPID_8021AD)), None);
+        assert_eq!(com.classify(Tag::None), Some(102));
+        assert_eq!(pro.classify(Tag::None), Some(100));
+        assert_eq!(pro.classify(dot1q(101)), None);
+        // Membership: isolated hears the primary only; community its own
+        // community and the primary; promiscuous all of them.
+        assert!(iso.carries(100) && !iso.carries(101) && !iso.carries(102));
+        assert!(com.carries(100) && com.carries(102) && !com.carries(101));
+        assert!(pro.carries(100) && pro.carries(101) && pro.carries(102));
+        assert!(!pro.carries(103) && !iso.carries(1));
+        // Frames leave untagged, whatever VLAN they were classified on.
+        for (p, v) in [(&iso, 100), (&com, 102), (&pro, 101)] {
+            assert_eq!(p.egress(v), TagEdit::Untagged);
+        }
+    }
+
+    #[test]
+    fn fids_share_a_primary() {
+        let f = Fids::new([(101, 100), (102, 100), (201, 200), (101, 300)]);
+        assert_eq!(f.of(101), 100);
+        assert_eq!(f.of(102), 100);
+        assert_eq!(f.of(100), 100);
+        assert_eq!(f.of(201), 200);
+        assert_eq!(f.of(7), 7, "a plain VLAN is its own");
+        assert!(f.is_private(100) && f.is_private(101) && !f.is_private(7));
+        assert_eq!(f.of(300), 300, "a refused second primary");
+        let none = Fids::default();
+        assert_eq!(none.of(101), 101);
+        assert!(!none.is_private(101));
+        assert_eq!(Fids::new([]), none);
     }
 }

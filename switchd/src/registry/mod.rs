@@ -12,20 +12,24 @@ pub use validate::Declared;
 
 use crate::datapath::Dataplane;
 use crate::pipeline::acl::Acl;
+use crate::pipeline::capture::CaptureTap;
 use crate::pipeline::fdb::Slot;
 use crate::pipeline::mcast::{McastCounters, McastShared, McastView, Stamp, Tracked};
 use crate::pipeline::snapshot::{PortCounters, PortView, Snapshot, SwitchView};
 use crate::pipeline::vlan::PortVlan;
 use podswitch_shared::model::{
     check_object_name, FdbEntry, Handover, LinkState, MacAddr, MulticastGroup, MulticastMember,
-    MulticastRouter, MulticastTable, Nic, NicKind, PortConfig, PortStatus, PortUpdate,
-    SwitchConfig, SwitchUpdate, VPort, VSwitch, VlanId,
+    MulticastRouter, MulticastTable, Nic, NicKind, PortConfig, PortMirroring, PortStatus,
+    PortUpdate, SwitchConfig, SwitchUpdate, VPort, VSwitch, VlanId,
 };
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 pub use podswitch_shared::model::MAX_MTU;
+
+/// Most live captures running on one port at once.
+pub const MAX_CAPTURES: usize = 4;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RegistryError {
@@ -95,6 +99,10 @@ struct PortEntry {
     acl: Arc<Acl>,
     /// Bumped when the MACs learned behind the port must be forgotten.
     flush_gen: u64,
+    /// The running live captures (published on the port's view).
+    captures: Option<Arc<[Arc<CaptureTap>]>>,
+    /// Frames and drops of the captures that have ended.
+    captures_done: (u64, u64),
 }
 
 /// A state file's contents, as switchd reads them (fuzzing, tests).
@@ -319,8 +327,12 @@ impl Registry {
                         uplinks: Vec::new(),
                         events: tx,
                     }),
+                mirror_dests: Vec::new(),
+                fids: Default::default(),
             })
             .collect();
+        // Per switch, (secondary, primary) of its private VLAN ports.
+        let mut pvlans: Vec<Vec<(u16, u16)>> = vec![Vec::new(); switches.len()];
         let threads = self.datapath.config().threads() as u32;
         // A MAC that two ports claim (a VM being live-migrated: its target
         // port exists before the VM moves) is learned, not static: it
@@ -337,6 +349,13 @@ impl Registry {
             if let (NicKind::Uplink, Some(m)) = (e.port.nic.kind, &mut switches[si].mcast) {
                 // Uplinks lead to the fabric's multicast routers: always router ports.
                 m.uplinks.push(slot);
+            }
+            if e.port.port_mirroring == PortMirroring::Destination {
+                switches[si].mirror_dests.push(slot);
+            }
+            if let Some(pv) = &e.port.pvlan {
+                let p = pv.primary_id.get();
+                pvlans[si].extend(pv.secondaries().iter().map(|s| (s.get(), p)));
             }
             if let (Some(mac), Some(v)) = (e.port.mac, mode.untagged_vlan()) {
                 claims.entry((si, v.get(), mac)).or_default().push(slot);
@@ -368,12 +387,17 @@ impl Registry {
                 dhcp_guard: e.port.dhcp_guard,
                 router_guard: e.port.router_guard,
                 storm_limit: e.port.storm_limit,
+                mirroring: e.port.port_mirroring,
+                captures: e.captures.clone(),
                 acl: e.acl.clone(),
                 counters: e.counters.clone(),
             });
         }
         for m in switches.iter_mut().filter_map(|s| s.mcast.as_mut()) {
             m.uplinks.sort_unstable();
+        }
+        for (sw, pairs) in switches.iter_mut().zip(pvlans) {
+            sw.fids = crate::pipeline::vlan::Fids::new(pairs);
         }
         self.shared_mac_slots.clear();
         for ((si, vlan, mac), slots) in claims {
@@ -392,6 +416,7 @@ impl Registry {
                     a.aging_seconds,
                     a.max_fdb_entries,
                     &a.statics,
+                    &a.fids,
                 ) == (
                     b.id,
                     &b.name,
@@ -399,6 +424,7 @@ impl Registry {
                     b.aging_seconds,
                     b.max_fdb_entries,
                     &b.statics,
+                    &b.fids,
                 )
             });
         let changed = (same_switches && ports.len() == self.last_ports.len()).then(|| {
@@ -710,7 +736,7 @@ impl Registry {
 
     /// Per switch: name, whether it snoops, its (VLAN, group) entries and
     /// its snooping counters (for /metrics).
-    pub fn mcast_stats(&self) -> Vec<(String, bool, usize, Arc<McastCounters>)> {
+    pub fn mcast_stats(&self) -> Vec<McastStats> {
         self.switches
             .values()
             .map(|e| {
@@ -786,10 +812,26 @@ impl Registry {
         VPort {
             status: Some(PortStatus {
                 handover: self.handover(e),
+                captures: e
+                    .captures
+                    .iter()
+                    .flat_map(|c| c.iter())
+                    .map(|t| podswitch_shared::model::CaptureInfo {
+                        direction: t.direction.as_str().into(),
+                        snaplen: t.snaplen,
+                        count: t.count,
+                        frames: t.frames(),
+                        dropped: t.dropped(),
+                    })
+                    .collect(),
                 ..status
             }),
             stats: Some({
                 let mut st = e.counters.to_stats(&e.acl);
+                let running = e.captures.iter().flat_map(|c| c.iter());
+                st.capture_frames =
+                    e.captures_done.0 + running.clone().map(|t| t.frames()).sum::<u64>();
+                st.capture_dropped = e.captures_done.1 + running.map(|t| t.dropped()).sum::<u64>();
                 let lost = self.datapath.no_socket_drops(slot);
                 if lost > 0 {
                     st.drops
@@ -972,6 +1014,14 @@ impl Registry {
         let mut port = VPort::from_config(id.clone(), switch, cfg);
         port.qos = port.qos.filter(|q| !q.is_empty());
         validate::check_policy(&port)?;
+        validate::check_pvlan(&port)?;
+        validate::check_pvlan_fit(
+            &port,
+            self.ports
+                .values()
+                .map(|e| &e.port)
+                .filter(|o| o.switch == port.switch),
+        )?;
         if !nic.attaches() {
             validate::check_legacy_vf(&port)?;
         }
@@ -990,6 +1040,8 @@ impl Registry {
                 counters: Arc::new(PortCounters::new(self.datapath.config().threads())),
                 acl,
                 flush_gen,
+                captures: None,
+                captures_done: (0, 0),
             },
         );
         let Some(slot) = slot else {
@@ -1077,6 +1129,10 @@ impl Registry {
 
     fn remove_port(&mut self, id: &str) -> Option<PortEntry> {
         let e = self.ports.remove(id)?;
+        // Its live captures end (their streams drain and close).
+        for t in e.captures.iter().flat_map(|c| c.iter()) {
+            t.close();
+        }
         if let Some(slot) = e.slot {
             self.slots[slot as usize] = None;
         }
@@ -1117,6 +1173,61 @@ impl Registry {
         self.datapath.clone()
     }
 
+    /// Starts a live capture of port `id`: a new tap on the port's view,
+    /// which the poll threads serving it fill from their next round.
+    pub fn start_capture(
+        &mut self,
+        id: &str,
+        r: &crate::wire::pcap::CaptureRequest,
+    ) -> Result<Arc<CaptureTap>, RegistryError> {
+        let e = self
+            .ports
+            .get_mut(id)
+            .ok_or_else(|| RegistryError::NotFound(format!("no port with ID {id:?}")))?;
+        if e.slot.is_none() {
+            return Err(RegistryError::Conflict(format!(
+                "port {id} is never attached ({}): switchd sees none of its frames",
+                e.port.nic.location()
+            )));
+        }
+        let running: &[Arc<CaptureTap>] = e.captures.as_deref().unwrap_or(&[]);
+        if running.len() >= MAX_CAPTURES {
+            return Err(RegistryError::Conflict(format!(
+                "port {id} already has {MAX_CAPTURES} live captures running (the most one \
+                 port takes); end one first"
+            )));
+        }
+        let tap = Arc::new(CaptureTap::new(r));
+        let all: Vec<Arc<CaptureTap>> = running.iter().chain([&tap]).cloned().collect();
+        e.captures = Some(all.into());
+        self.publish();
+        Ok(tap)
+    }
+
+    /// Ends a live capture (its count is reached or its reader went
+    /// away): the tap leaves the port's view, its figures are kept.
+    pub fn stop_capture(&mut self, id: &str, tap: &Arc<CaptureTap>) {
+        tap.close();
+        let Some(e) = self.ports.get_mut(id) else {
+            return;
+        };
+        let Some(running) = e.captures.as_deref() else {
+            return;
+        };
+        if !running.iter().any(|t| Arc::ptr_eq(t, tap)) {
+            return;
+        }
+        let rest: Vec<Arc<CaptureTap>> = running
+            .iter()
+            .filter(|t| !Arc::ptr_eq(t, tap))
+            .cloned()
+            .collect();
+        e.captures = (!rest.is_empty()).then(|| rest.into());
+        e.captures_done.0 += tap.frames();
+        e.captures_done.1 += tap.dropped();
+        self.publish();
+    }
+
     /// Validates a PATCH: the port it would make, and the port as it is.
     pub fn plan_update(&self, id: &str, u: PortUpdate) -> Result<(VPort, VPort), RegistryError> {
         let e = self
@@ -1136,6 +1247,14 @@ impl Registry {
         p.qos = p.qos.filter(|q| !q.is_empty());
         validate::check_trunk(p.trunk.as_deref())?;
         validate::check_policy(&p)?;
+        validate::check_pvlan(&p)?;
+        validate::check_pvlan_fit(
+            &p,
+            self.ports
+                .values()
+                .map(|o| &o.port)
+                .filter(|o| o.switch == p.switch && o.id != id),
+        )?;
         Ok((p, e.port.clone()))
     }
 
@@ -1191,6 +1310,10 @@ pub(crate) enum Added {
     /// Recorded (not saved yet) and complete: switchd never attaches it.
     Recorded(String),
 }
+
+/// A switch's multicast snooping for /metrics: name, whether it snoops,
+/// its (VLAN, group) entries, its counters.
+pub type McastStats = (String, bool, usize, Arc<McastCounters>);
 
 /// `sw` with the settings `u` gives.
 fn updated(sw: &VSwitch, u: &SwitchUpdate) -> VSwitch {
@@ -1451,6 +1574,79 @@ mod tests {
     }
 
     #[test]
+    fn mirroring_and_captures_are_published_live() {
+        use crate::wire::pcap::{CaptureRequest, Direction};
+        let (mut r, fake, d) = registry("mirror");
+        let a = create(&mut r, cfg("pswa", 100)).unwrap();
+        let b = create(&mut r, cfg("pswb", 200)).unwrap();
+        let u = |m| PortUpdate {
+            port_mirroring: Some(m),
+            ..PortUpdate::default()
+        };
+        r.update_port(&a, u(PortMirroring::Source)).unwrap();
+        r.update_port(&b, u(PortMirroring::Destination)).unwrap();
+        let snap = fake.last();
+        assert_eq!(snap.switches[0].mirror_dests, vec![1]);
+        let pa = snap.ports[0].as_ref().unwrap();
+        assert_eq!(pa.mirroring, PortMirroring::Source);
+        assert!(pa.captures.is_none(), "nobody captures: nothing to look at");
+        // A capture is a typed change to its port only, and keeps its MACs.
+        let req = CaptureRequest {
+            direction: Direction::In,
+            count: Some(3),
+            snaplen: 64,
+        };
+        let t1 = r.start_capture(&a, &req).unwrap();
+        let t2 = r.start_capture(&a, &CaptureRequest::default()).unwrap();
+        let snap2 = fake.last();
+        assert_eq!(snap2.changed.as_deref(), Some(&[0][..]));
+        let taps = snap2.ports[0].as_ref().unwrap().captures.clone().unwrap();
+        assert!(Arc::ptr_eq(&taps[0], &t1) && Arc::ptr_eq(&taps[1], &t2));
+        assert_eq!(snap2.ports[0].as_ref().unwrap().flush_gen, pa.flush_gen);
+        let st = r.port(&a).unwrap().status.unwrap();
+        assert_eq!(st.captures.len(), 2);
+        assert_eq!(
+            (st.captures[0].direction.as_str(), st.captures[0].count),
+            ("in", Some(3))
+        );
+        for _ in 2..MAX_CAPTURES {
+            r.start_capture(&a, &req).unwrap();
+        }
+        let e = r.start_capture(&a, &req).unwrap_err();
+        assert!(matches!(e, RegistryError::Conflict(_)), "{e}");
+        assert!(matches!(
+            r.start_capture("nosuch", &req),
+            Err(RegistryError::NotFound(_))
+        ));
+        // Ending one unpublishes it and keeps its figures.
+        t1.offer(
+            crate::wire::pcap::Dir::In,
+            1,
+            60,
+            std::iter::once(&[0u8; 60][..]),
+        );
+        r.stop_capture(&a, &t1);
+        r.stop_capture(&a, &t1); // twice: no harm
+        assert!(t1.is_closed());
+        let left = fake.last().ports[0]
+            .as_ref()
+            .unwrap()
+            .captures
+            .clone()
+            .unwrap();
+        assert_eq!(left.len(), MAX_CAPTURES - 1);
+        assert!(!left.iter().any(|t| Arc::ptr_eq(t, &t1)));
+        assert_eq!(r.port(&a).unwrap().stats.unwrap().capture_frames, 1);
+        // Deleting the port ends the rest.
+        r.delete_port(&a).unwrap();
+        assert!(t2.is_closed());
+        // Off again: no destination left.
+        r.update_port(&b, u(PortMirroring::None)).unwrap();
+        assert!(fake.last().switches[0].mirror_dests.is_empty());
+        let _ = std::fs::remove_dir_all(d);
+    }
+
+    #[test]
     fn a_reused_slot_starts_with_no_learned_macs() {
         let (mut r, fake, d) = registry("reuse");
         let a = create(&mut r, cfg("pswa", 100)).unwrap();
@@ -1481,6 +1677,107 @@ mod tests {
         ));
         assert_eq!(r.ports().len(), 1);
         assert_eq!(fake.last().ports.iter().flatten().count(), 1);
+        let _ = std::fs::remove_dir_all(d);
+    }
+
+    fn pv(ifname: &str, spec: &str) -> PortConfig {
+        PortConfig {
+            pvlan: Some(spec.parse().unwrap()),
+            ..PortConfig::on(Nic::new(NicKind::Veth, ifname))
+        }
+    }
+
+    fn invalid(r: Result<impl std::fmt::Debug, RegistryError>, why: &str) {
+        match r {
+            Err(RegistryError::Invalid(m)) => assert!(m.contains(why), "{m:?} lacks {why:?}"),
+            other => panic!("want 400 with {why:?}, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn private_vlans_keep_one_primary_and_type_per_secondary() {
+        let (mut r, fake, d) = registry("pvlan");
+        let iso = create(&mut r, pv("pswi", "isolated:100:101")).unwrap();
+        create(&mut r, pv("pswc", "community:100:102")).unwrap();
+        create(&mut r, pv("pswp", "promiscuous:100:101,102")).unwrap();
+        create(&mut r, pv("pswi2", "isolated:100:101")).unwrap();
+        // Secondaries share the primary's filtering database.
+        let snap = fake.last();
+        let f = &snap.switches[0].fids;
+        assert_eq!(
+            (f.of(101), f.of(102), f.of(100), f.of(7)),
+            (100, 100, 100, 7)
+        );
+        // A secondary with another primary or another type; a primary
+        // that is someone's secondary; an ordinary port on a private VLAN.
+        invalid(
+            create(&mut r, pv("pswx", "community:100:101")),
+            "isolated secondary",
+        );
+        invalid(
+            create(&mut r, pv("pswx", "isolated:200:102")),
+            "primary 100",
+        );
+        invalid(create(&mut r, pv("pswx", "isolated:101:300")), "primary");
+        invalid(
+            create(&mut r, pv("pswx", "promiscuous:200:100")),
+            "primary VLAN",
+        );
+        invalid(create(&mut r, cfg("pswx", 101)), "ordinary port");
+        invalid(create(&mut r, cfg("pswx", 100)), "ordinary port");
+        let mut c = pv("pswx", "isolated:100:101");
+        c.vlan = Some(VlanId::new(5).unwrap());
+        invalid(create(&mut r, c), "excludes vlan and trunk");
+        let mut c = pv("pswx", "isolated:100:101");
+        c.nic = Nic::new(NicKind::Uplink, "pswx");
+        invalid(create(&mut r, c), "trunk");
+        // A trunk (the uplink) carries them tagged; another primary's
+        // secondaries are its own business.
+        let mut up = PortConfig::on(Nic::new(NicKind::Uplink, "pswu"));
+        up.trunk = Some(vec![TrunkRange::Range(
+            VlanId::new(100).unwrap(),
+            VlanId::new(102).unwrap(),
+        )]);
+        create(&mut r, up).unwrap();
+        create(&mut r, pv("pswy", "community:200:201")).unwrap();
+        // Another switch has its own private VLANs.
+        r.create_switch(SwitchConfig {
+            name: "other".into(),
+            aging_seconds: None,
+            max_fdb_entries: None,
+            multicast_snooping: None,
+            multicast_flood_unknown: None,
+            multicast_membership_seconds: None,
+        })
+        .unwrap();
+        let mut c = pv("pswz", "community:100:101");
+        c.switch = Some("other".into());
+        create(&mut r, c).unwrap();
+        assert_eq!(r.ports().len(), 7);
+
+        // PATCH: checked against the others; live; forgets learned MACs.
+        let before = fake.last().ports[0].as_ref().unwrap().flush_gen;
+        let to = |s: &str| PortUpdate {
+            pvlan: Some(Some(s.parse().unwrap())),
+            ..PortUpdate::default()
+        };
+        invalid(r.update_port(&iso, to("community:100:101")), "isolated");
+        // The only isolated port of 101 left would be pswi2: still isolated.
+        let p = r.update_port(&iso, to("community:100:102")).unwrap();
+        assert_eq!(p.pvlan.unwrap().to_string(), "community:100:102");
+        assert_ne!(fake.last().ports[0].as_ref().unwrap().flush_gen, before);
+        let u = PortUpdate {
+            vlan: Some(Some(VlanId::new(5).unwrap())),
+            ..PortUpdate::default()
+        };
+        invalid(r.update_port(&iso, u), "excludes vlan");
+        let u = PortUpdate {
+            vlan: Some(Some(VlanId::new(5).unwrap())),
+            pvlan: Some(None),
+            ..PortUpdate::default()
+        };
+        let p = r.update_port(&iso, u).unwrap();
+        assert!(p.pvlan.is_none() && p.vlan.map(VlanId::get) == Some(5));
         let _ = std::fs::remove_dir_all(d);
     }
 

@@ -1,8 +1,12 @@
 //! Validation of the registry's input: the port fields that belong
-//! together (security, QoS, trunk lists) and the `--switches-file` shape.
+//! together (security, QoS, trunk lists, private VLANs), the rules a port
+//! must keep with the other ports of its switch (a secondary VLAN has one
+//! primary and one type) and the `--switches-file` shape.
 
 use super::RegistryError;
-use podswitch_shared::model::{AclAction, PortConfig, SwitchConfig, VPort};
+use podswitch_shared::model::{
+    AclAction, NicKind, PortConfig, PvlanMode, SwitchConfig, VPort, VlanMode,
+};
 use serde::Deserialize;
 
 /// Switches and ports declared in `--switches-file` (e.g. by the Helm
@@ -71,6 +75,133 @@ pub fn check_trunk(
             "trunk lists no VLAN, so the port would carry nothing tagged; use null (or omit it) for an access port"
                 .into(),
         ));
+    }
+    Ok(())
+}
+
+/// Checks a private VLAN port's own fields.
+pub fn check_pvlan(p: &VPort) -> Result<(), RegistryError> {
+    let Some(pv) = &p.pvlan else {
+        return Ok(());
+    };
+    if p.vlan.is_some() || p.trunk.is_some() {
+        return Err(RegistryError::Invalid(
+            "pvlan excludes vlan and trunk: a private VLAN port is untagged on its own VLANs \
+             (clear them in the same request, e.g. \"vlan\": null)"
+                .into(),
+        ));
+    }
+    if p.nic.kind == NicKind::Uplink {
+        return Err(RegistryError::Invalid(
+            "an uplink carries private VLANs as a trunk (list the primary and the secondary \
+             VLANs in its trunk); pvlan is for the ports of pods and VMs"
+                .into(),
+        ));
+    }
+    pv.validate().map_err(RegistryError::Invalid)
+}
+
+/// What a port makes of one VLAN, for the switch-wide rules.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum VlanUse {
+    /// The primary VLAN of its private VLAN.
+    Primary,
+    /// A secondary VLAN of `primary`; `kind` None: named by a
+    /// promiscuous port, which does not say whether isolated or community.
+    Secondary {
+        primary: u16,
+        kind: Option<PvlanMode>,
+    },
+    /// Untagged frames of an ordinary port (access VLAN, trunk's native).
+    Plain,
+}
+
+fn vlan_uses(p: &VPort) -> Vec<(u16, VlanUse)> {
+    match p.mode() {
+        VlanMode::Private(pv) => {
+            let primary = pv.primary_id.get();
+            let kind = (pv.mode != PvlanMode::Promiscuous).then_some(pv.mode);
+            std::iter::once((primary, VlanUse::Primary))
+                .chain(
+                    pv.secondaries()
+                        .into_iter()
+                        .map(|s| (s.get(), VlanUse::Secondary { primary, kind })),
+                )
+                .collect()
+        }
+        m => m
+            .untagged_vlan()
+            .map(|v| (v.get(), VlanUse::Plain))
+            .into_iter()
+            .collect(),
+    }
+}
+
+fn describe(u: VlanUse) -> String {
+    match u {
+        VlanUse::Primary => "a primary VLAN".into(),
+        VlanUse::Secondary {
+            primary,
+            kind: Some(PvlanMode::Isolated),
+        } => format!("an isolated secondary VLAN of primary {primary}"),
+        VlanUse::Secondary {
+            primary,
+            kind: Some(_),
+        } => format!("a community secondary VLAN of primary {primary}"),
+        VlanUse::Secondary {
+            primary,
+            kind: None,
+        } => format!("a secondary VLAN of primary {primary}"),
+        VlanUse::Plain => "an ordinary port's access (or native) VLAN".into(),
+    }
+}
+
+/// Checks that port `p` keeps the private-VLAN rules with `others` (the
+/// other ports of its switch): each secondary VLAN belongs to one primary
+/// and is of one type (isolated or community); no VLAN is both a primary
+/// and a secondary; and no ordinary port sends untagged into a private
+/// VLAN (it would bypass the rules; trunks such as the uplink carry them
+/// tagged, which RFC 5517 asks for).
+pub fn check_pvlan_fit<'a>(
+    p: &VPort,
+    others: impl IntoIterator<Item = &'a VPort>,
+) -> Result<(), RegistryError> {
+    let mine = vlan_uses(p);
+    for o in others {
+        for (v, theirs) in vlan_uses(o) {
+            for &(w, ours) in &mine {
+                if v != w {
+                    continue;
+                }
+                let clash = match (ours, theirs) {
+                    (VlanUse::Plain, VlanUse::Plain) | (VlanUse::Primary, VlanUse::Primary) => {
+                        false
+                    }
+                    (
+                        VlanUse::Secondary {
+                            primary: a,
+                            kind: ka,
+                        },
+                        VlanUse::Secondary {
+                            primary: b,
+                            kind: kb,
+                        },
+                    ) => a != b || matches!((ka, kb), (Some(x), Some(y)) if x != y),
+                    _ => true,
+                };
+                if clash {
+                    return Err(RegistryError::Invalid(format!(
+                        "VLAN {v} would be {} here, but it is {} on switch {:?} (port {}); \
+                         a secondary VLAN belongs to one primary and one type, and an ordinary \
+                         port cannot share a private VLAN",
+                        describe(ours),
+                        describe(theirs),
+                        p.switch,
+                        o.id
+                    )));
+                }
+            }
+        }
     }
     Ok(())
 }
