@@ -910,6 +910,29 @@ mod tests {
     const P: [u8; 6] = [0x02, 0, 0, 0, 0, 0x0e];
 
     #[test]
+    fn snooping_on_private_vlans_shares_the_primary_table_and_keeps_the_rules() {
+        use mcast::tests::ipv4;
+        use mcast::{Event, Mdb};
+        const G: [u8; 4] = [239, 1, 2, 3];
+        let group = std::net::IpAddr::from(G);
+        let mut w = pvlan_world();
+        let shared = snooping(&mut w, false, vec![6]);
+        // Members: isolated 1 and community 3 (they report on their
+        // secondaries; the poll thread files them under the primary).
+        let mut mdb = Mdb::new(260);
+        mdb.apply(100, 1, 0, Event::Join(group), 0);
+        mdb.apply(100, 3, 0, Event::Join(group), 0);
+        shared.table.store(Arc::new(mdb.view()));
+        let data = |src| ip_mcast(G, src, ipv4([10, 0, 0, 1], G, 17, &[0; 12]));
+        // From the promiscuous port: both members and the uplink.
+        assert_eq!(w.slots(5, &data(P), 0), vec![1, 3, 6]);
+        // From isolated 0: isolated 1 is a member but may not hear it.
+        assert_eq!(w.slots(0, &data(A), 0), vec![6]);
+        // From community 2: its community's member, not the isolated one.
+        assert_eq!(w.slots(2, &data(B), 0), vec![3, 6]);
+    }
+
+    #[test]
     fn private_vlan_classification_and_membership() {
         let mut w = pvlan_world();
         // Isolated: only the promiscuous port and the uplink (tagged with
