@@ -14,7 +14,7 @@
 set -uo pipefail
 cd "$(dirname "$0")/../fuzz"
 secs=${1:-600}
-targets=${TARGETS:-"pipeline api state cni_config"}
+targets=${TARGETS:-"pipeline api state cni_config mcast"}
 command -v cargo-fuzz >/dev/null || { echo "fuzz: install cargo-fuzz first: cargo install cargo-fuzz --locked" >&2; exit 1; }
 cargo fuzz build --sanitizer none >&2 || exit 1
 printf '| target | seconds | runs | corpus before → after (minimized) | crashes |\n|---|---|---|---|---|\n' > /tmp/fuzz-report.$$

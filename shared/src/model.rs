@@ -1360,6 +1360,45 @@ pub struct SwitchConfig {
     /// Most learned MACs this switch holds (default 8192).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_fdb_entries: Option<u32>,
+    /// IGMP/MLD snooping (default off).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub multicast_snooping: Option<bool>,
+    /// Snooping: whether a group nobody joined floods (default true).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub multicast_flood_unknown: Option<bool>,
+    /// Snooping: seconds a membership lives without a report (default 260).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub multicast_membership_seconds: Option<u32>,
+}
+
+/// `PATCH /v1/switches/{name}` body: the fields given change, live.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct SwitchUpdate {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub aging_seconds: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_fdb_entries: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub multicast_snooping: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub multicast_flood_unknown: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub multicast_membership_seconds: Option<u32>,
+}
+
+/// Most `multicastMembershipSeconds` a switch takes (a day).
+pub const MAX_MEMBERSHIP_SECONDS: u32 = 86_400;
+
+/// Checks `multicastMembershipSeconds`.
+pub fn check_membership_seconds(s: u32) -> Result<(), String> {
+    if (1..=MAX_MEMBERSHIP_SECONDS).contains(&s) {
+        Ok(())
+    } else {
+        Err(format!(
+            "multicastMembershipSeconds {s} is outside 1..{MAX_MEMBERSHIP_SECONDS}"
+        ))
+    }
 }
 
 /// A VSwitch as stored and answered.
@@ -1369,6 +1408,18 @@ pub struct VSwitch {
     pub name: String,
     pub aging_seconds: u32,
     pub max_fdb_entries: u32,
+    /// IGMP/MLD snooping: IP multicast goes only to the ports that joined
+    /// its group and to the ports that lead to a multicast router.
+    #[serde(default)]
+    pub multicast_snooping: bool,
+    /// Snooping: a group nobody joined floods (true) or goes to the
+    /// router ports only (false).
+    #[serde(default = "yes")]
+    pub multicast_flood_unknown: bool,
+    /// Snooping: seconds a membership (and a router port learned from a
+    /// query) lives without being refreshed.
+    #[serde(default = "membership_seconds")]
+    pub multicast_membership_seconds: u32,
     /// Number of ports on the switch (answered, never stored).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ports: Option<usize>,
@@ -1381,6 +1432,58 @@ impl VSwitch {
     pub const DEFAULT_NAME: &'static str = "default";
     pub const DEFAULT_AGING_SECONDS: u32 = 300;
     pub const DEFAULT_MAX_FDB_ENTRIES: u32 = 8192;
+    /// RFC 3376's membership interval: robustness 2 × query interval 125 s
+    /// + query response interval 10 s.
+    pub const DEFAULT_MEMBERSHIP_SECONDS: u32 = 260;
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn membership_seconds() -> u32 {
+    VSwitch::DEFAULT_MEMBERSHIP_SECONDS
+}
+
+/// A switch's multicast table (`GET /v1/switches/{name}/mdb`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MulticastTable {
+    pub switch: String,
+    pub snooping: bool,
+    /// (VLAN, group) with the ports that joined it.
+    pub groups: Vec<MulticastGroup>,
+    /// Ports that lead to a multicast router.
+    pub routers: Vec<MulticastRouter>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MulticastGroup {
+    pub vlan: VlanId,
+    pub group: std::net::IpAddr,
+    pub ports: Vec<MulticastMember>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MulticastMember {
+    pub port: String,
+    /// Seconds until the membership ages out unless a report refreshes it.
+    pub expires_seconds: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MulticastRouter {
+    pub port: String,
+    /// "uplink" (always a router port, on every VLAN it carries) or
+    /// "query" (a query arrived on it, on `vlan`; ages out).
+    pub kind: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vlan: Option<VlanId>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_seconds: Option<u64>,
 }
 
 /// One forwarding-table row.

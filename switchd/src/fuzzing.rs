@@ -288,6 +288,36 @@ pub fn state(data: &[u8]) {
     }
 }
 
+/// Fuzz target `mcast`: an IPv4 (first byte even) or IPv6 packet for the
+/// snooper's parsers. They must never panic; events come only from a
+/// query or a report, and name only groups the snooper tracks.
+pub fn mcast(data: &[u8]) {
+    use crate::pipeline::mcast::{classify, events, tracked, Class, Event};
+    use crate::wire::ip::{ETHERTYPE_IPV4, ETHERTYPE_IPV6};
+    let Some((&pick, l3)) = data.split_first() else {
+        return;
+    };
+    let et = if pick & 1 == 0 {
+        ETHERTYPE_IPV4
+    } else {
+        ETHERTYPE_IPV6
+    };
+    let class = classify(et, l3);
+    events(et, l3, &mut |e| {
+        assert!(
+            matches!(class, Class::Query | Class::Report),
+            "{e:?} from a {class:?}"
+        );
+        match e {
+            Event::Query => {}
+            Event::Join(g)
+            | Event::Leave(g)
+            | Event::Include { group: g, .. }
+            | Event::Block { group: g, .. } => assert!(tracked(g), "{e:?}"),
+        }
+    });
+}
+
 #[cfg(test)]
 mod tests {
     use std::path::Path;
@@ -320,5 +350,10 @@ mod tests {
     #[test]
     fn corpus_state() {
         replay("state", super::state);
+    }
+
+    #[test]
+    fn corpus_mcast() {
+        replay("mcast", super::mcast);
     }
 }

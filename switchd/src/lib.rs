@@ -18,5 +18,6 @@ pub mod metrics;
 pub mod pipeline;
 pub mod reconcile;
 pub mod registry;
+pub mod snooper;
 pub mod vmlink;
 pub mod wire;

@@ -142,9 +142,15 @@ impl Family {
 /// Families collected at scrape time from the registry, the poll threads
 /// and the listeners.
 fn collect(state: &Mutex<Registry>, api: &ApiMetrics, start_time: f64) -> Vec<Family> {
-    let (ports, info, switches, dp) = {
+    let (ports, info, switches, dp, mcast) = {
         let s = state.lock().unwrap_or_else(|e| e.into_inner());
-        (s.ports(), s.datapath_info(), s.switch_ids(), s.datapath())
+        (
+            s.ports(),
+            s.datapath_info(),
+            s.switch_ids(),
+            s.datapath(),
+            s.mcast_stats(),
+        )
     };
     let fdb: Vec<(String, u32, crate::datapath::FdbView)> = switches
         .into_iter()
@@ -279,6 +285,7 @@ fn collect(state: &Mutex<Registry>, api: &ApiMetrics, start_time: f64) -> Vec<Fa
         }
         out.push(f);
     }
+    out.extend(mcast_families(&mcast));
 
     type PickT = fn(&podswitch_shared::model::PollThreadInfo) -> f64;
     let per_thread: [(&str, bool, &str, PickT); 7] = [
@@ -510,6 +517,62 @@ pub fn render(state: &Mutex<Registry>, api: &ApiMetrics, start_time: f64) -> Str
         log::error!("metrics: encoding failed: {e}");
     }
     String::from_utf8(buf).unwrap_or_default()
+}
+
+/// Multicast snooping, per switch (every switch has the series; one that
+/// does not snoop has no groups and its counters stand still).
+fn mcast_families(stats: &[crate::registry::McastStats]) -> Vec<Family> {
+    use crate::pipeline::mcast::McastCounters;
+    let mut snooping = Family::gauge(
+        "podswitch_switch_mcast_snooping",
+        "1 if the switch snoops IGMP/MLD (multicastSnooping), else 0.",
+    );
+    let mut groups = Family::gauge(
+        "podswitch_switch_mcast_groups",
+        "(VLAN, group) entries in the switch's multicast table.",
+    );
+    let mut snooped = Family::counter(
+        "podswitch_switch_mcast_snooped_total",
+        "IGMP/MLD messages snooped, by type: report (per group record), leave (leave, done, TO_IN{}, BLOCK), query.",
+    );
+    for (sw, on, n, c) in stats {
+        snooping.add(&[("switch", sw)], u8::from(*on) as f64);
+        groups.add(&[("switch", sw)], *n as f64);
+        for (kind, v) in [
+            ("report", &c.reports),
+            ("leave", &c.leaves),
+            ("query", &c.queries),
+        ] {
+            snooped.add(&[("switch", sw), ("type", kind)], v.load(Relaxed) as f64);
+        }
+    }
+    let mut out = vec![snooping, groups, snooped];
+    type Pick = fn(&McastCounters) -> u64;
+    let counters: [(&str, &str, Pick); 3] = [
+        (
+            "podswitch_switch_mcast_filtered_total",
+            "Copies of IP multicast frames not sent to a port of the VLAN because it did not join the group (snooping at work, not a loss).",
+            |c| c.filtered(),
+        ),
+        (
+            "podswitch_switch_mcast_events_lost_total",
+            "Snooped membership events lost because the snooper's queue was full.",
+            |c| c.overflow(),
+        ),
+        (
+            "podswitch_switch_mcast_joins_refused_total",
+            "Joins refused because the multicast table was full (the group floods as unknown).",
+            |c| c.refused.load(Relaxed),
+        ),
+    ];
+    for (name, help, pick) in counters {
+        let mut f = Family::counter(name, help);
+        for (sw, _, _, c) in stats {
+            f.add(&[("switch", sw)], pick(c) as f64);
+        }
+        out.push(f);
+    }
+    out
 }
 
 #[cfg(test)]

@@ -304,6 +304,10 @@ BAD_VALUES = {
     "qos-negative": ({"qos": {"egressRate": -1}}, ("qos", "egressRate"), r"\b0\b"),
     "ipam-type": ({"ipam": {"type": "dhcp"}}, ("ipam", "type"), r"host-local"),
     "unknown-value": ({"xdpmode": "native"}, (), r"xdpmode"),
+    "membership-zero": ({"switches": [{"name": "a", "multicastMembershipSeconds": 0}]},
+                        ("switches", 0, "multicastMembershipSeconds"), r"\b1\b"),
+    "snooping-string": ({"switches": [{"name": "a", "multicastSnooping": "yes"}]},
+                        ("switches", 0, "multicastSnooping"), r"boolean"),
     "max-surge": ({"updateStrategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1}}},
                   ("updateStrategy", "rollingUpdate"), r"maxSurge"),
     # Checked by the templates: what a JSON schema cannot say.
@@ -412,7 +416,9 @@ def test_switches_file():
     objs = docs(template(any_helm(), "-f", VALUES_FULL).stdout)
     f = json.loads(by_kind(objs, "ConfigMap")["data"]["switches.json"])
     assert set(f) == {"switches", "ports"}
-    assert f["switches"] == [{"name": "storage", "agingSeconds": 60, "maxFdbEntries": 4096}]
+    assert f["switches"] == [{"name": "storage", "agingSeconds": 60, "maxFdbEntries": 4096,
+                              "multicastSnooping": True, "multicastFloodUnknown": False,
+                              "multicastMembershipSeconds": 120}]
     assert f["ports"] == [{"id": "uplink-ens1f0", "switch": "storage",
                            "nic": {"kind": "uplink", "ifname": "ens1f0"},
                            "trunk": [{"minID": 200, "maxID": 299}, {"id": 400}], "vlan": 10}]
@@ -652,7 +658,8 @@ def test_daemonset_command_runs_switchd_as_rendered(topo, family):
     objs = docs(template(any_helm(), "--set", "uplink.enabled=true", "--set", f"uplink.nic={nic}",
                          "--set-json", 'uplink.trunk=[{"minID":200,"maxID":299},{"id":400}]',
                          "--set", "uplink.nativeVlan=10", "--set", "uplink.switch=storage",
-                         "--set-json", 'switches=[{"name":"storage","agingSeconds":60,"maxFdbEntries":4096}]',
+                         "--set-json", 'switches=[{"name":"storage","agingSeconds":60,"maxFdbEntries":4096,'
+                                       '"multicastSnooping":true,"multicastMembershipSeconds":90}]',
                          "--set", "defaultVlan=100", "--set", "ipam.subnet=10.214.0.0/24",
                          "--set", "pollCpu=none").stdout)
     data = by_kind(objs, "ConfigMap")["data"]
@@ -693,6 +700,8 @@ def test_daemonset_command_runs_switchd_as_rendered(topo, family):
     # switches.json took effect.
     switches = {s["name"]: s for s in node.ok("GET", "/v1/switches")}
     assert switches["storage"]["agingSeconds"] == 60 and switches["storage"]["maxFdbEntries"] == 4096
+    assert switches["storage"]["multicastSnooping"] is True
+    assert switches["storage"]["multicastMembershipSeconds"] == 90
     uplink = node.ok("GET", f"/v1/ports/uplink-{nic}")
     assert uplink["nic"] == {"kind": "uplink", "ifname": nic} and uplink["switch"] == "storage"
     assert uplink["trunk"] == [{"minID": 200, "maxID": 299}, {"id": 400}] and uplink["vlan"] == 10

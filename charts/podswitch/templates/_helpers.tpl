@@ -188,6 +188,9 @@ when they do not exist.
 {{- $s := dict "name" .name -}}
 {{- if .agingSeconds }}{{ $_ := set $s "agingSeconds" (int .agingSeconds) }}{{ end -}}
 {{- if .maxFdbEntries }}{{ $_ := set $s "maxFdbEntries" (int .maxFdbEntries) }}{{ end -}}
+{{- if hasKey . "multicastSnooping" }}{{ $_ := set $s "multicastSnooping" .multicastSnooping }}{{ end -}}
+{{- if hasKey . "multicastFloodUnknown" }}{{ $_ := set $s "multicastFloodUnknown" .multicastFloodUnknown }}{{ end -}}
+{{- if .multicastMembershipSeconds }}{{ $_ := set $s "multicastMembershipSeconds" (int .multicastMembershipSeconds) }}{{ end -}}
 {{- $switches = append $switches $s -}}
 {{- end -}}
 {{- $ports := list -}}

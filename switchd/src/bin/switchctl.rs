@@ -6,9 +6,9 @@ use anyhow::{bail, Context};
 use clap::{Parser, Subcommand, ValueEnum};
 use podswitch_shared::client::Client;
 use podswitch_shared::model::{
-    AclAction, AclRule, DatapathInfo, EswitchMode, FdbEntry, LinkState, MacAddr, Nic, NicKind,
-    PortConfig, PortMirroring, PortUpdate, Priority, PriorityMode, Pvlan, SwitchConfig, TrunkRange,
-    VPort, VSwitch, VlanId, VlanMode,
+    AclAction, AclRule, DatapathInfo, EswitchMode, FdbEntry, LinkState, MacAddr, MulticastTable,
+    Nic, NicKind, PortConfig, PortMirroring, PortUpdate, Priority, PriorityMode, Pvlan,
+    SwitchConfig, SwitchUpdate, TrunkRange, VPort, VSwitch, VlanId, VlanMode,
 };
 use podswitch_shared::DEFAULT_SOCKET;
 use serde::Serialize;
@@ -41,7 +41,7 @@ enum Output {
 enum Cmd {
     /// List switches.
     Switches,
-    /// Create or delete a switch.
+    /// Create, change or delete a switch; its multicast table.
     #[command(subcommand)]
     Switch(SwitchCmd),
     /// List ports with their counters.
@@ -100,10 +100,55 @@ enum SwitchCmd {
         /// Most learned MACs.
         #[arg(long)]
         max_fdb: Option<u32>,
+        /// IGMP/MLD snooping.
+        #[arg(long, value_enum)]
+        multicast_snooping: Option<OnOff>,
+        /// Snooping: whether a group nobody joined floods (default on).
+        #[arg(long, value_enum)]
+        multicast_flood_unknown: Option<OnOff>,
+        /// Snooping: seconds a membership lives without a report (default 260).
+        #[arg(long)]
+        multicast_membership_seconds: Option<u32>,
+    },
+    /// Change a switch live.
+    Set {
+        name: String,
+        /// MAC aging time in seconds.
+        #[arg(long)]
+        aging: Option<u32>,
+        /// Most learned MACs.
+        #[arg(long)]
+        max_fdb: Option<u32>,
+        /// IGMP/MLD snooping (off empties the multicast table).
+        #[arg(long, value_enum)]
+        multicast_snooping: Option<OnOff>,
+        /// Snooping: whether a group nobody joined floods.
+        #[arg(long, value_enum)]
+        multicast_flood_unknown: Option<OnOff>,
+        /// Snooping: seconds a membership lives without a report.
+        #[arg(long)]
+        multicast_membership_seconds: Option<u32>,
+    },
+    /// Show a switch's multicast table: groups, their member ports, router ports.
+    Mdb {
+        #[arg(default_value = "default")]
+        name: String,
     },
     Delete {
         name: String,
     },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum OnOff {
+    On,
+    Off,
+}
+
+impl From<OnOff> for bool {
+    fn from(v: OnOff) -> bool {
+        matches!(v, OnOff::On)
+    }
 }
 
 #[derive(Subcommand)]
@@ -545,6 +590,57 @@ fn parse_priority(s: &str) -> anyhow::Result<Priority> {
     Ok(p)
 }
 
+/// `off`, or `on` with its settings: `on (260 s)`, `on (260 s, no-flood)`.
+fn snooping_desc(s: &VSwitch) -> String {
+    if !s.multicast_snooping {
+        return "off".into();
+    }
+    let flood = if s.multicast_flood_unknown {
+        ""
+    } else {
+        ", no-flood"
+    };
+    format!("on ({} s{flood})", s.multicast_membership_seconds)
+}
+
+fn print_mdb(t: &MulticastTable) {
+    if !t.snooping {
+        println!(
+            "switch {}: multicast snooping is off (multicast floods)",
+            t.switch
+        );
+        return;
+    }
+    let mut rows = Vec::new();
+    for g in &t.groups {
+        for m in &g.ports {
+            rows.push(vec![
+                g.vlan.to_string(),
+                g.group.to_string(),
+                m.port.clone(),
+                m.expires_seconds.to_string(),
+            ]);
+        }
+    }
+    table(&["VLAN", "GROUP", "PORT", "EXPIRES-S"], rows);
+    println!();
+    table(
+        &["ROUTER-PORT", "KIND", "VLAN", "EXPIRES-S"],
+        t.routers
+            .iter()
+            .map(|r| {
+                let opt = |v: Option<String>| v.unwrap_or_else(|| "-".into());
+                vec![
+                    r.port.clone(),
+                    r.kind.clone(),
+                    opt(r.vlan.map(|v| v.to_string())),
+                    opt(r.expires_seconds.map(|v| v.to_string())),
+                ]
+            })
+            .collect(),
+    );
+}
+
 /// The port's guards, short: `mac`, `ip(10.0.0.5,fd00::5)`, `dhcp`, `ra`.
 fn guards(p: &VPort) -> String {
     let mut g = Vec::new();
@@ -584,7 +680,14 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let s: Vec<VSwitch> = c.get("/v1/switches")?;
             emit(out, &s, |s| {
                 table(
-                    &["NAME", "PORTS", "FDB-ENTRIES", "MAX-FDB", "AGING-S"],
+                    &[
+                        "NAME",
+                        "PORTS",
+                        "FDB-ENTRIES",
+                        "MAX-FDB",
+                        "AGING-S",
+                        "MCAST-SNOOPING",
+                    ],
                     s.iter()
                         .map(|w| {
                             vec![
@@ -593,6 +696,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                                 w.fdb_entries.unwrap_or(0).to_string(),
                                 w.max_fdb_entries.to_string(),
                                 w.aging_seconds.to_string(),
+                                snooping_desc(w),
                             ]
                         })
                         .collect(),
@@ -603,14 +707,50 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             name,
             aging,
             max_fdb,
+            multicast_snooping,
+            multicast_flood_unknown,
+            multicast_membership_seconds,
         }) => {
             let cfg = SwitchConfig {
                 name,
                 aging_seconds: aging,
                 max_fdb_entries: max_fdb,
+                multicast_snooping: multicast_snooping.map(Into::into),
+                multicast_flood_unknown: multicast_flood_unknown.map(Into::into),
+                multicast_membership_seconds,
             };
             let s: VSwitch = c.call("POST", "/v1/switches", Some(&cfg))?;
             emit(out, &s, |s| println!("created switch {}", s.name))
+        }
+        Cmd::Switch(SwitchCmd::Set {
+            name,
+            aging,
+            max_fdb,
+            multicast_snooping,
+            multicast_flood_unknown,
+            multicast_membership_seconds,
+        }) => {
+            let u = SwitchUpdate {
+                aging_seconds: aging,
+                max_fdb_entries: max_fdb,
+                multicast_snooping: multicast_snooping.map(Into::into),
+                multicast_flood_unknown: multicast_flood_unknown.map(Into::into),
+                multicast_membership_seconds,
+            };
+            let s: VSwitch = c.call("PATCH", &format!("/v1/switches/{name}"), Some(&u))?;
+            emit(out, &s, |s| {
+                println!(
+                    "switch {}: aging {} s, max-fdb {}, multicast snooping {}",
+                    s.name,
+                    s.aging_seconds,
+                    s.max_fdb_entries,
+                    snooping_desc(s)
+                )
+            })
+        }
+        Cmd::Switch(SwitchCmd::Mdb { name }) => {
+            let t: MulticastTable = c.get(&format!("/v1/switches/{name}/mdb"))?;
+            emit(out, &t, print_mdb)
         }
         Cmd::Switch(SwitchCmd::Delete { name }) => {
             let v: serde_json::Value =

@@ -19,7 +19,7 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use hyper::{Method, Request, Response, StatusCode};
-use podswitch_shared::model::{ApiError, PortConfig, PortUpdate, SwitchConfig};
+use podswitch_shared::model::{ApiError, PortConfig, PortUpdate, SwitchConfig, SwitchUpdate};
 use serde::Serialize;
 use std::convert::Infallible;
 use std::path::Path;
@@ -341,6 +341,15 @@ impl Api {
                         error(404, "not-found", format!("no switch named {:?}", segs[2]))
                     })
                 }
+                Method::PATCH => {
+                    let u: SwitchUpdate = body(&bytes)?;
+                    let name = name.to_string();
+                    let sw = self
+                        .with_state(move |s| s.update_switch(&name, u))
+                        .await?
+                        .map_err(state_error)?;
+                    Ok(json(StatusCode::OK, &sw))
+                }
                 Method::DELETE => {
                     let name = name.to_string();
                     self.with_state(move |s| s.delete_switch(&name))
@@ -351,7 +360,18 @@ impl Api {
                         &serde_json::json!({"deleted": segs[2]}),
                     ))
                 }
-                _ => Err(allow("GET, DELETE")),
+                _ => Err(allow("GET, PATCH, DELETE")),
+            },
+            ["v1", "switches", name, "mdb"] => match m {
+                Method::GET => {
+                    let name = name.to_string();
+                    let t = self
+                        .with_state(move |s| s.mdb(&name))
+                        .await?
+                        .map_err(state_error)?;
+                    Ok(json(StatusCode::OK, &t))
+                }
+                _ => Err(allow("GET")),
             },
             ["v1", "switches", name, "fdb"] => match m {
                 Method::GET => {

@@ -23,8 +23,8 @@ use super::{DatapathConfig, SetupMsg, ThreadStats};
 use crate::pipeline::capture::CaptureTap;
 use crate::pipeline::fdb::{Fdb, Row, Slot};
 use crate::pipeline::qos::FairQueue;
-use crate::pipeline::snapshot::{Snapshot, ThreadCounters};
-use crate::pipeline::{forward, qos, DropReason, Egress, Limited, Limits};
+use crate::pipeline::snapshot::{Snapshot, SwitchView, ThreadCounters};
+use crate::pipeline::{forward, mcast, qos, DropReason, Egress, Limited, Limits};
 use crate::wire::ethernet::{apply_tag_edit, HEADER_LEN, TAG_LEN};
 use crate::wire::pcap::Dir;
 use arc_swap::ArcSwap;
@@ -966,6 +966,9 @@ impl PollThread {
                                 let c = ingress.counters.t(self.index);
                                 ThreadCounters::add(&c.mac_handovers, 1);
                             }
+                            if dec.snooped {
+                                self.snoop(sw, slot, ingress.flush_gen, dec.fid, head);
+                            }
                             if announce && dec.learned.announce() {
                                 self.mesh.announce(
                                     self.index,
@@ -987,6 +990,32 @@ impl PollThread {
             // A port mid-removal or not yet published: nothing to forward to.
             _ => self.release_all(batch),
         }
+    }
+
+    /// Sends the membership events of an IGMP/MLD frame that arrived on
+    /// `slot` (in filtering database `vlan`: the VLAN, or a private VLAN's
+    /// primary) to the snooper; a full queue loses them (counted), never
+    /// waits.
+    fn snoop(&self, sw: &SwitchView, slot: Slot, gen: u64, vlan: u16, frame: &[u8]) {
+        let Some(m) = &sw.mcast else { return };
+        let mut full = false;
+        mcast::frame_events(frame, &mut |event| {
+            if full {
+                return;
+            }
+            let s = mcast::Snooped {
+                switch: sw.id,
+                epoch: m.epoch,
+                vlan,
+                slot,
+                gen,
+                event,
+            };
+            if m.events.try_send(mcast::ToSnooper::Snooped(s)).is_err() {
+                m.shared.counters.add_overflow(self.index);
+                full = true;
+            }
+        });
     }
 
     /// Queues a frame (our chunks, tag edited) for `slot`, a port homed

@@ -11,12 +11,14 @@
 //! inbound ACL, and a mark that the port's ingress rate shapes the frame
 //! (the caller queues it, shared by the senders' weights) → unicast or
 //! flood within the VLAN (never back out the ingress port, never to a port
-//! that is down or not in the VLAN).
+//! that is down or not in the VLAN; on a snooping switch, IP multicast only
+//! to the group's members and the router ports, see `mcast`).
 
 pub mod acl;
 pub mod capture;
 pub mod fdb;
 pub mod ipguard;
+pub mod mcast;
 pub mod qos;
 pub mod snapshot;
 pub mod vlan;
@@ -176,6 +178,9 @@ pub struct Decision {
     /// The port's own MAC moved here from another port: a VM that moved
     /// (live migration) announced itself.
     pub handover: bool,
+    /// An IGMP/MLD message on a snooping switch: the caller sends its
+    /// events (`mcast::frame_events`) to the snooper.
+    pub snooped: bool,
 }
 
 /// The rate limiters of one port: mutable, owned by the poll thread.
@@ -416,11 +421,46 @@ pub fn forward(
             limit,
         });
     };
+    // Multicast snooping: which ports of the VLAN an IP multicast frame
+    // goes to, by the table the snooper published (loaded only for a
+    // report or data to a tracked group). The table is per filtering
+    // database: a private VLAN's secondaries share their primary's, and
+    // `push` still applies the private VLAN's rules.
+    let class = match (&sw.mcast, target) {
+        (Some(m), None) if hdr.dst.is_multicast() => Some((
+            m,
+            mcast::classify(hdr.ethertype, frame.get(l3_off..).unwrap_or(&[])),
+        )),
+        _ => None,
+    };
+    let snooped =
+        class.is_some_and(|(_, c)| matches!(c, mcast::Class::Query | mcast::Class::Report));
+    let table = class
+        .filter(|(_, c)| matches!(c, mcast::Class::Report | mcast::Class::Data(_)))
+        .map(|(m, c)| (m, c, m.shared.table.load()));
+    // (selection, whether a port left out counts as filtered: data only).
+    let selection = table.as_ref().map(|(m, class, t)| {
+        let gen_of = |s| snap.port(s).map(|p| p.flush_gen);
+        let sel = mcast::select(t, *class, fid, &m.uplinks, m.flood_unknown, gen_of, now);
+        (sel, matches!(class, mcast::Class::Data(_)))
+    });
     match target {
         Some(p) => push(p),
         None => {
+            let mut filtered = 0;
             for p in sw.ports.iter().filter_map(|s| snap.port(*s)) {
+                if let Some((sel, data)) = selection {
+                    if !sel.admits(p.slot, p.flush_gen, now) {
+                        if data && p.slot != ingress.slot && p.up && p.vlan.carries(vlan) {
+                            filtered += 1;
+                        }
+                        continue;
+                    }
+                }
                 push(p);
+            }
+            if let (Some((m, _, _)), true) = (&table, filtered > 0) {
+                m.shared.counters.add_filtered(limits.thread, filtered);
             }
         }
     }
@@ -432,6 +472,7 @@ pub fn forward(
         learned,
         src: hdr.src,
         handover: matches!(learned, fdb::Learned::Moved { .. }) && ingress.mac == Some(hdr.src),
+        snooped,
     })
 }
 
@@ -443,6 +484,7 @@ mod tests {
     use crate::wire::ethernet::tests::{tagged, tagged_with, untagged, A, B};
     use crate::wire::ethernet::TPID_8021AD;
     use podswitch_shared::model::MacAddr;
+    use std::sync::Arc;
 
     const C: [u8; 6] = [0x02, 0, 0, 0, 0, 0x0c];
     const BCAST: [u8; 6] = [0xff; 6];
@@ -717,6 +759,119 @@ mod tests {
         assert_eq!(w.fdb.moves, 1);
     }
 
+    /// Turns snooping on for the World's switch; the table starts empty.
+    fn snooping(w: &mut World, flood_unknown: bool, uplinks: Vec<Slot>) -> Arc<mcast::McastShared> {
+        let (tx, _rx) = std::sync::mpsc::sync_channel(16);
+        let shared = Arc::new(mcast::McastShared::new(Arc::new(
+            mcast::McastCounters::new(1),
+        )));
+        w.snap.switches[0].mcast = Some(mcast::McastView {
+            shared: shared.clone(),
+            epoch: 1,
+            flood_unknown,
+            uplinks,
+            events: tx,
+        });
+        shared
+    }
+
+    fn ip_mcast(group: [u8; 4], src: [u8; 6], l3: Vec<u8>) -> Vec<u8> {
+        let dst = [0x01, 0x00, 0x5e, group[1] & 0x7f, group[2], group[3]];
+        let mut f = dst.to_vec();
+        f.extend_from_slice(&src);
+        f.extend_from_slice(&[0x08, 0x00]);
+        f.extend_from_slice(&l3);
+        f
+    }
+
+    #[test]
+    fn snooping_sends_a_group_to_its_members_and_router_ports_only() {
+        use mcast::tests::{igmp, ipv4};
+        use mcast::{Event, Mdb, PROTO_IGMP};
+        const G: [u8; 4] = [239, 1, 2, 3];
+        let group = std::net::IpAddr::from(G);
+        // 0..3 access 10, 4 access 20, 5 the uplink (trunk 10, 20).
+        let mut w = World::new(vec![
+            access(0, 10),
+            access(1, 10),
+            access(2, 10),
+            access(3, 10),
+            access(4, 20),
+            trunk(5, &[10, 20], None),
+        ]);
+        let shared = snooping(&mut w, true, vec![5]);
+        let data = |src| ip_mcast(G, src, ipv4([10, 0, 0, 1], G, 17, &[0; 12]));
+        // Nobody joined: the group floods within the VLAN.
+        assert_eq!(w.slots(0, &data(A), 0), vec![1, 2, 3, 5]);
+        // Port 1 reports: the report goes to the uplink only, for the snooper.
+        let report = igmp(vec![0x16, 0, 0, 0, 239, 1, 2, 3]);
+        let report = ip_mcast(G, B, ipv4([10, 0, 0, 2], G, PROTO_IGMP, &report));
+        let (d, out) = w.send(1, &report, 0).unwrap();
+        assert!(d.snooped);
+        assert_eq!(out.iter().map(|e| e.slot).collect::<Vec<_>>(), vec![5]);
+        let mut events = Vec::new();
+        mcast::frame_events(&report, &mut |e| events.push(e));
+        assert_eq!(events, vec![Event::Join(group)]);
+        // The snooper applies it and publishes.
+        let mut mdb = Mdb::new(260);
+        mdb.apply(10, 1, 0, Event::Join(group), 0);
+        shared.table.store(Arc::new(mdb.view()));
+        let (d, out) = w.send(0, &data(A), 0).unwrap();
+        assert!(!d.snooped && d.flooded);
+        assert_eq!(out.iter().map(|e| e.slot).collect::<Vec<_>>(), vec![1, 5]);
+        assert_eq!(
+            shared.counters.filtered(),
+            2,
+            "ports 2 and 3 (port 4 is on VLAN 20)"
+        );
+        // The same group on VLAN 20 has no member: it floods there.
+        assert_eq!(w.slots(4, &data(C), 0), vec![5]);
+        // Link-local groups always flood.
+        let mdns = ip_mcast(
+            [224, 0, 0, 251],
+            A,
+            ipv4([10, 0, 0, 1], [224, 0, 0, 251], 17, &[0; 12]),
+        );
+        assert_eq!(w.slots(0, &mdns, 0), vec![1, 2, 3, 5]);
+        // A query from port 2 floods, and port 2 becomes a router port.
+        let query = igmp(vec![0x11, 100, 0, 0, 0, 0, 0, 0]);
+        let query = ip_mcast(
+            [224, 0, 0, 1],
+            C,
+            ipv4([10, 0, 0, 3], [224, 0, 0, 1], PROTO_IGMP, &query),
+        );
+        let (d, out) = w.send(2, &query, 0).unwrap();
+        assert!(d.snooped);
+        assert_eq!(
+            out.iter().map(|e| e.slot).collect::<Vec<_>>(),
+            vec![0, 1, 3, 5]
+        );
+        mdb.apply(10, 2, 0, Event::Query, 0);
+        shared.table.store(Arc::new(mdb.view()));
+        assert_eq!(w.slots(0, &data(A), 0), vec![1, 2, 5]);
+        assert_eq!(
+            w.slots(3, &report, 0),
+            vec![2, 5],
+            "reports to router ports"
+        );
+        // The member leaves: the group is unknown and floods again.
+        mdb.apply(10, 1, 0, Event::Leave(group), 0);
+        shared.table.store(Arc::new(mdb.view()));
+        assert_eq!(w.slots(0, &data(A), 0), vec![1, 2, 3, 5]);
+        // Unless unknown groups go to router ports only.
+        w.snap.switches[0].mcast.as_mut().unwrap().flood_unknown = false;
+        assert_eq!(w.slots(0, &data(A), 0), vec![2, 5]);
+        // A member whose port changed since (flush_gen) is no member.
+        mdb.apply(10, 3, 0, Event::Join(group), 0);
+        shared.table.store(Arc::new(mdb.view()));
+        assert_eq!(w.slots(0, &data(A), 0), vec![2, 3, 5]);
+        w.snap.ports[3].as_mut().unwrap().flush_gen = 9;
+        assert_eq!(w.slots(0, &data(A), 0), vec![2, 5]);
+        // Snooping off: everything floods as before.
+        w.snap.switches[0].mcast = None;
+        assert_eq!(w.slots(0, &data(A), 0), vec![1, 2, 3, 5]);
+    }
+
     #[test]
     fn limit_reached_still_floods() {
         let mut w = World::new(vec![access(0, 1), access(1, 1), access(2, 1)]);
@@ -753,6 +908,29 @@ mod tests {
 
     const D: [u8; 6] = [0x02, 0, 0, 0, 0, 0x0d];
     const P: [u8; 6] = [0x02, 0, 0, 0, 0, 0x0e];
+
+    #[test]
+    fn snooping_on_private_vlans_shares_the_primary_table_and_keeps_the_rules() {
+        use mcast::tests::ipv4;
+        use mcast::{Event, Mdb};
+        const G: [u8; 4] = [239, 1, 2, 3];
+        let group = std::net::IpAddr::from(G);
+        let mut w = pvlan_world();
+        let shared = snooping(&mut w, false, vec![6]);
+        // Members: isolated 1 and community 3 (they report on their
+        // secondaries; the poll thread files them under the primary).
+        let mut mdb = Mdb::new(260);
+        mdb.apply(100, 1, 0, Event::Join(group), 0);
+        mdb.apply(100, 3, 0, Event::Join(group), 0);
+        shared.table.store(Arc::new(mdb.view()));
+        let data = |src| ip_mcast(G, src, ipv4([10, 0, 0, 1], G, 17, &[0; 12]));
+        // From the promiscuous port: both members and the uplink.
+        assert_eq!(w.slots(5, &data(P), 0), vec![1, 3, 6]);
+        // From isolated 0: isolated 1 is a member but may not hear it.
+        assert_eq!(w.slots(0, &data(A), 0), vec![6]);
+        // From community 2: its community's member, not the isolated one.
+        assert_eq!(w.slots(2, &data(B), 0), vec![3, 6]);
+    }
 
     #[test]
     fn private_vlan_classification_and_membership() {

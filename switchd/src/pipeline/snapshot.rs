@@ -237,6 +237,8 @@ pub struct SwitchView {
     pub max_fdb_entries: u32,
     /// (VLAN, MAC, slot): each port's own MAC on its home VLAN.
     pub statics: Vec<(u16, MacAddr, Slot)>,
+    /// Multicast snooping (None: off, multicast floods).
+    pub mcast: Option<super::mcast::McastView>,
     /// Slots of the switch's mirroring destinations (`portMirroring:
     /// destination`), which get copies of its sources' frames.
     pub mirror_dests: Vec<Slot>,

@@ -14,11 +14,13 @@ use crate::datapath::Dataplane;
 use crate::pipeline::acl::Acl;
 use crate::pipeline::capture::CaptureTap;
 use crate::pipeline::fdb::Slot;
+use crate::pipeline::mcast::{McastCounters, McastShared, McastView, Stamp, Tracked};
 use crate::pipeline::snapshot::{PortCounters, PortView, Snapshot, SwitchView};
 use crate::pipeline::vlan::PortVlan;
 use podswitch_shared::model::{
-    check_object_name, FdbEntry, Handover, LinkState, MacAddr, Nic, NicKind, PortConfig,
-    PortMirroring, PortStatus, PortUpdate, SwitchConfig, VPort, VSwitch, VlanId,
+    check_object_name, FdbEntry, Handover, LinkState, MacAddr, MulticastGroup, MulticastMember,
+    MulticastRouter, MulticastTable, Nic, NicKind, PortConfig, PortMirroring, PortStatus,
+    PortUpdate, SwitchConfig, SwitchUpdate, VPort, VSwitch, VlanId,
 };
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -72,6 +74,18 @@ struct SwitchEntry {
     sw: VSwitch,
     /// Names the switch's tables in the poll threads (never reused).
     id: u32,
+    /// Its multicast table while it snoops (the snooper writes it).
+    mcast: Option<Snooping>,
+    /// Snooping counters, for the switch's life.
+    mcast_counters: Arc<McastCounters>,
+}
+
+/// A snooping switch's table: a new one (epoch) each time snooping is
+/// turned on, so that turning it off empties the table.
+#[derive(Clone)]
+struct Snooping {
+    epoch: u64,
+    shared: Arc<McastShared>,
 }
 
 struct PortEntry {
@@ -142,6 +156,10 @@ pub struct Registry {
     shared_mac_slots: std::collections::HashSet<Slot>,
     /// Wakes the thread that fsyncs the state file and directory.
     syncer: std::sync::mpsc::Sender<()>,
+    /// The owner of the multicast tables, started with the first snooping switch.
+    snooper: Option<crate::snooper::Snooper>,
+    /// Source of `Snooping::epoch` values.
+    next_epoch: u64,
 }
 
 impl Registry {
@@ -150,11 +168,15 @@ impl Registry {
     pub(crate) fn load(&mut self) -> Result<Vec<VPort>, RegistryError> {
         let stored = store::load(&self.dir)?;
         for sw in stored.switches {
+            let name = sw.name.clone();
             self.insert_switch(VSwitch {
                 ports: None,
                 fdb_entries: None,
                 ..sw
             });
+            if let Err(e) = self.sync_snooping(&name) {
+                log::error!("switch {name}: multicast snooping stays off: {e}");
+            }
         }
         Ok(stored.ports)
     }
@@ -188,11 +210,16 @@ impl Registry {
             last_switches: Vec::new(),
             shared_mac_slots: Default::default(),
             syncer: store::start_syncer(dir),
+            snooper: None,
+            next_epoch: 0,
         };
         s.insert_switch(VSwitch {
             name: VSwitch::DEFAULT_NAME.into(),
             aging_seconds: default_aging,
             max_fdb_entries: VSwitch::DEFAULT_MAX_FDB_ENTRIES,
+            multicast_snooping: false,
+            multicast_flood_unknown: true,
+            multicast_membership_seconds: VSwitch::DEFAULT_MEMBERSHIP_SECONDS,
             ports: None,
             fdb_entries: None,
         });
@@ -202,8 +229,63 @@ impl Registry {
     fn insert_switch(&mut self, sw: VSwitch) {
         let id = self.next_switch_id;
         self.next_switch_id += 1;
-        self.switches
-            .insert(sw.name.clone(), SwitchEntry { sw, id });
+        let threads = self.datapath.config().threads();
+        self.switches.insert(
+            sw.name.clone(),
+            SwitchEntry {
+                sw,
+                id,
+                mcast: None,
+                mcast_counters: Arc::new(McastCounters::new(threads)),
+            },
+        );
+    }
+
+    /// Makes the switch's snooping what its settings say: starts a new
+    /// (empty) table, changes the membership interval, or forgets the
+    /// table. Call before `publish`, so the snooper knows a table before
+    /// any poll thread sends it events.
+    fn sync_snooping(&mut self, name: &str) -> Result<(), RegistryError> {
+        let Some(e) = self.switches.get(name) else {
+            return Ok(());
+        };
+        let (id, want, seconds) = (
+            e.id,
+            e.sw.multicast_snooping,
+            e.sw.multicast_membership_seconds,
+        );
+        let table = match (&e.mcast, want) {
+            (None, false) => return Ok(()),
+            (Some(_), false) => None,
+            (Some(m), true) => Some(m.clone()),
+            (None, true) => {
+                self.next_epoch += 1;
+                Some(Snooping {
+                    epoch: self.next_epoch,
+                    shared: Arc::new(McastShared::new(e.mcast_counters.clone())),
+                })
+            }
+        };
+        if self.snooper.is_none() && table.is_some() {
+            let s = crate::snooper::Snooper::start().map_err(|e| {
+                RegistryError::Datapath(format!("starting the multicast snooper thread: {e}"))
+            })?;
+            self.snooper = Some(s);
+        }
+        if let Some(s) = &self.snooper {
+            s.configure(
+                id,
+                table.as_ref().map(|t| Tracked {
+                    epoch: t.epoch,
+                    shared: t.shared.clone(),
+                    membership_seconds: seconds,
+                }),
+            );
+        }
+        if let Some(e) = self.switches.get_mut(name) {
+            e.mcast = table;
+        }
+        Ok(())
     }
 
     fn flush_gen(&mut self) -> u64 {
@@ -223,6 +305,7 @@ impl Registry {
             .map(|(i, n)| (n.as_str(), i))
             .collect();
         let mut ports: Vec<Option<PortView>> = vec![None; self.slots.len()];
+        let events = self.snooper.as_ref().map(|s| s.sender());
         let mut switches: Vec<SwitchView> = self
             .switches
             .values()
@@ -233,6 +316,17 @@ impl Registry {
                 aging_seconds: e.sw.aging_seconds,
                 max_fdb_entries: e.sw.max_fdb_entries,
                 statics: Vec::new(),
+                mcast: e
+                    .mcast
+                    .as_ref()
+                    .zip(events.clone())
+                    .map(|(m, tx)| McastView {
+                        shared: m.shared.clone(),
+                        epoch: m.epoch,
+                        flood_unknown: e.sw.multicast_flood_unknown,
+                        uplinks: Vec::new(),
+                        events: tx,
+                    }),
                 mirror_dests: Vec::new(),
                 fids: Default::default(),
             })
@@ -252,6 +346,10 @@ impl Registry {
             let Some(slot) = e.slot else { continue };
             let mode = e.port.mode();
             switches[si].ports.push(slot);
+            if let (NicKind::Uplink, Some(m)) = (e.port.nic.kind, &mut switches[si].mcast) {
+                // Uplinks lead to the fabric's multicast routers: always router ports.
+                m.uplinks.push(slot);
+            }
             if e.port.port_mirroring == PortMirroring::Destination {
                 switches[si].mirror_dests.push(slot);
             }
@@ -294,6 +392,9 @@ impl Registry {
                 acl: e.acl.clone(),
                 counters: e.counters.clone(),
             });
+        }
+        for m in switches.iter_mut().filter_map(|s| s.mcast.as_mut()) {
+            m.uplinks.sort_unstable();
         }
         for (sw, pairs) in switches.iter_mut().zip(pvlans) {
             sw.fids = crate::pipeline::vlan::Fids::new(pairs);
@@ -388,14 +489,18 @@ impl Registry {
                 }
                 Some(e) => {
                     // A changed declaration (e.g. a helm upgrade) applies.
-                    let aging = sw.aging_seconds.unwrap_or(e.sw.aging_seconds).max(1);
-                    let max = sw.max_fdb_entries.unwrap_or(e.sw.max_fdb_entries).max(1);
-                    if (aging, max) != (e.sw.aging_seconds, e.sw.max_fdb_entries) {
-                        e.sw.aging_seconds = aging;
-                        e.sw.max_fdb_entries = max;
+                    let u = SwitchUpdate {
+                        aging_seconds: Some(sw.aging_seconds.unwrap_or(e.sw.aging_seconds).max(1)),
+                        max_fdb_entries: Some(
+                            sw.max_fdb_entries.unwrap_or(e.sw.max_fdb_entries).max(1),
+                        ),
+                        multicast_snooping: sw.multicast_snooping,
+                        multicast_flood_unknown: sw.multicast_flood_unknown,
+                        multicast_membership_seconds: sw.multicast_membership_seconds,
+                    };
+                    if updated(&e.sw, &u) != e.sw {
+                        self.update_switch(&sw.name, u)?;
                         log::info!("updated declared switch {}", sw.name);
-                        self.persist()?;
-                        self.publish();
                     }
                 }
             }
@@ -463,15 +568,24 @@ impl Registry {
                 "maxFdbEntries must be at least 1".into(),
             ));
         }
+        let membership = cfg
+            .multicast_membership_seconds
+            .unwrap_or(VSwitch::DEFAULT_MEMBERSHIP_SECONDS);
+        podswitch_shared::model::check_membership_seconds(membership)
+            .map_err(RegistryError::Invalid)?;
         self.insert_switch(VSwitch {
             name: cfg.name.clone(),
             aging_seconds: aging,
             max_fdb_entries: max,
+            multicast_snooping: cfg.multicast_snooping.unwrap_or(false),
+            multicast_flood_unknown: cfg.multicast_flood_unknown.unwrap_or(true),
+            multicast_membership_seconds: membership,
             ports: None,
             fdb_entries: None,
         });
-        if let Err(e) = self.persist() {
+        if let Err(e) = self.persist().and_then(|()| self.sync_snooping(&cfg.name)) {
             self.switches.remove(&cfg.name);
+            let _ = self.persist();
             return Err(e);
         }
         self.publish();
@@ -505,8 +619,136 @@ impl Registry {
             }
             return Err(err);
         }
+        if let (Some(s), Some(e)) = (&self.snooper, e.filter(|e| e.mcast.is_some())) {
+            s.configure(e.id, None);
+        }
         self.publish();
         Ok(())
+    }
+
+    /// `PATCH /v1/switches/{name}`: changes the given settings live.
+    /// Turning snooping off empties the multicast table (multicast floods
+    /// again); turning it on starts an empty one.
+    pub fn update_switch(&mut self, name: &str, u: SwitchUpdate) -> Result<VSwitch, RegistryError> {
+        let e = self
+            .switches
+            .get_mut(name)
+            .ok_or_else(|| RegistryError::NotFound(format!("no switch named {name:?}")))?;
+        if u.aging_seconds == Some(0) {
+            return Err(RegistryError::Invalid(
+                "agingSeconds must be at least 1".into(),
+            ));
+        }
+        if u.max_fdb_entries == Some(0) {
+            return Err(RegistryError::Invalid(
+                "maxFdbEntries must be at least 1".into(),
+            ));
+        }
+        if let Some(s) = u.multicast_membership_seconds {
+            podswitch_shared::model::check_membership_seconds(s).map_err(RegistryError::Invalid)?;
+        }
+        let old = e.sw.clone();
+        e.sw = updated(&old, &u);
+        if let Err(err) = self.persist() {
+            if let Some(e) = self.switches.get_mut(name) {
+                e.sw = old;
+            }
+            return Err(err);
+        }
+        if let Err(err) = self.sync_snooping(name) {
+            if let Some(e) = self.switches.get_mut(name) {
+                e.sw = old;
+            }
+            let _ = self.persist();
+            return Err(err);
+        }
+        self.publish();
+        let e = &self.switches[name];
+        Ok(self.switch_view(e))
+    }
+
+    /// A switch's multicast table (`GET /v1/switches/{name}/mdb`): the
+    /// groups with live members, and the router ports. Empty while the
+    /// switch does not snoop.
+    pub fn mdb(&self, name: &str) -> Result<MulticastTable, RegistryError> {
+        let e = self
+            .switches
+            .get(name)
+            .ok_or_else(|| RegistryError::NotFound(format!("no switch named {name:?}")))?;
+        let mut t = MulticastTable {
+            switch: name.to_string(),
+            snooping: e.sw.multicast_snooping,
+            ..MulticastTable::default()
+        };
+        let Some(m) = &e.mcast else {
+            return Ok(t);
+        };
+        let now = crate::clock::now_ns();
+        let seconds = |s: &Stamp| s.expires.saturating_sub(now).div_ceil(1_000_000_000);
+        // The port a stamp names, while it is still the port that reported.
+        let live = |s: &Stamp| {
+            let id = self.slots.get(s.slot as usize)?.as_ref()?;
+            let p = self.ports.get(id)?;
+            (p.flush_gen == s.gen && s.expires > now).then(|| id.clone())
+        };
+        for p in self.ports.values() {
+            if p.port.switch == name && p.port.nic.kind == NicKind::Uplink && p.slot.is_some() {
+                t.routers.push(MulticastRouter {
+                    port: p.port.id.clone(),
+                    kind: "uplink".into(),
+                    vlan: None,
+                    expires_seconds: None,
+                });
+            }
+        }
+        let view = m.shared.table.load();
+        for (vlan, list) in view.router_ports() {
+            for s in list {
+                if let (Some(port), Ok(vlan)) = (live(s), VlanId::new(vlan)) {
+                    t.routers.push(MulticastRouter {
+                        port,
+                        kind: "query".into(),
+                        vlan: Some(vlan),
+                        expires_seconds: Some(seconds(s)),
+                    });
+                }
+            }
+        }
+        for (vlan, group, members) in view.groups() {
+            let ports: Vec<MulticastMember> = members
+                .iter()
+                .filter_map(|s| {
+                    live(s).map(|port| MulticastMember {
+                        port,
+                        expires_seconds: seconds(s),
+                    })
+                })
+                .collect();
+            if let (false, Ok(vlan)) = (ports.is_empty(), VlanId::new(vlan)) {
+                t.groups.push(MulticastGroup { vlan, group, ports });
+            }
+        }
+        t.groups.sort_by_key(|g| (g.vlan, g.group));
+        t.routers
+            .sort_by(|a, b| (a.vlan, &a.port).cmp(&(b.vlan, &b.port)));
+        Ok(t)
+    }
+
+    /// Per switch: name, whether it snoops, its (VLAN, group) entries and
+    /// its snooping counters (for /metrics).
+    pub fn mcast_stats(&self) -> Vec<McastStats> {
+        self.switches
+            .values()
+            .map(|e| {
+                let groups = e.mcast.as_ref().map_or(0, |m| m.shared.table.load().len());
+                (
+                    e.sw.name.clone(),
+                    e.sw.multicast_snooping,
+                    groups,
+                    e.mcast_counters.clone(),
+                )
+            })
+            .collect()
     }
 
     /// Per switch: (name, ID the poll threads know it by, maxFdbEntries).
@@ -1069,6 +1311,26 @@ pub(crate) enum Added {
     Recorded(String),
 }
 
+/// A switch's multicast snooping for /metrics: name, whether it snoops,
+/// its (VLAN, group) entries, its counters.
+pub type McastStats = (String, bool, usize, Arc<McastCounters>);
+
+/// `sw` with the settings `u` gives.
+fn updated(sw: &VSwitch, u: &SwitchUpdate) -> VSwitch {
+    VSwitch {
+        aging_seconds: u.aging_seconds.unwrap_or(sw.aging_seconds),
+        max_fdb_entries: u.max_fdb_entries.unwrap_or(sw.max_fdb_entries),
+        multicast_snooping: u.multicast_snooping.unwrap_or(sw.multicast_snooping),
+        multicast_flood_unknown: u
+            .multicast_flood_unknown
+            .unwrap_or(sw.multicast_flood_unknown),
+        multicast_membership_seconds: u
+            .multicast_membership_seconds
+            .unwrap_or(sw.multicast_membership_seconds),
+        ..sw.clone()
+    }
+}
+
 /// The PCI address in the kernel's lower case, so that one VF is one
 /// port whatever case the client wrote.
 fn normalize_nic(nic: &mut Nic) {
@@ -1187,6 +1449,127 @@ mod tests {
         };
         r.update_port(&a, u).unwrap();
         assert_ne!(fake.last().ports[0].as_ref().unwrap().flush_gen, fb);
+        let _ = std::fs::remove_dir_all(d);
+    }
+
+    #[test]
+    fn snooping_is_set_live_listed_and_emptied_when_off() {
+        use crate::pipeline::mcast::{Event, Snooped, ToSnooper};
+        let (mut r, fake, d) = registry("mcast");
+        let sw = r
+            .create_switch(SwitchConfig {
+                name: "mc".into(),
+                aging_seconds: None,
+                max_fdb_entries: None,
+                multicast_snooping: Some(true),
+                multicast_flood_unknown: None,
+                multicast_membership_seconds: Some(30),
+            })
+            .unwrap();
+        assert!(sw.multicast_snooping && sw.multicast_flood_unknown);
+        let a = create(
+            &mut r,
+            PortConfig {
+                switch: Some("mc".into()),
+                ..cfg("pswa", 100)
+            },
+        )
+        .unwrap();
+        let up = create(
+            &mut r,
+            PortConfig {
+                switch: Some("mc".into()),
+                trunk: Some(vec![TrunkRange::Single(VlanId::new(100).unwrap())]),
+                ..PortConfig::on(Nic::new(NicKind::Uplink, "eth1"))
+            },
+        )
+        .unwrap();
+        let snap = fake.last();
+        let view = snap.switches.iter().find(|s| s.name == "mc").unwrap();
+        let m = view.mcast.as_ref().expect("snooping is published");
+        assert_eq!(m.uplinks, vec![1]);
+        assert!(snap
+            .switches
+            .iter()
+            .find(|s| s.name == "default")
+            .unwrap()
+            .mcast
+            .is_none());
+        // A poll thread's event reaches the snooper, and the API lists it.
+        let g: std::net::IpAddr = "239.1.2.3".parse().unwrap();
+        let gen = snap.ports[0].as_ref().unwrap().flush_gen;
+        m.events
+            .try_send(ToSnooper::Snooped(Snooped {
+                switch: view.id,
+                epoch: m.epoch,
+                vlan: 100,
+                slot: 0,
+                gen,
+                event: Event::Join(g),
+            }))
+            .unwrap();
+        let end = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while r.mdb("mc").unwrap().groups.is_empty() && std::time::Instant::now() < end {
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        let t = r.mdb("mc").unwrap();
+        assert_eq!(t.groups.len(), 1, "{t:?}");
+        assert_eq!(
+            (t.groups[0].group, t.groups[0].ports[0].port.as_str()),
+            (g, a.as_str())
+        );
+        assert!((29..=30).contains(&t.groups[0].ports[0].expires_seconds));
+        assert_eq!(
+            (t.routers[0].port.as_str(), t.routers[0].kind.as_str()),
+            (up.as_str(), "uplink")
+        );
+        let stats = r.mcast_stats();
+        let (_, on, groups, c) = stats.iter().find(|s| s.0 == "mc").unwrap();
+        assert!(*on && *groups == 1);
+        assert_eq!(c.reports.load(std::sync::atomic::Ordering::Relaxed), 1);
+        // Bad values are refused and change nothing.
+        let bad = SwitchUpdate {
+            multicast_membership_seconds: Some(0),
+            multicast_snooping: Some(false),
+            ..SwitchUpdate::default()
+        };
+        assert!(matches!(
+            r.update_switch("mc", bad),
+            Err(RegistryError::Invalid(_))
+        ));
+        assert!(matches!(
+            r.update_switch("nope", SwitchUpdate::default()),
+            Err(RegistryError::NotFound(_))
+        ));
+        assert!(r.mdb("mc").unwrap().snooping);
+        // Off: the table is empty at once and the data path floods.
+        let off = SwitchUpdate {
+            multicast_snooping: Some(false),
+            ..SwitchUpdate::default()
+        };
+        assert!(!r.update_switch("mc", off).unwrap().multicast_snooping);
+        let t = r.mdb("mc").unwrap();
+        assert!(!t.snooping && t.groups.is_empty() && t.routers.is_empty());
+        let snap = fake.last();
+        assert!(snap.switches.iter().all(|s| s.mcast.is_none()));
+        // On again, with other settings: a fresh, empty table; saved.
+        let on = SwitchUpdate {
+            multicast_snooping: Some(true),
+            multicast_flood_unknown: Some(false),
+            aging_seconds: Some(60),
+            ..SwitchUpdate::default()
+        };
+        let sw = r.update_switch("mc", on).unwrap();
+        assert!(sw.multicast_snooping && !sw.multicast_flood_unknown && sw.aging_seconds == 60);
+        assert!(r.mdb("mc").unwrap().groups.is_empty());
+        let snap = fake.last();
+        let m = snap.switches.iter().find_map(|s| s.mcast.as_ref()).unwrap();
+        assert!(!m.flood_unknown);
+        let mut r2 = Registry::new(&d, Arc::new(FakeDataplane::default()), 300);
+        r2.load().unwrap();
+        let sw = r2.switches().into_iter().find(|s| s.name == "mc").unwrap();
+        assert!(sw.multicast_snooping && sw.multicast_membership_seconds == 30);
+        assert!(r2.mdb("mc").unwrap().snooping);
         let _ = std::fs::remove_dir_all(d);
     }
 
@@ -1362,6 +1745,9 @@ mod tests {
             name: "other".into(),
             aging_seconds: None,
             max_fdb_entries: None,
+            multicast_snooping: None,
+            multicast_flood_unknown: None,
+            multicast_membership_seconds: None,
         })
         .unwrap();
         let mut c = pv("pswz", "community:100:101");
