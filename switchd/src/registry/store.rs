@@ -94,6 +94,32 @@ pub(super) fn parse(path: &Path, b: &[u8]) -> Result<Stored, RegistryError> {
     serde_json::from_slice(b).map_err(invalid)
 }
 
+/// Leaves out of each stored switch the multicast fields that hold their
+/// defaults, so that a state file of a node that does not use snooping
+/// stays readable by a switchd from before those fields (a rollback:
+/// state files refuse unknown fields).
+fn omit_switch_defaults(mut v: serde_json::Value) -> serde_json::Value {
+    use serde_json::json;
+    let defaults = [
+        ("multicastSnooping", json!(false)),
+        ("multicastFloodUnknown", json!(true)),
+        (
+            "multicastMembershipSeconds",
+            json!(VSwitch::DEFAULT_MEMBERSHIP_SECONDS),
+        ),
+    ];
+    if let Some(switches) = v.get_mut("switches").and_then(|s| s.as_array_mut()) {
+        for sw in switches.iter_mut().filter_map(|s| s.as_object_mut()) {
+            for (k, d) in &defaults {
+                if sw.get(*k) == Some(d) {
+                    sw.remove(*k);
+                }
+            }
+        }
+    }
+    v
+}
+
 /// Saves the state: the new file is written beside the old one and
 /// renamed over it, so a reader (a restarted switchd) sees the old or the
 /// new state, never half of one, even if switchd dies mid-write; the page
@@ -114,7 +140,10 @@ pub(super) fn save(
     };
     prepare_dir(dir).map_err(err)?;
     let tmp = dir.join(format!("{STATE_FILE}.tmp"));
-    let body = serde_json::to_vec_pretty(stored).map_err(|e| err(e.into()))?;
+    let body = serde_json::to_value(stored)
+        .map(omit_switch_defaults)
+        .and_then(|v| serde_json::to_vec_pretty(&v))
+        .map_err(|e| err(e.into()))?;
     let mut f = {
         use std::os::unix::fs::OpenOptionsExt;
         std::fs::OpenOptions::new()
@@ -136,4 +165,44 @@ pub(super) fn save(
     std::fs::rename(&tmp, &path).map_err(err)?;
     let _ = syncer.send(());
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn switch(snooping: bool) -> VSwitch {
+        VSwitch {
+            name: "default".into(),
+            aging_seconds: VSwitch::DEFAULT_AGING_SECONDS,
+            max_fdb_entries: VSwitch::DEFAULT_MAX_FDB_ENTRIES,
+            multicast_snooping: snooping,
+            multicast_flood_unknown: true,
+            multicast_membership_seconds: VSwitch::DEFAULT_MEMBERSHIP_SECONDS,
+            ports: None,
+            fdb_entries: None,
+        }
+    }
+
+    #[test]
+    fn default_multicast_fields_stay_out_of_the_state_file() {
+        let d = std::env::temp_dir().join(format!("psw-store-{}", std::process::id()));
+        let (tx, _rx) = std::sync::mpsc::channel();
+        for snooping in [false, true] {
+            let stored = Stored {
+                version: STATE_VERSION,
+                switches: vec![switch(snooping)],
+                ports: Vec::new(),
+            };
+            assert!(save(&d, &tx, &stored).is_ok());
+            let text = std::fs::read_to_string(d.join(STATE_FILE)).unwrap_or_default();
+            // Off: the file is what a switchd from before snooping wrote.
+            assert_eq!(text.contains("multicastSnooping"), snooping, "{text}");
+            assert!(!text.contains("multicastFloodUnknown"), "{text}");
+            assert!(!text.contains("multicastMembershipSeconds"), "{text}");
+            let back = load(&d).map(|s| s.switches);
+            assert_eq!(back.ok(), Some(vec![switch(snooping)]));
+        }
+        let _ = std::fs::remove_dir_all(d);
+    }
 }
