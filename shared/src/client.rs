@@ -72,6 +72,22 @@ impl Client {
         self
     }
 
+    /// Connects to the socket with the client's write timeout and `read`
+    /// as the read timeout.
+    fn connect(&self, read: Duration) -> Result<UnixStream, ClientError> {
+        let s = UnixStream::connect(&self.path).map_err(|source| ClientError::Connect {
+            path: self.path.clone(),
+            source,
+        })?;
+        let io = |source| ClientError::Io {
+            path: self.path.clone(),
+            source,
+        };
+        s.set_read_timeout(Some(read)).map_err(io)?;
+        s.set_write_timeout(Some(self.timeout)).map_err(io)?;
+        Ok(s)
+    }
+
     /// Sends one request and returns the status and body, whatever the status.
     pub fn raw(
         &self,
@@ -83,12 +99,7 @@ impl Client {
             path: self.path.clone(),
             source,
         };
-        let mut s = UnixStream::connect(&self.path).map_err(|source| ClientError::Connect {
-            path: self.path.clone(),
-            source,
-        })?;
-        s.set_read_timeout(Some(self.timeout)).map_err(io)?;
-        s.set_write_timeout(Some(self.timeout)).map_err(io)?;
+        let mut s = self.connect(self.timeout)?;
         let body = body.unwrap_or(&[]);
         let mut req = format!(
             "{method} {path} HTTP/1.1\r\nHost: switchd\r\nConnection: close\r\nContent-Length: {}\r\n",
@@ -155,12 +166,7 @@ impl Client {
             path: self.path.clone(),
             source,
         };
-        let mut s = UnixStream::connect(&self.path).map_err(|source| ClientError::Connect {
-            path: self.path.clone(),
-            source,
-        })?;
-        s.set_write_timeout(Some(self.timeout)).map_err(io)?;
-        s.set_read_timeout(Some(tick)).map_err(io)?;
+        let mut s = self.connect(tick)?;
         let req = format!(
             "GET {path} HTTP/1.1\r\nHost: switchd\r\nConnection: close\r\nTE: trailers\r\n\r\n"
         );

@@ -90,44 +90,50 @@ enum VmCmd {
     },
 }
 
+/// A switch's settings on `switch create` and `switch set`.
+#[derive(clap::Args)]
+struct SwitchFlags {
+    /// MAC aging time in seconds.
+    #[arg(long)]
+    aging: Option<u32>,
+    /// Most learned MACs.
+    #[arg(long)]
+    max_fdb: Option<u32>,
+    /// IGMP/MLD snooping (off empties the multicast table).
+    #[arg(long, value_enum)]
+    multicast_snooping: Option<OnOff>,
+    /// Snooping: whether a group nobody joined floods (default on).
+    #[arg(long, value_enum)]
+    multicast_flood_unknown: Option<OnOff>,
+    /// Snooping: seconds a membership lives without a report (default 260).
+    #[arg(long)]
+    multicast_membership_seconds: Option<u32>,
+}
+
+impl SwitchFlags {
+    fn update(self) -> SwitchUpdate {
+        SwitchUpdate {
+            aging_seconds: self.aging,
+            max_fdb_entries: self.max_fdb,
+            multicast_snooping: self.multicast_snooping.map(Into::into),
+            multicast_flood_unknown: self.multicast_flood_unknown.map(Into::into),
+            multicast_membership_seconds: self.multicast_membership_seconds,
+        }
+    }
+}
+
 #[derive(Subcommand)]
 enum SwitchCmd {
     Create {
         name: String,
-        /// MAC aging time in seconds.
-        #[arg(long)]
-        aging: Option<u32>,
-        /// Most learned MACs.
-        #[arg(long)]
-        max_fdb: Option<u32>,
-        /// IGMP/MLD snooping.
-        #[arg(long, value_enum)]
-        multicast_snooping: Option<OnOff>,
-        /// Snooping: whether a group nobody joined floods (default on).
-        #[arg(long, value_enum)]
-        multicast_flood_unknown: Option<OnOff>,
-        /// Snooping: seconds a membership lives without a report (default 260).
-        #[arg(long)]
-        multicast_membership_seconds: Option<u32>,
+        #[command(flatten)]
+        settings: SwitchFlags,
     },
     /// Change a switch live.
     Set {
         name: String,
-        /// MAC aging time in seconds.
-        #[arg(long)]
-        aging: Option<u32>,
-        /// Most learned MACs.
-        #[arg(long)]
-        max_fdb: Option<u32>,
-        /// IGMP/MLD snooping (off empties the multicast table).
-        #[arg(long, value_enum)]
-        multicast_snooping: Option<OnOff>,
-        /// Snooping: whether a group nobody joined floods.
-        #[arg(long, value_enum)]
-        multicast_flood_unknown: Option<OnOff>,
-        /// Snooping: seconds a membership lives without a report.
-        #[arg(long)]
-        multicast_membership_seconds: Option<u32>,
+        #[command(flatten)]
+        settings: SwitchFlags,
     },
     /// Show a switch's multicast table: groups, their member ports, router ports.
     Mdb {
@@ -703,40 +709,21 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 )
             })
         }
-        Cmd::Switch(SwitchCmd::Create {
-            name,
-            aging,
-            max_fdb,
-            multicast_snooping,
-            multicast_flood_unknown,
-            multicast_membership_seconds,
-        }) => {
+        Cmd::Switch(SwitchCmd::Create { name, settings }) => {
+            let u = settings.update();
             let cfg = SwitchConfig {
                 name,
-                aging_seconds: aging,
-                max_fdb_entries: max_fdb,
-                multicast_snooping: multicast_snooping.map(Into::into),
-                multicast_flood_unknown: multicast_flood_unknown.map(Into::into),
-                multicast_membership_seconds,
+                aging_seconds: u.aging_seconds,
+                max_fdb_entries: u.max_fdb_entries,
+                multicast_snooping: u.multicast_snooping,
+                multicast_flood_unknown: u.multicast_flood_unknown,
+                multicast_membership_seconds: u.multicast_membership_seconds,
             };
             let s: VSwitch = c.call("POST", "/v1/switches", Some(&cfg))?;
             emit(out, &s, |s| println!("created switch {}", s.name))
         }
-        Cmd::Switch(SwitchCmd::Set {
-            name,
-            aging,
-            max_fdb,
-            multicast_snooping,
-            multicast_flood_unknown,
-            multicast_membership_seconds,
-        }) => {
-            let u = SwitchUpdate {
-                aging_seconds: aging,
-                max_fdb_entries: max_fdb,
-                multicast_snooping: multicast_snooping.map(Into::into),
-                multicast_flood_unknown: multicast_flood_unknown.map(Into::into),
-                multicast_membership_seconds,
-            };
+        Cmd::Switch(SwitchCmd::Set { name, settings }) => {
+            let u = settings.update();
             let s: VSwitch = c.call("PATCH", &format!("/v1/switches/{name}"), Some(&u))?;
             emit(out, &s, |s| {
                 println!(
