@@ -21,8 +21,15 @@ use std::time::Duration;
 
 const DEFAULT_MTU: u32 = 1500;
 
+/// How long the plugin waits for a switchd that is restarting or handing
+/// its datapath over (unreachable, or answering 503) before it returns
+/// CNI error 11, "try again later".
+const SWITCHD_RETRY: Duration = Duration::from_secs(3);
+
 fn client(conf: &NetConf) -> Client {
-    Client::new(conf.socket()).with_timeout(Duration::from_secs(15))
+    Client::new(conf.socket())
+        .with_timeout(Duration::from_secs(15))
+        .with_retry(SWITCHD_RETRY)
 }
 
 /// Maps a switchd failure to a CNI error: unreachable → try again later;
@@ -592,7 +599,10 @@ pub fn gc(conf: &NetConf, env: &Env) -> CniResult<()> {
 }
 
 pub fn status(conf: &NetConf, env: &Env) -> CniResult<()> {
-    let c = client(conf).with_timeout(Duration::from_secs(3));
+    // STATUS answers at once: the runtime asks again.
+    let c = client(conf)
+        .with_timeout(Duration::from_secs(3))
+        .with_retry(Duration::ZERO);
     match c.raw("GET", "/readyz", None) {
         Ok(r) if r.status == 200 => {}
         Ok(r) => {

@@ -57,6 +57,10 @@ pub struct Response {
 pub struct Client {
     path: PathBuf,
     timeout: Duration,
+    /// How long to keep retrying a request switchd did not take: the
+    /// socket refused or missing (switchd restarting), or 503 (busy, e.g.
+    /// handing its datapath to a new process). Zero: no retries.
+    retry: Duration,
 }
 
 impl Client {
@@ -64,7 +68,16 @@ impl Client {
         Client {
             path: path.as_ref().to_path_buf(),
             timeout: Duration::from_secs(10),
+            retry: Duration::ZERO,
         }
+    }
+
+    /// Retries requests switchd did not take (unreachable, or 503) for up
+    /// to `window`, with a growing pause (20 ms to 250 ms). Only requests
+    /// that were never processed are retried, so it is safe for any verb.
+    pub fn with_retry(mut self, window: Duration) -> Self {
+        self.retry = window;
+        self
     }
 
     pub fn with_timeout(mut self, t: Duration) -> Self {
@@ -88,8 +101,31 @@ impl Client {
         Ok(s)
     }
 
-    /// Sends one request and returns the status and body, whatever the status.
+    /// Sends one request and returns the status and body, whatever the
+    /// status (after the retries `with_retry` allows).
     pub fn raw(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&[u8]>,
+    ) -> Result<Response, ClientError> {
+        let start = std::time::Instant::now();
+        let mut pause = Duration::from_millis(20);
+        loop {
+            let r = self.raw_once(method, path, body);
+            let again = match &r {
+                Err(e) => e.is_unreachable(),
+                Ok(resp) => resp.status == 503,
+            };
+            if !again || start.elapsed() + pause > self.retry {
+                return r;
+            }
+            std::thread::sleep(pause);
+            pause = (pause * 2).min(Duration::from_millis(250));
+        }
+    }
+
+    fn raw_once(
         &self,
         method: &str,
         path: &str,
@@ -364,6 +400,46 @@ fn dechunk(mut raw: &[u8]) -> Result<Vec<u8>, ClientError> {
         }
         out.extend_from_slice(&raw[..size]);
         raw = &raw[size + 2..];
+    }
+}
+
+#[cfg(test)]
+mod retry_tests {
+    use super::*;
+    use std::io::Read;
+
+    #[test]
+    fn retries_until_switchd_listens_then_answers() {
+        let d = std::env::temp_dir().join(format!("psw-client-retry-{}", std::process::id()));
+        let _ = std::fs::create_dir_all(&d);
+        let sock = d.join("s.sock");
+        let _ = std::fs::remove_file(&sock);
+        let path = sock.clone();
+        // switchd comes up 150 ms late, answers 503 once, then 200.
+        let server = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(150));
+            let l = std::os::unix::net::UnixListener::bind(&path).expect("bind");
+            for status in ["503 Service Unavailable", "200 OK"] {
+                let (mut c, _) = l.accept().expect("accept");
+                let mut buf = [0u8; 1024];
+                let _ = c.read(&mut buf);
+                let body = "{}";
+                let _ = write!(
+                    c,
+                    "HTTP/1.1 {status}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+            }
+        });
+        let quick = Client::new(&sock);
+        assert!(quick
+            .raw("GET", "/readyz", None)
+            .is_err_and(|e| e.is_unreachable()));
+        let patient = Client::new(&sock).with_retry(Duration::from_secs(3));
+        let r = patient.raw("GET", "/readyz", None).map(|r| r.status);
+        assert_eq!(r.ok(), Some(200));
+        let _ = server.join();
+        let _ = std::fs::remove_dir_all(d);
     }
 }
 
