@@ -6,8 +6,10 @@ Two pods ping each other every 2 ms (`ping -i 0.002`) while switchd is
 killed with SIGKILL and started again at once on the same state directory;
 PORTS extra idle ports are attached too, to see how the re-attach scales.
 The gap is the longest silence between two consecutive echo replies. switchd's own log (millisecond
-timestamps) says where the time goes: exec to state read, to control
-socket, to ready (every stored port re-attached).
+timestamps) says where the time goes: SIGKILL until the process is gone
+(the kernel closing its sockets), then exec to state read, to control
+socket (XDP program loaded, UMEMs mapped), to ready (every stored port
+re-attached).
 
     sudo bench/restart_gap.py [--reps 5] [--ports 0,50]
 """
@@ -51,6 +53,7 @@ def one(node, a, b):
     p = subprocess.Popen(["ip", "netns", "exec", a.ns, "ping", "-D", "-i", str(INTERVAL), "-c", str(count),
                           "-W", "1", b.addr], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     time.sleep(1.5)
+    tk = time.time()
     node.kill()
     t0 = time.time()
     node.start(wait_ready=False)
@@ -59,6 +62,7 @@ def one(node, a, b):
     stamps = [float(t) for t in re.findall(r"^\[(\d+\.\d+)\].*icmp_seq=", out, re.M)]
     gap = max(b - a for a, b in zip(stamps, stamps[1:])) if len(stamps) > 1 else float("nan")
     phases = log_times(node.log_path.read_text(errors="replace"), t0)
+    phases["exit"] = t0 - tk
     deadline = time.monotonic() + 30
     while node.api("GET", "/readyz")[0] != 200 and time.monotonic() < deadline:
         time.sleep(0.05)
@@ -74,8 +78,9 @@ def main():
         sys.exit("run as root")
     print(f"## Crash restart gap: kill -9 and an immediate restart ({args.reps} reps, "
           f"{os.cpu_count()} CPUs, {os.uname().release})\n")
-    print("| ports | gap ms median [min-max] | exec → state read ms | → control socket ms | → ready ms |")
-    print("|---|---|---|---|---|")
+    print("| ports | gap ms median [min-max] | SIGKILL → process gone ms | exec → state read ms | "
+          "→ control socket ms | → ready ms |")
+    print("|---|---|---|---|---|---|")
     for extra in (int(x) for x in args.ports.split(",")):
         topo = Topo()
         try:
@@ -95,7 +100,7 @@ def main():
                 ph.append(p)
             med = lambda k: statistics.median(x.get(k, float("nan")) * 1000 for x in ph)  # noqa: E731
             print(f"| {extra + 2} | {statistics.median(gaps):.0f} [{min(gaps):.0f}-{max(gaps):.0f}] | "
-                  f"{med('state'):.0f} | {med('socket'):.0f} | {med('ready'):.0f} |", flush=True)
+                  f"{med('exit'):.0f} | {med('state'):.0f} | {med('socket'):.0f} | {med('ready'):.0f} |", flush=True)
         finally:
             topo.cleanup()
 
