@@ -17,6 +17,7 @@ import argparse
 import datetime
 import os
 import re
+import signal
 import statistics
 import subprocess
 import sys
@@ -47,14 +48,14 @@ def log_times(text, since):
     return out
 
 
-def one(node, a, b):
+def one(node, a, b, sig):
     """One kill -9 + restart under a 2 ms ping; (gap ms, phases)."""
     count = 2500  # 5 s
     p = subprocess.Popen(["ip", "netns", "exec", a.ns, "ping", "-D", "-i", str(INTERVAL), "-c", str(count),
                           "-W", "1", b.addr], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     time.sleep(1.5)
     tk = time.time()
-    node.kill()
+    node.kill(sig)
     t0 = time.time()
     node.start(wait_ready=False)
     out, _ = p.communicate(timeout=60)
@@ -73,12 +74,13 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--reps", type=int, default=5)
     ap.add_argument("--ports", default="0,50", help="extra idle ports to attach, per case")
+    ap.add_argument("--signal", default="KILL", help="KILL (a crash) or TERM (a planned stop)")
     args = ap.parse_args()
     if os.geteuid() != 0:
         sys.exit("run as root")
-    print(f"## Crash restart gap: kill -9 and an immediate restart ({args.reps} reps, "
+    print(f"## Restart gap: SIG{args.signal} and an immediate restart ({args.reps} reps, "
           f"{os.cpu_count()} CPUs, {os.uname().release})\n")
-    print("| ports | gap ms median [min-max] | SIGKILL → process gone ms | exec → state read ms | "
+    print("| ports | gap ms median [min-max] | signal → process gone ms | exec → state read ms | "
           "→ control socket ms | → ready ms |")
     print("|---|---|---|---|---|---|")
     for extra in (int(x) for x in args.ports.split(",")):
@@ -95,7 +97,7 @@ def main():
             assert a.ping(b, count=1)
             gaps, ph = [], []
             for _ in range(args.reps):
-                g, p = one(node, a, b)
+                g, p = one(node, a, b, signal.Signals["SIG" + args.signal])
                 gaps.append(g)
                 ph.append(p)
             med = lambda k: statistics.median(x.get(k, float("nan")) * 1000 for x in ph)  # noqa: E731

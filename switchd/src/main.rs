@@ -220,6 +220,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     });
     log::info!("serving the control API on {}", args.socket.display());
     let server = tokio::spawn(control::serve(listener, api.clone()));
+    let mut tasks = Vec::new();
     if args.metrics_addr != "none" {
         let l = tokio::net::TcpListener::bind(&args.metrics_addr)
             .await
@@ -229,7 +230,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
             .map(|d| d.as_secs_f64())
             .unwrap_or(0.0);
         log::info!("serving metrics on http://{}/metrics", args.metrics_addr);
-        tokio::spawn(control::serve_metrics(l, api.clone(), start));
+        tasks.push(tokio::spawn(control::serve_metrics(l, api.clone(), start)));
     }
 
     // Re-attach stored ports while the API already answers (readyz: 503).
@@ -270,7 +271,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
 
     // Keep retrying ports that could not be attached (see State::reconcile).
     let st = state.clone();
-    tokio::spawn(async move {
+    tasks.push(tokio::spawn(async move {
         let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
         loop {
             tick.tick().await;
@@ -288,7 +289,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
             })
             .await;
         }
-    });
+    }));
 
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     tokio::select! {
@@ -297,7 +298,18 @@ async fn run(args: Args) -> anyhow::Result<()> {
     }
     server.abort();
     let _ = std::fs::remove_file(&args.socket);
-    // Dropping the state stops the poll thread; ports stay stored for the next start.
+    // The tasks hold the registry too: end them first, so that dropping
+    // the state stops the data path now (detaching the ports; they stay
+    // stored for the next start), not when the runtime is torn down.
+    for t in &tasks {
+        t.abort();
+    }
+    for t in std::iter::once(server).chain(tasks) {
+        let _ = t.await;
+    }
+    let t0 = std::time::Instant::now();
+    drop(api);
     drop(state);
+    log::info!("data path stopped in {} ms", t0.elapsed().as_millis());
     Ok(())
 }
