@@ -440,8 +440,11 @@ fn shaper_gauges(ports: &[&VPort]) -> Family {
         "Frames waiting for tokens in the port's shaper, by direction (ingress: to the port, qos.ingressRate; egress: from it, qos.egressRate); sampled once a second.",
     );
     for p in ports {
-        let s = p.stats.clone().unwrap_or_default();
-        for (dir, v) in [("ingress", s.ingress_queued), ("egress", s.egress_queued)] {
+        let (ingress, egress) = p
+            .stats
+            .as_ref()
+            .map_or((0, 0), |s| (s.ingress_queued, s.egress_queued));
+        for (dir, v) in [("ingress", ingress), ("egress", egress)] {
             f.add(&[("port", &p.id), ("direction", dir)], v as f64);
         }
     }

@@ -720,20 +720,7 @@ impl PollThread {
                 self.mirror(snap, v.switch, f);
             }
         }
-        match self.ports.get_mut(&slot).filter(|p| !p.dead) {
-            Some(p) => {
-                for d in f {
-                    self.owner[Self::frame_index(d.addr)] = p.instance;
-                }
-                p.tx_pending.extend_from_slice(f);
-            }
-            None => {
-                if let Some(p) = snap.port(slot) {
-                    p.counters.t(self.index).count_drop(DropReason::LinkDown);
-                }
-                self.release_all(f);
-            }
-        }
+        self.enqueue(snap, slot, f, false);
     }
 
     /// Copies the frame `f` (our chunks, as a mirroring source of switch
@@ -785,16 +772,33 @@ impl PollThread {
 
     /// Queues a mirror copy (our chunks) for `slot`, after its own frames.
     fn queue_mirror(&mut self, snap: &Snapshot, slot: Slot, f: &[Desc]) {
+        self.enqueue(snap, slot, f, true);
+    }
+
+    /// Hands the frame `f` (our chunks) to `slot`'s socket: on its own TX
+    /// queue, or on its queue of mirror copies; a port we do not serve
+    /// (or whose netdev is gone) counts the loss (`link-down`, `mirror`).
+    fn enqueue(&mut self, snap: &Snapshot, slot: Slot, f: &[Desc], mirror: bool) {
         match self.ports.get_mut(&slot).filter(|p| !p.dead) {
             Some(p) => {
                 for d in f {
                     self.owner[Self::frame_index(d.addr)] = p.instance;
                 }
-                p.mirror_pending.extend_from_slice(f);
+                let q = if mirror {
+                    &mut p.mirror_pending
+                } else {
+                    &mut p.tx_pending
+                };
+                q.extend_from_slice(f);
             }
             None => {
+                let why = if mirror {
+                    DropReason::Mirror
+                } else {
+                    DropReason::LinkDown
+                };
                 if let Some(p) = snap.port(slot) {
-                    p.counters.t(self.index).count_drop(DropReason::Mirror);
+                    p.counters.t(self.index).count_drop(why);
                 }
                 self.release_all(f);
             }
