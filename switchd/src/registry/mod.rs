@@ -163,6 +163,8 @@ pub struct Registry {
     /// Slots a predecessor gave ports (by ID), kept on restore after a
     /// handover so that the XDP maps it handed over stay right.
     preferred_slots: std::collections::HashMap<String, Slot>,
+    /// How this switchd took over from its predecessor, if it did.
+    handover: Option<podswitch_shared::model::HandoverInfo>,
 }
 
 impl Registry {
@@ -251,6 +253,7 @@ impl Registry {
             snooper: None,
             next_epoch: 0,
             preferred_slots: Default::default(),
+            handover: None,
         };
         s.insert_switch(VSwitch {
             name: VSwitch::DEFAULT_NAME.into(),
@@ -504,7 +507,13 @@ impl Registry {
             ports: self.datapath_ports(),
             attached_ports: self.datapath_ports() - self.detached_ports(),
             threads: self.datapath.threads(),
+            handover: self.handover.clone(),
         }
+    }
+
+    /// Records how this switchd took over (shown by GET /v1/datapath).
+    pub fn set_handover(&mut self, h: podswitch_shared::model::HandoverInfo) {
+        self.handover = Some(h);
     }
 
     /// Applies the declared switches, and returns the declared ports that
