@@ -416,6 +416,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
             }
             s.prefer_slots(Default::default());
         }
+        dp.resume();
         dp.forget_inherited();
         let pid = offer.pid;
         tokio::task::spawn_blocking(move || handover::say_taken(&mut conn))
