@@ -1478,6 +1478,31 @@ mod tests {
     }
 
     #[test]
+    fn a_successor_gives_restored_ports_the_slots_handed_over() {
+        let (mut r, _fake, d) = registry("slots");
+        let a = create(&mut r, cfg("pswa", 100)).unwrap();
+        let b = create(&mut r, cfg("pswb", 100)).unwrap();
+        let c = create(&mut r, cfg("pswc", 100)).unwrap();
+        r.delete_port(&a).unwrap();
+        let slots = r.port_slots();
+        assert_eq!((slots[&b], slots[&c]), (1, 2));
+        // Stored in ID order, which need not be slot order: the successor
+        // still gives each its slot, and a new port takes a free one.
+        let mut r2 = Registry::new(&d, Arc::new(FakeDataplane::default()), 300);
+        r2.prefer_slots(slots.clone());
+        for p in r2.load().unwrap().into_iter().rev() {
+            match r2.add_port(p.to_config()).unwrap() {
+                Added::Pending(p) => assert_eq!(Some(&p.slot), slots.get(&p.id)),
+                Added::Recorded(id) => panic!("{id} was only recorded"),
+            }
+        }
+        r2.prefer_slots(Default::default());
+        let n = create(&mut r2, cfg("pswn", 100)).unwrap();
+        assert_eq!(r2.port_slots()[&n], 0);
+        let _ = std::fs::remove_dir_all(d);
+    }
+
+    #[test]
     fn a_patch_is_a_typed_change_to_one_port() {
         let (mut r, fake, d) = registry("patch");
         let a = create(&mut r, cfg("pswa", 100)).unwrap();
