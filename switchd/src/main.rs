@@ -79,9 +79,22 @@ struct Args {
     /// ".handover").
     #[arg(long)]
     handover_socket: Option<PathBuf>,
+    /// What this switchd does once it has handed the data path over:
+    /// "exit" (status 0), or "wait": let go of everything and idle until
+    /// SIGTERM. Under a supervisor that restarts an exited process (a
+    /// Kubernetes pod's container), "wait" keeps the old version from
+    /// starting again and taking the data path back.
+    #[arg(long, value_enum, default_value_t = AfterHandover::Exit)]
+    after_handover: AfterHandover,
     /// Log level (error, warn, info, debug, trace); RUST_LOG overrides.
     #[arg(long, default_value = "info")]
     log_level: String,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum AfterHandover {
+    Exit,
+    Wait,
 }
 
 #[derive(Clone, Copy, Debug, clap::ValueEnum)]
@@ -504,7 +517,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
                 break;
             }
             Some(conn) = ho_rx.recv() => {
-                match hand_over(conn, &api, &state, &dp, &listeners, &mut tasks).await {
+                match hand_over(conn, &api, &state, &dp, &listeners, &mut tasks, args.after_handover).await {
                     Outcome::Refused(conn) => {
                         _refused = Some(conn);
                         break;
@@ -557,6 +570,7 @@ async fn hand_over(
     dp: &Arc<Datapath>,
     listeners: &Listeners,
     tasks: &mut Vec<tokio::task::JoinHandle<()>>,
+    after: AfterHandover,
 ) -> Outcome {
     let (conn, hello) = match tokio::task::spawn_blocking(move || {
         let mut conn = conn;
@@ -638,12 +652,44 @@ async fn hand_over(
     .await
     .unwrap_or_else(|e| Err((true, e.to_string())));
     match r {
-        Ok(pid) => {
+        Ok(pid) if after == AfterHandover::Exit => {
             log::info!(
                 "handed over to pid {pid} in {} ms; exiting",
                 t0.elapsed().as_millis()
             );
             // Destructors would detach what the successor now serves.
+            std::process::exit(0);
+        }
+        Ok(pid) => {
+            // Close every duplicate we hold (a socket, link or listener
+            // kept open here would outlive the successor's own close), then
+            // idle: an exit would be restarted by the supervisor.
+            dp.release();
+            // The listeners' sockets go too: /dev/null takes their fd
+            // numbers (still owned, and closed once, by `listeners`).
+            if let Ok(null) = std::fs::File::open("/dev/null") {
+                let fds = std::iter::once(listeners.control.as_raw_fd())
+                    .chain(listeners.metrics.as_ref().map(|m| m.as_raw_fd()));
+                for fd in fds {
+                    // SAFETY: dup2 between two fds this process owns;
+                    // `fd` stays open (now on /dev/null).
+                    unsafe { libc::dup2(null.as_raw_fd(), fd) };
+                }
+            }
+            log::info!(
+                "handed over to pid {pid} in {} ms; idle until stopped (--after-handover wait)",
+                t0.elapsed().as_millis()
+            );
+            let mut term =
+                match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                    Ok(t) => t,
+                    Err(_) => std::process::exit(0),
+                };
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+            log::info!("stopped after the handover");
             std::process::exit(0);
         }
         Err((false, e)) => {

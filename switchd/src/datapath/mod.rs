@@ -490,6 +490,13 @@ impl Datapath {
         }
     }
 
+    /// After a handover: the threads end, closing this process's copies
+    /// of the sockets, UMEMs, program, maps and links, and detach nothing
+    /// (the successor holds its own).
+    pub fn release(&self) {
+        let _ = self.send(SetupMsg::Stop);
+    }
+
     /// Resumes after a freeze whose handover did not happen.
     pub fn thaw(&self) {
         let _ = self.send(SetupMsg::Thaw);
