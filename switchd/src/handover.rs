@@ -24,6 +24,7 @@
 //! directory, as after a crash.
 
 use crate::datapath::bpf::{Mode, ProgramFds};
+use crate::datapath::xsk::Desc;
 use crate::datapath::{DatapathExport, Inherited, InheritedPort, InheritedQueue};
 use crate::pipeline::fdb::{Row, Slot};
 use crate::pipeline::snapshot::CounterSeed;
@@ -61,6 +62,23 @@ pub fn socket_path(control: &Path) -> PathBuf {
     let mut s = control.as_os_str().to_owned();
     s.push(".handover");
     PathBuf::from(s)
+}
+
+/// A descriptor on its way: (address, length, options).
+type WireDesc = (u64, u32, u32);
+/// Frames of the shapers: (from ports, to ports), as a poll thread takes them.
+pub type Queued = (Vec<(Slot, Vec<Desc>)>, Vec<(Slot, Vec<Vec<Desc>>)>);
+
+fn wire(d: &Desc) -> WireDesc {
+    (d.addr, d.len, d.options)
+}
+
+fn unwire(w: &WireDesc) -> Desc {
+    Desc {
+        addr: w.0,
+        len: w.1,
+        options: w.2,
+    }
 }
 
 /// A learned MAC on its way: (VLAN, MAC, port ID, age in ns).
@@ -152,6 +170,10 @@ pub struct ThreadOffer {
     pub owned: Vec<(u32, u32)>,
     /// Learned MACs per switch name: (VLAN, MAC, port ID, age in ns).
     pub fdbs: Vec<SwitchRows>,
+    /// Frames in the shapers (their chunks are HELD in `owned`): from
+    /// each port (flat descriptors) and to it (whole frames).
+    pub shaped: Vec<(Slot, Vec<WireDesc>)>,
+    pub to_port: Vec<(Slot, Vec<Vec<WireDesc>>)>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -358,7 +380,22 @@ pub fn send_offer(s: &mut UnixStream, dp: DatapathExport, cp: ControlPlane) -> i
                 Some((name, rows))
             })
             .collect();
-        threads.push(ThreadOffer { owned, fdbs });
+        let shaped = t
+            .shaped
+            .iter()
+            .map(|(s, q)| (*s, q.iter().map(wire).collect()))
+            .collect();
+        let to_port = t
+            .to_port
+            .iter()
+            .map(|(s, q)| (*s, q.iter().map(|f| f.iter().map(wire).collect()).collect()))
+            .collect();
+        threads.push(ThreadOffer {
+            owned,
+            fdbs,
+            shaped,
+            to_port,
+        });
     }
     let mut link_list = Vec::new();
     for (ifindex, mode, fd) in links {
@@ -459,6 +496,8 @@ pub struct Received {
     pub datapath: Inherited,
     /// Per thread: per switch name, rows as (VLAN, MAC, port ID, age).
     pub fdbs: Vec<Vec<SwitchRows>>,
+    /// Per thread: the frames its shapers held.
+    pub queued: Vec<Queued>,
 }
 
 /// New side: connects, if a switchd serves the handover socket.
@@ -490,6 +529,7 @@ pub fn request(s: &mut UnixStream, hello: &Hello) -> io::Result<Result<Received,
     };
     let mut umems = Vec::new();
     let mut fdbs = Vec::new();
+    let mut queued = Vec::new();
     for t in &offer.threads {
         let memfd = next()?;
         let mut owner = Vec::new();
@@ -502,6 +542,21 @@ pub fn request(s: &mut UnixStream, hello: &Hello) -> io::Result<Result<Received,
         }
         umems.push((memfd, owner));
         fdbs.push(t.fdbs.clone());
+        queued.push((
+            t.shaped
+                .iter()
+                .map(|(s, q)| (*s, q.iter().map(unwire).collect()))
+                .collect(),
+            t.to_port
+                .iter()
+                .map(|(s, q)| {
+                    (
+                        *s,
+                        q.iter().map(|f| f.iter().map(unwire).collect()).collect(),
+                    )
+                })
+                .collect(),
+        ));
     }
     let mut links = Vec::new();
     for (ifindex, mode) in &offer.links {
@@ -535,6 +590,7 @@ pub fn request(s: &mut UnixStream, hello: &Hello) -> io::Result<Result<Received,
             ports,
         },
         fdbs,
+        queued,
         offer,
     }))
 }

@@ -335,6 +335,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
                 metrics,
                 datapath,
                 fdbs,
+                queued,
             } = rx;
             log::info!(
                 "pid {} (version {}) handed over {} port(s); adopting them",
@@ -356,7 +357,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
             };
             let dp = Datapath::start_inherited(cfg, datapath)
                 .context("starting the AF_XDP data path on what was handed over")?;
-            (listeners, dp, Some((conn, offer, fdbs)))
+            (listeners, dp, Some((conn, offer, fdbs, queued)))
         }
         None => {
             let control = control::bind(&args.socket, group)
@@ -375,7 +376,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     };
     let dp = Arc::new(dp);
     let mut registry = Registry::new(&args.state_dir, dp.clone(), args.fdb_aging);
-    if let Some((_, offer, _)) = &taken {
+    if let Some((_, offer, _, _)) = &taken {
         registry.prefer_slots(offer.slots.clone());
     }
     let state = Arc::new(Mutex::new(registry));
@@ -407,7 +408,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         .await
         .context("restore task")?;
     let (ok, dropped) = restored.context("restoring state")?;
-    if let Some((mut conn, offer, fdbs)) = taken.take() {
+    if let Some((mut conn, offer, fdbs, queued)) = taken.take() {
         // The handed-over sockets are polled again: go on from the
         // predecessor's counts and MACs, close what nobody adopted, and
         // let it go.
@@ -428,6 +429,9 @@ async fn run(args: Args) -> anyhow::Result<()> {
                 }
             }
             s.prefer_slots(Default::default());
+        }
+        for (t, q) in queued.into_iter().enumerate() {
+            dp.requeue(t, q);
         }
         dp.resume();
         dp.forget_inherited();

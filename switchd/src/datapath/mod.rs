@@ -516,6 +516,16 @@ impl Datapath {
         let _ = self.send(SetupMsg::ForgetInherited);
     }
 
+    /// Gives poll thread `thread` the frames its predecessor's shapers
+    /// held (their chunks came as HELD in the owner table).
+    pub fn requeue(&self, thread: usize, q: crate::handover::Queued) {
+        if let Some((tx, wake)) = self.polls.get(thread) {
+            let (shaped, to_port) = q;
+            let _ = tx.send(poll::PollCmd::Requeue { shaped, to_port });
+            setup::kick(wake);
+        }
+    }
+
     /// Gives poll thread `thread` the MACs its predecessor had learned on
     /// switch `switch` (ports as slots of this switchd).
     pub fn learn(&self, thread: usize, switch: u32, rows: Vec<crate::pipeline::fdb::Row>) {

@@ -72,9 +72,18 @@ pub struct PollExport {
     pub closing: Vec<u32>,
     /// Learned (not static) MACs per switch (`SwitchView::id`).
     pub fdbs: Vec<(u32, Vec<Row>)>,
-    /// Frames that were in this thread's hands, dropped by the handover.
+    /// Frames queued in the ports' shapers: from each port (egress rate,
+    /// flat descriptors) and to it (ingress rate, whole frames). Their
+    /// chunks travel as HELD; the successor queues them again.
+    pub shaped: Vec<(Slot, Vec<Desc>)>,
+    pub to_port: Vec<(Slot, Vec<Vec<Desc>>)>,
+    /// Frames that were in this thread's hands (between poll threads, or
+    /// on their way to a mirror), dropped by the handover.
     pub dropped: u64,
 }
+
+/// Frames taken out of the shapers: (from ports, to ports).
+type Queued = (Vec<(Slot, Vec<Desc>)>, Vec<(Slot, Vec<Vec<Desc>>)>);
 
 pub struct ExportedPort {
     pub slot: Slot,
@@ -129,6 +138,12 @@ pub(crate) enum PollCmd {
     /// until every port handed over is adopted and published, so that no
     /// frame meets a switch that knows only some of its ports.
     Resume,
+    /// Frames a predecessor's shapers held (chunks HELD in the owner
+    /// table this thread started from): queue them again.
+    Requeue {
+        shaped: Vec<(Slot, Vec<Desc>)>,
+        to_port: Vec<(Slot, Vec<Vec<Desc>>)>,
+    },
     /// MACs a predecessor had learned on switch `switch`, as its poll
     /// thread of the same index held them.
     Learn {
@@ -223,6 +238,8 @@ pub(crate) struct PollThread {
     frozen: bool,
     /// Taking over: ports are adopted but not polled until `Resume`.
     paused: bool,
+    /// The shapers' frames a freeze exported, queued again on a thaw.
+    taken: Queued,
     /// Fault injection for the test that a panicking poll thread takes
     /// the process down (tests/integration/test_hardening.py): read once.
     inject_panic: bool,
@@ -334,6 +351,7 @@ impl PollThread {
             stop: false,
             frozen: false,
             paused: inherited,
+            taken: Default::default(),
             inject_panic: std::env::var_os("SWITCHD_TEST_PANIC_POLL_THREAD").is_some(),
         }
     }
@@ -381,6 +399,8 @@ impl PollThread {
                             self.index
                         );
                         self.frozen = false;
+                        let (shaped, to_port) = std::mem::take(&mut self.taken);
+                        self.requeue(shaped, to_port);
                     }
                     Ok(PollCmd::Stop) | Err(_) => return,
                     Ok(PollCmd::Add { port, reply }) => {
@@ -504,6 +524,7 @@ impl PollThread {
                     }
                     self.paused = false;
                 }
+                PollCmd::Requeue { shaped, to_port } => self.requeue(shaped, to_port),
                 PollCmd::Learn { switch, rows } => {
                     let snap = self.snapshot.load_full();
                     self.sync_fdbs(&snap);
@@ -544,12 +565,36 @@ impl PollThread {
                 fd: dup(p.sock.fd())?,
             });
         }
+        // The shapers' queues travel (kept here too, for a thaw); their
+        // chunks stay HELD, other held chunks go as free.
+        let shaped: Vec<(Slot, Vec<Desc>)> = self
+            .shaped
+            .drain()
+            .map(|(s, q)| (s, q.into_iter().collect()))
+            .collect();
+        let to_port: Vec<(Slot, Vec<Vec<Desc>>)> = self
+            .to_port
+            .drain()
+            .map(|(s, mut q)| (s, q.drain_all()))
+            .collect();
+        let mut queued = vec![false; self.owner.len()];
+        let descs = shaped
+            .iter()
+            .flat_map(|(_, q)| q.iter())
+            .chain(to_port.iter().flat_map(|(_, q)| q.iter().flatten()));
+        for d in descs {
+            if let Some(q) = queued.get_mut(Self::frame_index(d.addr)) {
+                *q = true;
+            }
+        }
+        self.taken = (shaped.clone(), to_port.clone());
         let mut dropped = 0;
         let owner = self
             .owner
             .iter()
-            .map(|&o| {
-                if o == HELD {
+            .zip(&queued)
+            .map(|(&o, &q)| {
+                if o == HELD && !q {
                     dropped += 1;
                     FREE
                 } else {
@@ -578,8 +623,49 @@ impl PollThread {
             ports,
             closing: self.closing.keys().copied().collect(),
             fdbs,
+            shaped,
+            to_port,
             dropped,
         })
+    }
+
+    /// Queues frames a predecessor's shapers (or this thread's, after a
+    /// thaw) held: from a port behind its egress shaper, to a port through
+    /// its ingress shaper (as the port's own sends: who sent them is not
+    /// kept). A port without a limit any more just sends them.
+    fn requeue(&mut self, shaped: Vec<(Slot, Vec<Desc>)>, to_port: Vec<(Slot, Vec<Vec<Desc>>)>) {
+        let snap = self.snapshot.load_full();
+        let now = self.now();
+        self.limits.sync(&snap, now);
+        let mut n = 0;
+        for (slot, q) in shaped {
+            n += q.iter().filter(|d| d.options & XDP_PKT_CONTD == 0).count();
+            if snap.port(slot).is_some() {
+                self.shaped.entry(slot).or_default().extend(q);
+            } else {
+                self.release_all(&q);
+            }
+        }
+        for (slot, frames) in to_port {
+            for f in frames {
+                n += 1;
+                if snap.port(slot).is_some() {
+                    let from = Limited {
+                        from: slot,
+                        weight: 1,
+                    };
+                    self.shape_to(&snap, slot, from, f);
+                } else {
+                    self.release_all(&f);
+                }
+            }
+        }
+        if n > 0 {
+            log::info!(
+                "poll thread {}: {n} shaped frame(s) queued again",
+                self.index
+            );
+        }
     }
 
     fn add(&mut self, p: NewPort) -> Result<(), String> {
