@@ -14,6 +14,7 @@ pub mod control;
 pub mod datapath;
 #[doc(hidden)]
 pub mod fuzzing;
+pub mod handover;
 pub mod metrics;
 pub mod pipeline;
 pub mod reconcile;

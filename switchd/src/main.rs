@@ -4,11 +4,14 @@
 use anyhow::Context;
 use clap::Parser;
 use podswitch_shared::{DEFAULT_SOCKET, DEFAULT_STATE_DIR};
+use std::os::fd::AsRawFd;
+use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use switchd::control::{self, Api};
 use switchd::datapath::{Datapath, DatapathConfig};
+use switchd::handover;
 use switchd::reconcile;
 use switchd::registry::Registry;
 
@@ -71,6 +74,11 @@ struct Args {
     /// start if they do not exist: {"switches": [...], "ports": [...]}.
     #[arg(long)]
     switches_file: Option<PathBuf>,
+    /// The handover socket through which a new switchd takes the data
+    /// path over from this one (default: the control socket's path plus
+    /// ".handover").
+    #[arg(long)]
+    handover_socket: Option<PathBuf>,
     /// Log level (error, warn, info, debug, trace); RUST_LOG overrides.
     #[arg(long, default_value = "info")]
     log_level: String,
@@ -172,6 +180,105 @@ fn main() -> anyhow::Result<()> {
     rt.block_on(run(args))
 }
 
+/// The listeners switchd serves, with duplicates kept for a handover.
+struct Listeners {
+    control: std::os::unix::net::UnixListener,
+    metrics: Option<std::net::TcpListener>,
+}
+
+impl Listeners {
+    fn control(&self) -> anyhow::Result<tokio::net::UnixListener> {
+        let l = self.control.try_clone()?;
+        l.set_nonblocking(true)?;
+        Ok(tokio::net::UnixListener::from_std(l)?)
+    }
+    fn metrics(&self) -> anyhow::Result<Option<tokio::net::TcpListener>> {
+        let Some(m) = &self.metrics else {
+            return Ok(None);
+        };
+        let l = m.try_clone()?;
+        l.set_nonblocking(true)?;
+        Ok(Some(tokio::net::TcpListener::from_std(l)?))
+    }
+}
+
+/// Starts serving the API and metrics, and the reconcile loop.
+fn spawn_tasks(
+    listeners: &Listeners,
+    api: &Arc<Api>,
+    state: &Arc<Mutex<Registry>>,
+    start: f64,
+) -> anyhow::Result<Vec<tokio::task::JoinHandle<()>>> {
+    let mut tasks = vec![tokio::spawn(control::serve(
+        listeners.control()?,
+        api.clone(),
+    ))];
+    if let Some(l) = listeners.metrics()? {
+        tasks.push(tokio::spawn(control::serve_metrics(l, api.clone(), start)));
+    }
+    // Keep retrying ports that could not be attached (see State::reconcile).
+    let st = state.clone();
+    tasks.push(tokio::spawn(async move {
+        let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+        loop {
+            tick.tick().await;
+            let st = st.clone();
+            let _ = tokio::task::spawn_blocking(move || {
+                {
+                    let mut s = reconcile::lock(&st);
+                    if s.datapath().take_reattached() {
+                        s.republish();
+                    }
+                }
+                if reconcile::lock(&st).detached_ports() > 0 {
+                    reconcile::reconcile(&st);
+                }
+            })
+            .await;
+        }
+    }));
+    Ok(tasks)
+}
+
+/// Asks a serving switchd to hand over. Ok(None): nobody serves the
+/// handover socket, or the one serving refused and has exited since (an
+/// ordinary start follows).
+async fn take_over(
+    path: &std::path::Path,
+    hello: handover::Hello,
+) -> anyhow::Result<Option<(UnixStream, handover::Received)>> {
+    let Some(conn) = handover::connect(path) else {
+        return Ok(None);
+    };
+    log::info!(
+        "a switchd serves {}; asking it to hand over",
+        path.display()
+    );
+    let (mut conn, r) = tokio::task::spawn_blocking(move || {
+        let mut conn = conn;
+        let r = handover::request(&mut conn, &hello);
+        (conn, r)
+    })
+    .await?;
+    match r.context("handover from the serving switchd")? {
+        Ok(rx) => Ok(Some((conn, rx))),
+        Err((pid, reason)) => {
+            log::warn!(
+                "handover refused by pid {pid}: {reason}; falling back to a restart from the \
+                 state directory once it has stopped"
+            );
+            let gone = tokio::task::spawn_blocking(move || {
+                handover::wait_gone(&mut conn, std::time::Duration::from_secs(30))
+            })
+            .await?;
+            if !gone {
+                anyhow::bail!("pid {pid} refused to hand over and did not stop within 30 s");
+            }
+            Ok(None)
+        }
+    }
+}
+
 async fn run(args: Args) -> anyhow::Result<()> {
     // The state is read and checked before the socket appears, so nothing
     // is served from a state this switchd cannot use.
@@ -187,26 +294,78 @@ async fn run(args: Args) -> anyhow::Result<()> {
         .map(group_id)
         .transpose()
         .context("--socket-group")?;
-    let listener = control::bind(&args.socket, group)
-        .with_context(|| format!("binding control socket {}", args.socket.display()))?;
     let poll_cpus = poll_cpus(&args)?;
     let poll_cpu = poll_cpus.first().copied().flatten();
     let poll_threads = poll_cpus.len();
     let pinned: Vec<usize> = poll_cpus.iter().flatten().copied().collect();
-    let dp = Datapath::start(DatapathConfig {
+    let cfg = DatapathConfig {
         poll_cpus,
         spin: std::time::Duration::from_micros(args.spin_us),
         nice: args.poll_nice,
         umem_frames: args.umem_frames,
         native_xdp: matches!(args.xdp_mode, XdpModeArg::Native),
         ..DatapathConfig::default()
-    })
-    .context("starting the AF_XDP data path")?;
-    let state = Arc::new(Mutex::new(Registry::new(
-        &args.state_dir,
-        Arc::new(dp),
-        args.fdb_aging,
-    )));
+    };
+    let ho_path = args
+        .handover_socket
+        .clone()
+        .unwrap_or_else(|| handover::socket_path(&args.socket));
+    let hello = handover::Hello::new(cfg.threads(), cfg.umem_frames);
+    let taking = take_over(&ho_path, hello).await?;
+    let took_at = std::time::Instant::now();
+
+    let (listeners, dp, mut taken) = match taking {
+        Some((conn, rx)) => {
+            let handover::Received {
+                offer,
+                control,
+                metrics,
+                datapath,
+                fdbs,
+            } = rx;
+            log::info!(
+                "pid {} (version {}) handed over {} port(s); adopting them",
+                offer.pid,
+                offer.version,
+                offer.ports.len()
+            );
+            let metrics = match (metrics, args.metrics_addr.as_str()) {
+                (_, "none") => None,
+                (Some(fd), _) => Some(std::net::TcpListener::from(fd)),
+                (None, a) => Some(
+                    std::net::TcpListener::bind(a)
+                        .with_context(|| format!("binding the metrics listener {a}"))?,
+                ),
+            };
+            let listeners = Listeners {
+                control: std::os::unix::net::UnixListener::from(control),
+                metrics,
+            };
+            let dp = Datapath::start_inherited(cfg, datapath)
+                .context("starting the AF_XDP data path on what was handed over")?;
+            (listeners, dp, Some((conn, offer, fdbs)))
+        }
+        None => {
+            let control = control::bind(&args.socket, group)
+                .with_context(|| format!("binding control socket {}", args.socket.display()))?
+                .into_std()?;
+            let metrics = match args.metrics_addr.as_str() {
+                "none" => None,
+                a => Some(
+                    std::net::TcpListener::bind(a)
+                        .with_context(|| format!("binding the metrics listener {a}"))?,
+                ),
+            };
+            let dp = Datapath::start(cfg).context("starting the AF_XDP data path")?;
+            (Listeners { control, metrics }, dp, None)
+        }
+    };
+    let dp = Arc::new(dp);
+    let mut registry = Registry::new(&args.state_dir, dp.clone(), args.fdb_aging);
+    if let Some((_, offer, _)) = &taken {
+        registry.prefer_slots(offer.slots.clone());
+    }
+    let state = Arc::new(Mutex::new(registry));
     let ready = Arc::new(AtomicBool::new(false));
     let api = Arc::new(Api {
         state: state.clone(),
@@ -217,21 +376,17 @@ async fn run(args: Args) -> anyhow::Result<()> {
         poll_threads,
         gates: Default::default(),
         peers: control::Peers { group },
+        handing_over: Default::default(),
     });
+    let start = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0);
     log::info!("serving the control API on {}", args.socket.display());
-    let server = tokio::spawn(control::serve(listener, api.clone()));
-    let mut tasks = Vec::new();
-    if args.metrics_addr != "none" {
-        let l = tokio::net::TcpListener::bind(&args.metrics_addr)
-            .await
-            .with_context(|| format!("binding the metrics listener {}", args.metrics_addr))?;
-        let start = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_secs_f64())
-            .unwrap_or(0.0);
+    if listeners.metrics.is_some() {
         log::info!("serving metrics on http://{}/metrics", args.metrics_addr);
-        tasks.push(tokio::spawn(control::serve_metrics(l, api.clone(), start)));
     }
+    let mut tasks = spawn_tasks(&listeners, &api, &state, start)?;
 
     // Re-attach stored ports while the API already answers (readyz: 503).
     let st = state.clone();
@@ -239,6 +394,39 @@ async fn run(args: Args) -> anyhow::Result<()> {
         .await
         .context("restore task")?;
     let (ok, dropped) = restored.context("restoring state")?;
+    if let Some((mut conn, offer, fdbs)) = taken.take() {
+        // The handed-over sockets are polled again: go on from the
+        // predecessor's counts and MACs, close what nobody adopted, and
+        // let it go.
+        {
+            let mut s = reconcile::lock(&state);
+            s.add_counter_seeds(&offer.counters);
+            let slots = s.port_slots();
+            let ids: std::collections::HashMap<String, u32> = s
+                .switch_ids()
+                .into_iter()
+                .map(|(name, id, _)| (name, id))
+                .collect();
+            for (t, per_switch) in fdbs.iter().enumerate() {
+                for (name, rows) in per_switch {
+                    if let Some(id) = ids.get(name) {
+                        dp.learn(t, *id, handover::rows_for(rows, &slots));
+                    }
+                }
+            }
+            s.prefer_slots(Default::default());
+        }
+        dp.forget_inherited();
+        let pid = offer.pid;
+        tokio::task::spawn_blocking(move || handover::say_taken(&mut conn))
+            .await?
+            .context("telling the old switchd it may exit")?;
+        log::info!(
+            "took over from pid {pid} in {} ms: {ok} port(s) adopted, {} frame(s) in flight dropped",
+            took_at.elapsed().as_millis(),
+            offer.frames_dropped
+        );
+    }
     // Ports whose NIC exists but did not attach yet (e.g. the previous
     // switchd's sockets are still being torn down): give them a moment.
     for _ in 0..20 {
@@ -269,47 +457,191 @@ async fn run(args: Args) -> anyhow::Result<()> {
     ready.store(true, Ordering::Release);
     log::info!("ready: {ok} port(s) re-attached, {dropped} dropped (NIC gone)");
 
-    // Keep retrying ports that could not be attached (see State::reconcile).
-    let st = state.clone();
-    tasks.push(tokio::spawn(async move {
-        let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
-        loop {
-            tick.tick().await;
-            let st = st.clone();
-            let _ = tokio::task::spawn_blocking(move || {
-                {
-                    let mut s = reconcile::lock(&st);
-                    if s.datapath().take_reattached() {
-                        s.republish();
+    // Hand over to a successor that asks (see handover.rs).
+    let (ho_tx, mut ho_rx) = tokio::sync::mpsc::channel::<UnixStream>(1);
+    match handover::bind(&ho_path) {
+        Ok(l) => {
+            std::thread::Builder::new()
+                .name("switchd-handover".into())
+                .spawn(move || {
+                    for c in l.incoming().flatten() {
+                        if ho_tx.blocking_send(c).is_err() {
+                            break;
+                        }
                     }
-                }
-                if reconcile::lock(&st).detached_ports() > 0 {
-                    reconcile::reconcile(&st);
-                }
-            })
-            .await;
+                })?;
+            log::info!("a successor may take over through {}", ho_path.display());
         }
-    }));
+        Err(e) => log::warn!(
+            "no handover socket at {} ({e}): an upgrade restarts the data path",
+            ho_path.display()
+        ),
+    }
 
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => log::info!("interrupted; shutting down"),
-        _ = term.recv() => log::info!("terminated; shutting down"),
+    // Held until exit after a refusal: the successor waits for it to close.
+    let mut _refused: Option<UnixStream> = None;
+    loop {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {
+                log::info!("interrupted; shutting down");
+                break;
+            }
+            _ = term.recv() => {
+                log::info!("terminated; shutting down");
+                break;
+            }
+            Some(conn) = ho_rx.recv() => {
+                match hand_over(conn, &api, &state, &dp, &listeners, &mut tasks).await {
+                    Outcome::Refused(conn) => {
+                        _refused = Some(conn);
+                        break;
+                    }
+                    Outcome::Kept => {
+                        tasks = spawn_tasks(&listeners, &api, &state, start)?;
+                    }
+                    Outcome::Ignored => {}
+                }
+            }
+        }
     }
-    server.abort();
-    let _ = std::fs::remove_file(&args.socket);
-    // The tasks hold the registry too: end them first, so that dropping
-    // the state stops the data path now (detaching the ports; they stay
-    // stored for the next start), not when the runtime is torn down.
     for t in &tasks {
         t.abort();
     }
-    for t in std::iter::once(server).chain(tasks) {
+    let _ = std::fs::remove_file(&args.socket);
+    let _ = std::fs::remove_file(&ho_path);
+    // The tasks hold the registry too: end them first, so that dropping
+    // the state stops the data path now (detaching the ports; they stay
+    // stored for the next start), not when the runtime is torn down.
+    for t in tasks {
         let _ = t.await;
     }
     let t0 = std::time::Instant::now();
     drop(api);
     drop(state);
+    drop(dp);
     log::info!("data path stopped in {} ms", t0.elapsed().as_millis());
     Ok(())
+}
+
+enum Outcome {
+    /// The successor was refused; stop for an ordinary restart.
+    Refused(UnixStream),
+    /// The handover failed before anything was handed: serve again.
+    Kept,
+    /// Not a handover request (bad peer, no hello): nothing changed.
+    Ignored,
+}
+
+/// Serves one handover request. On success the process exits here.
+async fn hand_over(
+    conn: UnixStream,
+    api: &Arc<Api>,
+    state: &Arc<Mutex<Registry>>,
+    dp: &Arc<Datapath>,
+    listeners: &Listeners,
+    tasks: &mut Vec<tokio::task::JoinHandle<()>>,
+) -> Outcome {
+    let (conn, hello) = match tokio::task::spawn_blocking(move || {
+        let mut conn = conn;
+        let h = handover::read_hello(&mut conn);
+        (conn, h)
+    })
+    .await
+    {
+        Ok((conn, Ok(h))) => (conn, h),
+        Ok((_, Err(e))) => {
+            log::warn!("handover socket: {e}");
+            return Outcome::Ignored;
+        }
+        Err(e) => {
+            log::warn!("handover socket: {e}");
+            return Outcome::Ignored;
+        }
+    };
+    let cfg = dp.config();
+    if let Some(reason) = hello.mismatch(cfg.threads(), cfg.umem_frames) {
+        let mut conn = conn;
+        let _ = handover::refuse(&mut conn, &reason);
+        log::warn!(
+            "handover refused to pid {} (version {}): {reason}; stopping so that it restarts \
+             from the state directory",
+            hello.pid,
+            hello.version
+        );
+        return Outcome::Refused(conn);
+    }
+    let t0 = std::time::Instant::now();
+    log::info!(
+        "pid {} (version {}) asks for the data path; handing over",
+        hello.pid,
+        hello.version
+    );
+    // No new connection is taken (they queue in the listeners, which the
+    // successor gets); requests already in flight finish.
+    for t in tasks.drain(..) {
+        t.abort();
+    }
+    api.handing_over.store(true, Ordering::SeqCst);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while api.requests_in_flight() > 0 && std::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+    }
+    let (st, d) = (state.clone(), dp.clone());
+    let control = listeners.control.as_raw_fd();
+    let metrics = listeners.metrics.as_ref().map(|m| m.as_raw_fd());
+    let r = tokio::task::spawn_blocking(move || -> Result<u32, (bool, String)> {
+        let mut conn = conn;
+        // Held to the end: nothing changes the registry or the state file.
+        let s = reconcile::lock(&st);
+        let cp = handover::ControlPlane {
+            control,
+            metrics,
+            slots: s.port_slots(),
+            counters: s.counter_seeds(),
+            switch_names: s
+                .switch_ids()
+                .into_iter()
+                .map(|(name, id, _)| (id, name))
+                .collect(),
+        };
+        let export = d
+            .freeze()
+            .map_err(|e| (false, format!("freezing the data path: {e}")))?;
+        // From here the rings may be the successor's: no way back.
+        let dropped = handover::send_offer(&mut conn, export, cp)
+            .map_err(|e| (true, format!("sending the offer: {e}")))?;
+        if dropped > 0 {
+            log::info!("{dropped} frame(s) in the poll threads' hands were dropped");
+        }
+        let pid = handover::wait_taken(&mut conn, std::time::Duration::from_secs(60))
+            .map_err(|e| (true, format!("waiting for the successor: {e}")))?;
+        drop(s);
+        Ok(pid)
+    })
+    .await
+    .unwrap_or_else(|e| Err((true, e.to_string())));
+    match r {
+        Ok(pid) => {
+            log::info!(
+                "handed over to pid {pid} in {} ms; exiting",
+                t0.elapsed().as_millis()
+            );
+            // Destructors would detach what the successor now serves.
+            std::process::exit(0);
+        }
+        Err((false, e)) => {
+            log::error!("handover failed ({e}); serving again");
+            dp.thaw();
+            api.handing_over.store(false, Ordering::SeqCst);
+            Outcome::Kept
+        }
+        Err((true, e)) => {
+            log::error!(
+                "handover failed after the data path was handed ({e}); exiting so that a \
+                 restart from the state directory follows"
+            );
+            std::process::exit(1);
+        }
+    }
 }

@@ -43,6 +43,17 @@ pub struct Api {
     pub gates: Gates,
     /// Who may connect.
     pub peers: Peers,
+    /// Set while this switchd hands over to a new one: requests get a
+    /// retryable 503 (the CNI plugin retries; the new switchd answers).
+    pub handing_over: Arc<AtomicBool>,
+}
+
+impl Api {
+    /// Requests running past the gates (reads and writes).
+    pub fn requests_in_flight(&self) -> usize {
+        (MAX_READS - self.gates.reads.available_permits())
+            + (MAX_WRITES - self.gates.writes.available_permits())
+    }
 }
 
 /// Reads (GET) and writes (POST, PATCH, DELETE: the CNI's ADD and DEL)
@@ -218,12 +229,22 @@ impl Api {
                     None => None,
                 };
                 let uri = parts.uri.clone();
-                match capture_path(uri.path()) {
-                    Some(id) => self.capture(&parts, id).await,
-                    None => self
-                        .route(parts, bytes)
-                        .await
-                        .map(|a| a.map(http_body_util::Either::Left)),
+                // Checked holding the permit: the handover waits for every
+                // permit to come back, so no request mutates past it.
+                if !probe && self.handing_over.load(Ordering::SeqCst) {
+                    Err(error(
+                        503,
+                        "handing-over",
+                        "switchd is handing over to a new process; retry",
+                    ))
+                } else {
+                    match capture_path(uri.path()) {
+                        Some(id) => self.capture(&parts, id).await,
+                        None => self
+                            .route(parts, bytes)
+                            .await
+                            .map(|a| a.map(http_body_util::Either::Left)),
+                    }
                 }
             }
             Err(a) => Err(a),

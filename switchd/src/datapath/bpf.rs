@@ -4,11 +4,11 @@
 //! every port's netdev through a bpf_link, which the kernel removes when
 //! switchd exits, however it exits.
 
-use aya::maps::{HashMap as BpfHashMap, MapData, PerCpuArray, PerCpuValues, XskMap};
-use aya::programs::{xdp::XdpLinkId, Xdp, XdpMode};
+use aya::maps::{HashMap as BpfHashMap, Map, MapData, PerCpuArray, PerCpuValues, XskMap};
+use aya::programs::Xdp;
 use aya::Ebpf;
 use std::collections::HashMap;
-use std::os::fd::RawFd;
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::{Arc, Mutex};
 
 static PROGRAM: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/xdp_redirect.o"));
@@ -48,11 +48,24 @@ impl Mode {
 }
 
 pub struct XdpProgram {
-    ebpf: Ebpf,
+    /// The loaded object, when this switchd loaded it (None: handed over).
+    _ebpf: Option<Ebpf>,
+    prog: OwnedFd,
     ports: BpfHashMap<MapData, u32, u32>,
     xsks: XskMap<MapData>,
     nosock: NoSocketCounts,
-    links: HashMap<u32, XdpLinkId>,
+    /// The program's fds kept for a handover: PORTS, XSKS, NOSOCK.
+    map_fds: [OwnedFd; 3],
+    /// ifindex → the bpf_link attaching the program there, and how.
+    links: HashMap<u32, (OwnedFd, Mode)>,
+}
+
+/// The kernel objects of a loaded and attached program, as handed to a
+/// successor (fds travel by SCM_RIGHTS, see handover.rs).
+pub struct ProgramFds {
+    pub prog: OwnedFd,
+    pub maps: [OwnedFd; 3],
+    pub links: Vec<(u32, Mode, OwnedFd)>,
 }
 
 /// The program's per-slot count of frames that arrived on a queue without
@@ -79,6 +92,50 @@ impl NoSocketCounts {
     }
 }
 
+const BPF_LINK_CREATE: libc::c_long = 28;
+const BPF_XDP: u32 = 37;
+const XDP_FLAGS_SKB_MODE: u32 = 1 << 1;
+const XDP_FLAGS_DRV_MODE: u32 = 1 << 2;
+
+/// The head of `union bpf_attr` for BPF_LINK_CREATE; the rest is zero.
+#[repr(C)]
+#[derive(Default)]
+struct LinkCreateAttr {
+    prog_fd: u32,
+    target_ifindex: u32,
+    attach_type: u32,
+    flags: u32,
+    _rest: [u64; 6],
+}
+
+/// Attaches `prog` to `ifindex` through a bpf_link (the link goes when
+/// its last fd is closed, however switchd exits; fds of it can be handed
+/// to a successor).
+fn link_create(prog: &OwnedFd, ifindex: u32, flags: u32) -> std::io::Result<OwnedFd> {
+    let attr = LinkCreateAttr {
+        prog_fd: prog.as_raw_fd() as u32,
+        target_ifindex: ifindex,
+        attach_type: BPF_XDP,
+        flags,
+        ..Default::default()
+    };
+    // SAFETY: bpf(2) reads `attr`, a live repr(C) value of the size
+    // passed, laid out as the kernel's link_create attributes.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            BPF_LINK_CREATE,
+            &attr as *const LinkCreateAttr,
+            std::mem::size_of::<LinkCreateAttr>() as u32,
+        )
+    };
+    if r < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: the kernel returned a fresh link fd, now ours.
+    Ok(unsafe { OwnedFd::from_raw_fd(r as RawFd) })
+}
+
 fn map_err(map: &'static str) -> impl Fn(aya::maps::MapError) -> BpfError {
     move |e| BpfError::Map {
         map,
@@ -96,51 +153,107 @@ impl XdpProgram {
             .try_into()
             .map_err(|e| load(&e))?;
         prog.load().map_err(|e| load(&e))?;
-        let ports = ebpf
-            .take_map("PORTS")
-            .ok_or_else(|| load(&"map PORTS missing"))?;
-        let ports = BpfHashMap::try_from(ports).map_err(|e| load(&e))?;
-        let xsks = ebpf
-            .take_map("XSKS")
-            .ok_or_else(|| load(&"map XSKS missing"))?;
-        let xsks = XskMap::try_from(xsks).map_err(|e| load(&e))?;
-        let nosock = ebpf
-            .take_map("NOSOCK")
-            .ok_or_else(|| load(&"map NOSOCK missing"))?;
-        let nosock = PerCpuArray::try_from(nosock).map_err(|e| load(&e))?;
+        let prog_fd = prog
+            .fd()
+            .map_err(|e| load(&e))?
+            .as_fd()
+            .try_clone_to_owned()
+            .map_err(|e| load(&e))?;
+        let mut take = |name: &str| -> Result<(Map, OwnedFd), BpfError> {
+            let m = ebpf
+                .take_map(name)
+                .ok_or_else(|| load(&format!("map {name} missing")))?;
+            let fd = match &m {
+                Map::HashMap(d) | Map::XskMap(d) | Map::PerCpuArray(d) => {
+                    d.fd().as_fd().try_clone_to_owned().map_err(|e| load(&e))?
+                }
+                _ => return Err(load(&format!("map {name} has an unexpected type"))),
+            };
+            Ok((m, fd))
+        };
+        let (ports, ports_fd) = take("PORTS")?;
+        let (xsks, xsks_fd) = take("XSKS")?;
+        let (nosock, nosock_fd) = take("NOSOCK")?;
+        Self::assemble(
+            Some(ebpf),
+            prog_fd,
+            [ports, xsks, nosock],
+            [ports_fd, xsks_fd, nosock_fd],
+            HashMap::new(),
+        )
+    }
+
+    /// Takes over the program, maps and links a predecessor handed over:
+    /// nothing is loaded or attached again.
+    pub fn adopt(fds: ProgramFds) -> Result<Self, BpfError> {
+        let load = |e: &dyn std::fmt::Display| BpfError::Load(format!("handed over: {e}"));
+        let [a, b, c] = fds.maps;
+        let map = |fd: &OwnedFd| -> Result<Map, BpfError> {
+            let d =
+                MapData::from_fd(fd.try_clone().map_err(|e| load(&e))?).map_err(|e| load(&e))?;
+            Map::from_map_data(d).map_err(|e| load(&e))
+        };
+        let maps = [map(&a)?, map(&b)?, map(&c)?];
+        let links = fds
+            .links
+            .into_iter()
+            .map(|(ifindex, mode, fd)| (ifindex, (fd, mode)))
+            .collect();
+        Self::assemble(None, fds.prog, maps, [a, b, c], links)
+    }
+
+    fn assemble(
+        ebpf: Option<Ebpf>,
+        prog: OwnedFd,
+        maps: [Map; 3],
+        map_fds: [OwnedFd; 3],
+        links: HashMap<u32, (OwnedFd, Mode)>,
+    ) -> Result<Self, BpfError> {
+        let load = |e: &dyn std::fmt::Display| BpfError::Load(e.to_string());
+        let [ports, xsks, nosock] = maps;
         Ok(XdpProgram {
-            ebpf,
-            ports,
-            xsks,
-            nosock: NoSocketCounts(Arc::new(Mutex::new(nosock))),
-            links: HashMap::new(),
+            _ebpf: ebpf,
+            prog,
+            ports: BpfHashMap::try_from(ports).map_err(|e| load(&e))?,
+            xsks: XskMap::try_from(xsks).map_err(|e| load(&e))?,
+            nosock: NoSocketCounts(Arc::new(Mutex::new(
+                PerCpuArray::try_from(nosock).map_err(|e| load(&e))?,
+            ))),
+            map_fds,
+            links,
         })
     }
 
-    fn prog(&mut self) -> &mut Xdp {
-        // The program was found and converted in `load`; the object is ours.
-        #[allow(clippy::expect_used)]
-        self.ebpf
-            .program_mut("podswitch_xdp")
-            .and_then(|p| <&mut Xdp>::try_from(p).ok())
-            .expect("program checked at load")
+    /// Duplicates of the program's, maps' and links' fds, for a successor.
+    pub fn export(&self) -> std::io::Result<ProgramFds> {
+        let [a, b, c] = &self.map_fds;
+        Ok(ProgramFds {
+            prog: self.prog.try_clone()?,
+            maps: [a.try_clone()?, b.try_clone()?, c.try_clone()?],
+            links: self
+                .links
+                .iter()
+                .map(|(i, (fd, m))| Ok((*i, *m, fd.try_clone()?)))
+                .collect::<std::io::Result<_>>()?,
+        })
+    }
+
+    /// Whether the program is attached to `ifindex` (and how).
+    pub fn attached(&self, ifindex: u32) -> Option<Mode> {
+        self.links.get(&ifindex).map(|(_, m)| *m)
     }
 
     /// Attaches the program to `ifindex`: native if `prefer_native` and
-    /// the driver can, else generic.
+    /// the driver can, else generic. A link handed over by a predecessor
+    /// for the same ifindex is kept as it is.
     pub fn attach(&mut self, ifindex: u32, prefer_native: bool) -> Result<Mode, BpfError> {
-        if self.links.contains_key(&ifindex) {
-            return Err(BpfError::Attach {
-                ifindex,
-                message: "already attached".into(),
-            });
+        if let Some(m) = self.attached(ifindex) {
+            return Ok(m);
         }
         let native = if prefer_native {
-            self.prog()
-                .attach_to_if_index(ifindex, XdpMode::Driver)
-                .map_err(|e| e.to_string())
+            link_create(&self.prog, ifindex, XDP_FLAGS_DRV_MODE)
         } else {
-            Err("generic XDP requested".to_string())
+            Err(std::io::Error::other("generic XDP requested"))
         };
         let (link, mode) = match native {
             Ok(l) => (l, Mode::Native),
@@ -148,27 +261,23 @@ impl XdpProgram {
                 if prefer_native {
                     log::warn!("native XDP on ifindex {ifindex} failed ({e}); using generic XDP");
                 }
-                let l = self
-                    .prog()
-                    .attach_to_if_index(ifindex, XdpMode::Skb)
-                    .map_err(|e| BpfError::Attach {
+                let l = link_create(&self.prog, ifindex, XDP_FLAGS_SKB_MODE).map_err(|e| {
+                    BpfError::Attach {
                         ifindex,
                         message: e.to_string(),
-                    })?;
+                    }
+                })?;
                 (l, Mode::Generic)
             }
         };
-        self.links.insert(ifindex, link);
+        self.links.insert(ifindex, (link, mode));
         Ok(mode)
     }
 
+    /// Detaches the program from `ifindex`: closing the link's last fd
+    /// does it (the kernel already dropped it if the netdev is gone).
     pub fn detach(&mut self, ifindex: u32) {
-        if let Some(link) = self.links.remove(&ifindex) {
-            if let Err(e) = self.prog().detach(link) {
-                // The netdev is gone already: the kernel dropped the link.
-                log::debug!("detaching XDP from ifindex {ifindex}: {e}");
-            }
-        }
+        self.links.remove(&ifindex);
     }
 
     /// The per-slot no-socket counts, for the control plane to read.
@@ -193,6 +302,11 @@ impl XdpProgram {
         self.ports
             .insert(ifindex, slot, 0)
             .map_err(map_err("PORTS"))
+    }
+
+    /// Forgets `ifindex` only (its slot's sockets belong to another port now).
+    pub fn unbind_ifindex(&mut self, ifindex: u32) {
+        let _ = self.ports.remove(&ifindex);
     }
 
     pub fn unbind(&mut self, ifindex: u32, slot: u32, queues: u32) {

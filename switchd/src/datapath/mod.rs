@@ -17,7 +17,7 @@ pub mod bpf;
 pub mod budget;
 mod mesh;
 pub use podswitch_shared::netdev;
-mod poll;
+pub(crate) mod poll;
 mod setup;
 pub mod xsk;
 
@@ -170,7 +170,52 @@ pub(crate) enum SetupMsg {
     Gone {
         slot: Slot,
     },
+    /// Hand everything over (see `Datapath::freeze`).
+    Freeze {
+        reply: mpsc::SyncSender<Result<DatapathExport, String>>,
+    },
+    /// The handover failed before the successor took anything: resume.
+    Thaw,
+    /// Restore is over: close handed-over sockets nobody adopted.
+    ForgetInherited,
     Stop,
+}
+
+/// One queue's socket of a port, handed from one switchd to the next.
+pub struct InheritedQueue {
+    /// The poll thread that serves it (= the queue number).
+    pub thread: usize,
+    /// The socket's name in that thread's chunk ownership table.
+    pub instance: u32,
+    /// Frames in its fill ring (or being written by the kernel).
+    pub filled: u32,
+    pub fd: OwnedFd,
+}
+
+/// A port's sockets, handed from one switchd to the next.
+pub struct InheritedPort {
+    pub slot: Slot,
+    pub ifindex: u32,
+    pub ifname: String,
+    pub netns: Option<String>,
+    pub queues: Vec<InheritedQueue>,
+}
+
+/// Everything the data path hands a successor: the XDP program, its maps
+/// and links; each poll thread's UMEM, chunk owners and learned MACs;
+/// each port's sockets.
+pub struct DatapathExport {
+    pub prog: bpf::ProgramFds,
+    pub threads: Vec<poll::PollExport>,
+    pub ports: Vec<InheritedPort>,
+}
+
+/// What a successor starts from (`DatapathExport` after the trip).
+pub struct Inherited {
+    pub prog: bpf::ProgramFds,
+    /// Per poll thread: its UMEM memfd and chunk owners.
+    pub umems: Vec<(OwnedFd, Vec<u32>)>,
+    pub ports: Vec<InheritedPort>,
 }
 
 /// The control plane's handle on the data path. Every method takes
@@ -288,7 +333,40 @@ impl Datapath {
     /// Loads the XDP program, maps one UMEM per poll thread and starts the
     /// poll threads and the setup thread.
     pub fn start(cfg: DatapathConfig) -> Result<Datapath, DatapathError> {
-        let prog = bpf::XdpProgram::load().map_err(|e| DatapathError::Start(e.to_string()))?;
+        Self::start_with(cfg, None)
+    }
+
+    /// Starts on what a predecessor handed over: its program, maps and
+    /// links, its UMEMs (frames in the rings included) and its sockets,
+    /// which the setup thread adopts as the registry attaches the ports
+    /// again. Nothing is loaded, registered or attached anew.
+    pub fn start_inherited(
+        cfg: DatapathConfig,
+        from: Inherited,
+    ) -> Result<Datapath, DatapathError> {
+        if from.umems.len() != cfg.threads() {
+            return Err(DatapathError::Start(format!(
+                "the predecessor ran {} poll thread(s), this switchd is configured for {}",
+                from.umems.len(),
+                cfg.threads()
+            )));
+        }
+        Self::start_with(cfg, Some(from))
+    }
+
+    fn start_with(cfg: DatapathConfig, from: Option<Inherited>) -> Result<Datapath, DatapathError> {
+        let (prog, mut umems_in, ports_in) = match from {
+            None => (
+                bpf::XdpProgram::load().map_err(|e| DatapathError::Start(e.to_string()))?,
+                Vec::new(),
+                Vec::new(),
+            ),
+            Some(i) => (
+                bpf::XdpProgram::adopt(i.prog).map_err(|e| DatapathError::Start(e.to_string()))?,
+                i.umems,
+                i.ports,
+            ),
+        };
         let no_socket = prog.no_socket_counts();
         let reattached = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let snapshot = Arc::new(ArcSwap::from_pointee(Snapshot::default()));
@@ -299,12 +377,22 @@ impl Datapath {
         let mut umems = Vec::new();
         let mut wakes = Vec::new();
         let stats: Vec<Arc<ThreadStats>> = (0..cfg.threads()).map(|_| Arc::default()).collect();
+        let mut owners = Vec::new();
+        umems_in.reverse();
         for i in 0..cfg.threads() {
-            let umem = xsk::Umem::new(cfg.umem_frames)
-                .map_err(|e| DatapathError::Start(format!("UMEM of poll thread {i}: {e}")))?;
+            let umem = match umems_in.pop() {
+                None => xsk::Umem::new(cfg.umem_frames),
+                Some((fd, owner)) => {
+                    owners.push(Some(owner));
+                    xsk::Umem::from_memfd(fd, cfg.umem_frames)
+                }
+            }
+            .map_err(|e| DatapathError::Start(format!("UMEM of poll thread {i}: {e}")))?;
             wakes.push(eventfd()?);
             umems.push(umem);
         }
+        owners.resize_with(cfg.threads(), || None);
+        owners.reverse();
         let mesh = Arc::new(mesh::Mesh::new(
             umems.iter().map(|u| u.mapping()).collect(),
             wakes.clone(),
@@ -325,6 +413,7 @@ impl Datapath {
                 mesh.clone(),
             );
             let ts = stats[i].clone();
+            let owner = owners.pop().flatten();
             let t = std::thread::Builder::new()
                 .name(format!("switchd-poll{i}"))
                 .spawn(move || match pin(cpu) {
@@ -341,7 +430,7 @@ impl Datapath {
                             mesh: m,
                             stats: ts,
                         };
-                        poll::PollThread::new(i, c, umem, links).run();
+                        poll::PollThread::new(i, c, umem, links, owner).run();
                     }
                     Err(e) => {
                         let _ = ready_tx.send(Err(e));
@@ -362,7 +451,11 @@ impl Datapath {
         let (c, a, r) = (cfg.clone(), attached.clone(), reattached.clone());
         let t = std::thread::Builder::new()
             .name("switchd-setup".into())
-            .spawn(move || setup::SetupThread::new(c, prog, links, setup_rx, a, r).run())
+            .spawn(move || {
+                let mut s = setup::SetupThread::new(c, prog, links, setup_rx, a, r);
+                s.inherit(ports_in);
+                s.run()
+            })
             .map_err(|e| DatapathError::Start(e.to_string()))?;
         threads.push(t);
         Ok(Datapath {
@@ -380,6 +473,40 @@ impl Datapath {
 
     fn send(&self, m: SetupMsg) -> Result<(), DatapathError> {
         self.setup.send(m).map_err(|_| DatapathError::Gone)
+    }
+
+    /// Freezes the data path for a handover: the poll threads stop
+    /// touching their rings (frames keep arriving into them) and the
+    /// setup thread stops changing anything; returns duplicates of every
+    /// kernel object a successor needs, with the bookkeeping to use them.
+    pub fn freeze(&self) -> Result<DatapathExport, DatapathError> {
+        let (reply, answer) = mpsc::sync_channel(1);
+        self.send(SetupMsg::Freeze { reply })?;
+        match answer.recv_timeout(ANSWER_TIMEOUT) {
+            Ok(Ok(e)) => Ok(e),
+            Ok(Err(m)) => Err(DatapathError::Attach(m)),
+            Err(mpsc::RecvTimeoutError::Timeout) => Err(DatapathError::Timeout(ANSWER_TIMEOUT)),
+            Err(_) => Err(DatapathError::Gone),
+        }
+    }
+
+    /// Resumes after a freeze whose handover did not happen.
+    pub fn thaw(&self) {
+        let _ = self.send(SetupMsg::Thaw);
+    }
+
+    /// Closes the handed-over sockets that no port adopted.
+    pub fn forget_inherited(&self) {
+        let _ = self.send(SetupMsg::ForgetInherited);
+    }
+
+    /// Gives poll thread `thread` the MACs its predecessor had learned on
+    /// switch `switch` (ports as slots of this switchd).
+    pub fn learn(&self, thread: usize, switch: u32, rows: Vec<crate::pipeline::fdb::Row>) {
+        if let Some((tx, wake)) = self.polls.get(thread) {
+            let _ = tx.send(poll::PollCmd::Learn { switch, rows });
+            setup::kick(wake);
+        }
     }
 
     /// Attaches the netdev `ifname` as port `slot`; returns once frames

@@ -53,7 +53,38 @@ pub(crate) struct NewPort {
     /// Largest L2 payload the netdev takes (its MTU).
     pub mtu: u32,
     pub sock: XskSocket,
+    /// Frames the socket already holds in its fill ring (or being written
+    /// by the kernel): non-zero for a socket handed over by a predecessor.
+    pub filled: u32,
 }
+
+/// What a poll thread hands a successor switchd (see handover.rs): its
+/// UMEM, who owns each chunk, its sockets and its learned MACs. Frames in
+/// the kernel's rings travel with the rings; frames in this thread's hands
+/// (queued in a shaper, in flight to another thread) are dropped.
+pub struct PollExport {
+    pub memfd: OwnedFd,
+    /// Owner of each chunk: FREE, or a socket's instance number.
+    pub owner: Vec<u32>,
+    pub ports: Vec<ExportedPort>,
+    /// Instances of sockets handed back for closing (their chunks come
+    /// back once the setup thread closed them).
+    pub closing: Vec<u32>,
+    /// Learned (not static) MACs per switch (`SwitchView::id`).
+    pub fdbs: Vec<(u32, Vec<Row>)>,
+    /// Frames that were in this thread's hands, dropped by the handover.
+    pub dropped: u64,
+}
+
+pub struct ExportedPort {
+    pub slot: Slot,
+    pub instance: u32,
+    pub filled: u32,
+    pub fd: OwnedFd,
+}
+
+/// Marks every chunk in the owner table that is not a socket's as free.
+pub const OWNER_FREE: u32 = FREE;
 
 /// What a poll thread is connected to.
 pub(crate) struct Links {
@@ -87,6 +118,18 @@ pub(crate) enum PollCmd {
     /// The socket of `instance` is closed: its chunks are ours again.
     Reclaim {
         instance: u32,
+    },
+    /// Stop touching the rings and report everything a successor needs;
+    /// then wait for `Thaw` (the handover failed early) or the end.
+    Freeze {
+        reply: mpsc::SyncSender<Result<PollExport, String>>,
+    },
+    Thaw,
+    /// MACs a predecessor had learned on switch `switch`, as its poll
+    /// thread of the same index held them.
+    Learn {
+        switch: u32,
+        rows: Vec<Row>,
     },
     Stop,
 }
@@ -172,6 +215,8 @@ pub(crate) struct PollThread {
     /// Snapshot generation the tables were last synced to.
     fdb_generation: u64,
     stop: bool,
+    /// Handed over: the rings are a successor's; wait for the end.
+    frozen: bool,
     /// Fault injection for the test that a panicking poll thread takes
     /// the process down (tests/integration/test_hardening.py): read once.
     inject_panic: bool,
@@ -224,7 +269,15 @@ fn frames(descs: &[Desc]) -> impl Iterator<Item = &[Desc]> {
 }
 
 impl PollThread {
-    pub(crate) fn new(index: usize, cfg: DatapathConfig, umem: Umem, links: Links) -> Self {
+    /// A poll thread; `owner` is a predecessor's chunk ownership table
+    /// (its sockets come later, with `Add`), or None for a fresh UMEM.
+    pub(crate) fn new(
+        index: usize,
+        cfg: DatapathConfig,
+        umem: Umem,
+        links: Links,
+        owner: Option<Vec<u32>>,
+    ) -> Self {
         let Links {
             cmds,
             setup,
@@ -235,13 +288,19 @@ impl PollThread {
         } = links;
         let n = umem.frames();
         let batch = cfg.batch;
+        let mut owner = owner.unwrap_or_default();
+        owner.resize(n as usize, FREE);
         PollThread {
             index,
             cfg,
             umem,
             // Pop from the end: low addresses first (just tidier in dumps).
-            free: (0..n as u64).rev().map(|i| i * FRAME_SIZE).collect(),
-            owner: vec![FREE; n as usize],
+            free: (0..n as u64)
+                .rev()
+                .filter(|i| owner[*i as usize] == FREE)
+                .map(|i| i * FRAME_SIZE)
+                .collect(),
+            owner,
             budget: Budget::new(n),
             mirror_floor: Budget::new(n).reserve() as usize / 2,
             closing: HashMap::new(),
@@ -266,6 +325,7 @@ impl PollThread {
             flush_seen: Vec::new(),
             fdb_generation: 0,
             stop: false,
+            frozen: false,
             inject_panic: std::env::var_os("SWITCHD_TEST_PANIC_POLL_THREAD").is_some(),
         }
     }
@@ -304,7 +364,35 @@ impl PollThread {
         );
         let mut last_work = Instant::now();
         while !self.stop {
+            if self.frozen {
+                // Only commands, and nothing that touches a ring.
+                match self.cmds.recv() {
+                    Ok(PollCmd::Thaw) => {
+                        log::info!(
+                            "poll thread {}: handover abandoned; forwarding again",
+                            self.index
+                        );
+                        self.frozen = false;
+                    }
+                    Ok(PollCmd::Stop) | Err(_) => return,
+                    Ok(PollCmd::Add { port, reply }) => {
+                        let _ = reply.send(Err("switchd is handing over".into()));
+                        drop(port);
+                    }
+                    Ok(PollCmd::Fdb { reply, .. }) => {
+                        let _ = reply.send(FdbReport::default());
+                    }
+                    Ok(PollCmd::Freeze { reply }) => {
+                        let _ = reply.send(Err("already handed over".into()));
+                    }
+                    Ok(_) => {}
+                }
+                continue;
+            }
             self.commands();
+            if self.frozen {
+                continue;
+            }
             let worked = self.round();
             if self.last_housekeeping.elapsed() >= HOUSEKEEPING {
                 self.housekeeping();
@@ -366,9 +454,84 @@ impl PollThread {
                     let _ = reply.send(r);
                 }
                 PollCmd::Reclaim { instance } => self.reclaim(instance),
+                PollCmd::Freeze { reply } => {
+                    let r = self.freeze();
+                    let _ = reply.send(r);
+                    return;
+                }
+                PollCmd::Thaw => {}
+                PollCmd::Learn { switch, rows } => {
+                    let snap = self.snapshot.load_full();
+                    self.sync_fdbs(&snap);
+                    let now = self.now();
+                    if let Some(f) = self.fdbs.get_mut(&switch) {
+                        for r in &rows {
+                            f.learn_remote(r.vlan, r.mac, r.slot, now.saturating_sub(r.age_ns));
+                        }
+                    }
+                }
                 PollCmd::Stop => self.stop = true,
             }
         }
+    }
+
+    /// Sends what is queued for transmission, then stops: from here on
+    /// the rings belong to whoever takes the export.
+    fn freeze(&mut self) -> Result<PollExport, String> {
+        let snap = self.snapshot.load_full();
+        self.transmit(&snap);
+        let dup = |fd: std::os::fd::RawFd| {
+            // SAFETY: `fd` is a live fd of ours for the duration of the call.
+            unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) }
+                .try_clone_to_owned()
+                .map_err(|e| format!("poll thread {}: dup: {e}", self.index))
+        };
+        let memfd = dup(self.umem.memfd())?;
+        let mut ports = Vec::new();
+        for p in self.ports.values().filter(|p| !p.dead) {
+            ports.push(ExportedPort {
+                slot: p.slot,
+                instance: p.instance,
+                filled: p.filled,
+                fd: dup(p.sock.fd())?,
+            });
+        }
+        let mut dropped = 0;
+        let owner = self
+            .owner
+            .iter()
+            .map(|&o| {
+                if o == HELD {
+                    dropped += 1;
+                    FREE
+                } else {
+                    o
+                }
+            })
+            .collect();
+        let now = self.now();
+        let fdbs = self
+            .fdbs
+            .iter()
+            .map(|(id, f)| {
+                let rows = f.rows(now).into_iter().filter(|r| !r.is_static).collect();
+                (*id, rows)
+            })
+            .collect();
+        self.frozen = true;
+        log::info!(
+            "poll thread {}: frozen for a handover ({} socket(s), {dropped} frame(s) in hand dropped)",
+            self.index,
+            ports.len()
+        );
+        Ok(PollExport {
+            memfd,
+            owner,
+            ports,
+            closing: self.closing.keys().copied().collect(),
+            fdbs,
+            dropped,
+        })
     }
 
     fn add(&mut self, p: NewPort) -> Result<(), String> {
@@ -394,7 +557,7 @@ impl PollThread {
                 instance: p.instance,
                 mtu: p.mtu,
                 sock: p.sock,
-                filled: 0,
+                filled: p.filled,
                 received: 0,
                 window_rx: 0,
                 window_start: 0,
@@ -405,6 +568,9 @@ impl PollThread {
                 dead: false,
             },
         );
+        if p.filled > 0 {
+            self.budget.set_filled(0, p.filled);
+        }
         let now = self.now();
         self.refill(slot, now);
         self.rebuild_pollfds();

@@ -9,7 +9,7 @@
 //! Read by: the API (`attached`), the kernel (maps).
 
 use super::bpf::XdpProgram;
-use super::poll::{NewPort, PollCmd};
+use super::poll::{NewPort, PollCmd, PollExport, OWNER_FREE};
 use super::xsk::{RingSizes, UmemArea, XskSocket};
 use super::{netdev, Attachment, DatapathConfig, SetupMsg};
 use crate::pipeline::fdb::Slot;
@@ -145,6 +145,11 @@ pub(crate) struct SetupThread {
     /// Messages that arrived while an attach was waiting on the kernel.
     deferred: VecDeque<SetupMsg>,
     stop: bool,
+    /// Sockets a predecessor handed over, by ifindex, until their port is
+    /// attached again (adopted) or found gone.
+    inherited: HashMap<u32, super::InheritedPort>,
+    /// Handed over to a successor: touch nothing any more.
+    frozen: bool,
 }
 
 impl SetupThread {
@@ -167,6 +172,19 @@ impl SetupThread {
             next_instance: 1,
             deferred: VecDeque::new(),
             stop: false,
+            inherited: HashMap::new(),
+            frozen: false,
+        }
+    }
+
+    /// Takes the sockets a predecessor handed over; each is adopted when
+    /// its port is attached again.
+    pub(crate) fn inherit(&mut self, ports: Vec<super::InheritedPort>) {
+        for p in ports {
+            for q in &p.queues {
+                self.next_instance = self.next_instance.max(q.instance.saturating_add(1));
+            }
+            self.inherited.insert(p.ifindex, p);
         }
     }
 
@@ -184,10 +202,17 @@ impl SetupThread {
             if let Some(m) = msg {
                 self.handle(m);
             }
-            if last_check.elapsed() >= NETDEV_CHECK {
+            if last_check.elapsed() >= NETDEV_CHECK && !self.frozen {
                 last_check = Instant::now();
                 self.check_netdevs();
             }
+        }
+        if self.frozen {
+            // The kernel objects are a successor's now: detach nothing.
+            for p in &self.polls {
+                p.send(PollCmd::Stop);
+            }
+            return;
         }
         let slots: Vec<Slot> = self.ports.keys().copied().collect();
         for s in slots {
@@ -205,7 +230,29 @@ impl SetupThread {
     }
 
     fn handle(&mut self, m: SetupMsg) {
+        if self.frozen {
+            match m {
+                SetupMsg::Attach { reply, .. } => {
+                    let _ = reply.send(Err("switchd is handing over to a new process".into()));
+                }
+                SetupMsg::Thaw => self.thaw(),
+                SetupMsg::Stop => self.stop = true,
+                SetupMsg::Freeze { reply } => {
+                    let _ = reply.send(Err("already frozen".into()));
+                }
+                // Sockets handed back are closed; the rest waits for a thaw.
+                SetupMsg::Returned { sock, .. } => drop(sock),
+                m => self.deferred.push_back(m),
+            }
+            return;
+        }
         match m {
+            SetupMsg::Freeze { reply } => {
+                let r = self.freeze();
+                let _ = reply.send(r);
+            }
+            SetupMsg::Thaw => {}
+            SetupMsg::ForgetInherited => self.forget_inherited(),
             SetupMsg::Attach { slot, nic, reply } => {
                 let r = self.attach_retrying(slot, &nic);
                 if let Err(e) = &r {
@@ -249,6 +296,191 @@ impl SetupThread {
                 m => self.deferred.push_back(m),
             }
         }
+    }
+
+    /// Freezes every poll thread and gathers what a successor needs: the
+    /// program, each thread's UMEM and chunk owners, and each port's
+    /// sockets. Sockets handed back before the freeze are closed first,
+    /// so that their chunks travel as free.
+    fn freeze(&mut self) -> Result<super::DatapathExport, String> {
+        let mut answers = Vec::new();
+        for (t, p) in self.polls.iter().enumerate() {
+            let (reply, answer) = mpsc::sync_channel(1);
+            p.send(PollCmd::Freeze { reply });
+            answers.push((t, answer));
+        }
+        let mut threads: Vec<PollExport> = Vec::new();
+        let mut failure = None;
+        for (t, a) in answers {
+            match a.recv_timeout(POLL_ANSWER) {
+                Ok(Ok(e)) => threads.push(e),
+                Ok(Err(e)) => {
+                    failure.get_or_insert(e);
+                }
+                Err(_) => {
+                    failure.get_or_insert(format!("poll thread {t} did not freeze"));
+                }
+            }
+        }
+        if let Some(e) = failure {
+            for p in &self.polls {
+                p.send(PollCmd::Thaw);
+            }
+            return Err(e);
+        }
+        // Close the sockets the poll threads handed back (they sent them
+        // before answering): their chunks are free for the successor.
+        let mut closed = Vec::new();
+        while let Ok(m) = self.msgs.try_recv() {
+            match m {
+                SetupMsg::Returned {
+                    thread,
+                    instance,
+                    sock,
+                } => {
+                    drop(sock);
+                    closed.push((thread, instance));
+                }
+                m => self.deferred.push_back(m),
+            }
+        }
+        for (t, e) in threads.iter_mut().enumerate() {
+            let done: Vec<u32> = closed
+                .iter()
+                .filter(|(th, _)| *th == t)
+                .map(|(_, i)| *i)
+                .collect();
+            for i in e.closing.iter().filter(|i| !done.contains(i)) {
+                log::warn!("poll thread {t}: socket {i} was not closed before the handover; its frames stay unused");
+            }
+            for o in e.owner.iter_mut() {
+                if done.contains(o) {
+                    *o = OWNER_FREE;
+                }
+            }
+        }
+        let prog = self
+            .prog
+            .export()
+            .map_err(|e| format!("duplicating BPF fds: {e}"))?;
+        let mut ports = Vec::new();
+        for (slot, p) in &self.ports {
+            let mut queues = Vec::new();
+            for (t, e) in threads.iter_mut().enumerate() {
+                if let Some(i) = e.ports.iter().position(|x| x.slot == *slot) {
+                    let x = e.ports.swap_remove(i);
+                    queues.push(super::InheritedQueue {
+                        thread: t,
+                        instance: x.instance,
+                        filled: x.filled,
+                        fd: x.fd,
+                    });
+                }
+            }
+            ports.push(super::InheritedPort {
+                slot: *slot,
+                ifindex: p.ifindex,
+                ifname: p.ifname.clone(),
+                netns: p.netns.clone(),
+                queues,
+            });
+        }
+        self.frozen = true;
+        Ok(super::DatapathExport {
+            prog,
+            threads,
+            ports,
+        })
+    }
+
+    fn thaw(&mut self) {
+        self.frozen = false;
+        for p in &self.polls {
+            p.send(PollCmd::Thaw);
+        }
+        log::info!("handover abandoned; the data path is ours again");
+    }
+
+    /// Closes the handed-over sockets whose port did not come back (its
+    /// NIC is gone): the poll threads get their chunks back, the program
+    /// stops pointing at them.
+    fn forget_inherited(&mut self) {
+        for (ifindex, p) in std::mem::take(&mut self.inherited) {
+            let served = self.ports.values().any(|r| r.ifindex == ifindex);
+            if !served {
+                if !self.ports.contains_key(&p.slot) {
+                    self.prog.unbind(ifindex, p.slot, p.queues.len() as u32);
+                } else {
+                    self.prog.unbind_ifindex(ifindex);
+                }
+                self.prog.detach(ifindex);
+            }
+            for q in p.queues {
+                drop(q.fd);
+                if let Some(l) = self.polls.get(q.thread) {
+                    l.send(PollCmd::Reclaim {
+                        instance: q.instance,
+                    });
+                }
+            }
+            log::info!(
+                "{} (slot {}) was handed over but did not come back; its sockets are closed",
+                p.ifname,
+                p.slot
+            );
+        }
+    }
+
+    /// The sockets a predecessor handed over for this netdev, mapped and
+    /// ready to serve, if they are its queues 0..`queues`; otherwise (the
+    /// netdev changed) they are closed and new ones are made.
+    fn adopt(
+        &mut self,
+        ifindex: u32,
+        ifname: &str,
+        netns: Option<&str>,
+        queues: u32,
+    ) -> Option<Vec<(usize, u32, XskSocket, u32)>> {
+        let p = self.inherited.remove(&ifindex)?;
+        let fits = p.ifname == ifname
+            && p.netns.as_deref() == netns
+            && p.queues.len() as u32 == queues
+            && p.queues.iter().enumerate().all(|(i, q)| q.thread == i);
+        let mut out = Vec::new();
+        let mut failed = !fits;
+        for q in p.queues {
+            let (thread, instance, filled) = (q.thread, q.instance, q.filled);
+            if failed {
+                drop(q);
+            } else {
+                match XskSocket::adopt(q.fd, RingSizes::default()) {
+                    Ok(sock) => {
+                        out.push((thread, instance, sock, filled));
+                        continue;
+                    }
+                    Err(e) => {
+                        log::warn!("{ifname}: adopting the socket of queue {thread}: {e}");
+                        failed = true;
+                    }
+                }
+            }
+            if let Some(l) = self.polls.get(thread) {
+                l.send(PollCmd::Reclaim { instance });
+            }
+        }
+        if failed {
+            // Closing what was mapped frees the queues for new sockets.
+            for (t, instance, sock, _) in out {
+                drop(sock);
+                self.polls[t].send(PollCmd::Reclaim { instance });
+            }
+            log::info!(
+                "{ifname}: the sockets handed over do not fit the netdev now; making new ones"
+            );
+            return None;
+        }
+        log::debug!("{ifname}: adopting {} socket(s) handed over", out.len());
+        Some(out)
     }
 
     fn attach_retrying(&mut self, slot: Slot, nic: &Nic) -> Result<Attachment, String> {
@@ -349,7 +581,12 @@ impl SetupThread {
         let queues = netdev::fit_queues(ifname, threads).map_err(other)?;
         // Queue q is served by thread q.
         let mut made = Vec::new();
-        for q in 0..queues.min(threads) {
+        if let Some(adopted) =
+            self.adopt(ifindex, ifname, nic.netns.as_deref(), queues.min(threads))
+        {
+            made = adopted;
+        }
+        for q in made.len() as u32..queues.min(threads) {
             let t = q as usize;
             let sock = self.umem_socket(t, ifindex, q).map_err(|e| {
                 let m = format!("AF_XDP socket on {ifname} queue {q}: {e}");
@@ -360,13 +597,13 @@ impl SetupThread {
                 }
             })?;
             let instance = self.instance();
-            made.push((t, instance, sock));
+            made.push((t, instance, sock, 0));
         }
         // Hand the sockets to their poll threads; each fills its ring.
         let mut sockets = Vec::new();
         let mut fds = Vec::new();
         let mut failure = None;
-        for (t, instance, sock) in made {
+        for (t, instance, sock, filled) in made {
             let fd = sock.fd();
             let (reply, answer) = mpsc::sync_channel(1);
             self.polls[t].send(PollCmd::Add {
@@ -376,6 +613,7 @@ impl SetupThread {
                     ifname: ifname.to_string(),
                     mtu,
                     sock,
+                    filled,
                 }),
                 reply,
             });

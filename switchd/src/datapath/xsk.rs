@@ -163,6 +163,9 @@ pub struct Umem {
     base: NonNull<u8>,
     len: usize,
     map: Arc<Mapping>,
+    /// The memfd behind the mapping: a successor switchd maps the same
+    /// pages (see handover.rs).
+    memfd: OwnedFd,
 }
 
 // SAFETY: the mapping is plain memory; the poll thread that owns the Umem
@@ -229,16 +232,59 @@ impl UmemArea {
 }
 
 impl Umem {
+    /// A UMEM of `frames` chunks in a fresh memfd (shared memory, so that
+    /// a successor switchd can map the very pages the kernel pinned).
     pub fn new(frames: u32) -> io::Result<Umem> {
+        let name = c"podswitch-umem";
+        // SAFETY: memfd_create with a NUL-terminated name and valid flags;
+        // the fd is owned right below.
+        let raw = unsafe { libc::memfd_create(name.as_ptr(), libc::MFD_CLOEXEC) };
+        if raw < 0 {
+            return Err(last_err("memfd_create"));
+        }
+        // SAFETY: `raw` is a fresh fd we own.
+        let memfd = unsafe { OwnedFd::from_raw_fd(raw) };
         let len = frames as usize * FRAME_SIZE as usize;
-        // SAFETY: anonymous private mapping with no address hint; checked below.
+        // SAFETY: ftruncate on our own memfd.
+        if unsafe { libc::ftruncate(memfd.as_raw_fd(), len as libc::off_t) } != 0 {
+            return Err(last_err("ftruncate UMEM memfd"));
+        }
+        Self::map_memfd(memfd, frames)
+    }
+
+    /// Maps a UMEM memfd received from a predecessor (`frames` chunks).
+    pub fn from_memfd(memfd: OwnedFd, frames: u32) -> io::Result<Umem> {
+        let mut st: libc::stat = {
+            // SAFETY: stat is plain data; zero is a valid value.
+            unsafe { std::mem::zeroed() }
+        };
+        // SAFETY: fstat writes into `st`, which is live and writable.
+        if unsafe { libc::fstat(memfd.as_raw_fd(), &mut st) } != 0 {
+            return Err(last_err("fstat UMEM memfd"));
+        }
+        if st.st_size as u64 != frames as u64 * FRAME_SIZE {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!(
+                    "the UMEM handed over holds {} bytes, not {frames} frames",
+                    st.st_size
+                ),
+            ));
+        }
+        Self::map_memfd(memfd, frames)
+    }
+
+    fn map_memfd(memfd: OwnedFd, frames: u32) -> io::Result<Umem> {
+        let len = frames as usize * FRAME_SIZE as usize;
+        // SAFETY: shared mapping of our memfd of at least `len` bytes, no
+        // address hint; checked below.
         let p = unsafe {
             libc::mmap(
                 std::ptr::null_mut(),
                 len,
                 libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_POPULATE,
-                -1,
+                libc::MAP_SHARED | libc::MAP_POPULATE,
+                memfd.as_raw_fd(),
                 0,
             )
         };
@@ -251,7 +297,13 @@ impl Umem {
             base,
             len,
             map: Arc::new(Mapping { base, len }),
+            memfd,
         })
+    }
+
+    /// The memfd behind the UMEM (for a handover).
+    pub fn memfd(&self) -> RawFd {
+        self.memfd.as_raw_fd()
     }
 
     /// A handle that keeps the memory mapped (for the hand-off mesh).
@@ -596,6 +648,31 @@ impl XskSocket {
         }
         // Older kernels lack the option: the default budget (32) still works.
         let _ = setsockopt(raw, XDP_MAX_TX_SKB_BUDGET, &256u32);
+        Ok(XskSocket {
+            rx,
+            tx,
+            fill,
+            comp,
+            fd,
+        })
+    }
+
+    /// Takes over a live, bound socket that a predecessor switchd handed
+    /// over: maps its rings (the kernel keeps their indexes, so frames
+    /// waiting in them are picked up where the predecessor left off).
+    pub fn adopt(fd: OwnedFd, sizes: RingSizes) -> io::Result<Self> {
+        let raw = fd.as_raw_fd();
+        let off: MmapOffsets = getsockopt(raw, XDP_MMAP_OFFSETS)?;
+        let rx = Ring::map(raw, &off.rx, sizes.rx, XDP_PGOFF_RX_RING, false)?;
+        let tx = Ring::map(raw, &off.tx, sizes.tx, XDP_PGOFF_TX_RING, true)?;
+        let fill = Ring::map(raw, &off.fr, sizes.fill, XDP_UMEM_PGOFF_FILL_RING, true)?;
+        let comp = Ring::map(
+            raw,
+            &off.cr,
+            sizes.comp,
+            XDP_UMEM_PGOFF_COMPLETION_RING,
+            false,
+        )?;
         Ok(XskSocket {
             rx,
             tx,

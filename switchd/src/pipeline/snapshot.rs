@@ -114,6 +114,59 @@ impl PortCounters {
     }
 }
 
+/// The counts of one port that a successor switchd goes on from (the
+/// kernel's own socket drop counts travel with the sockets).
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct CounterSeed {
+    pub rx_packets: u64,
+    pub rx_bytes: u64,
+    pub tx_packets: u64,
+    pub tx_bytes: u64,
+    pub mac_handovers: u64,
+    pub mirror_copies: u64,
+    /// Drops by reason name (DropReason::as_str).
+    pub drops: Vec<(String, u64)>,
+}
+
+impl PortCounters {
+    pub fn seed(&self) -> CounterSeed {
+        CounterSeed {
+            rx_packets: self.sum(|t| t.rx_packets.load(Relaxed)),
+            rx_bytes: self.sum(|t| t.rx_bytes.load(Relaxed)),
+            tx_packets: self.sum(|t| t.tx_packets.load(Relaxed)),
+            tx_bytes: self.sum(|t| t.tx_bytes.load(Relaxed)),
+            mac_handovers: self.sum(|t| t.mac_handovers.load(Relaxed)),
+            mirror_copies: self.sum(|t| t.mirror_copies.load(Relaxed)),
+            drops: DropReason::ALL
+                .iter()
+                .map(|r| {
+                    (
+                        r.as_str().to_string(),
+                        self.sum(|t| t.drops[*r as usize].load(Relaxed)),
+                    )
+                })
+                .filter(|(_, n)| *n > 0)
+                .collect(),
+        }
+    }
+
+    /// Adds a predecessor's counts (to thread 0's slot; only sums are read).
+    pub fn add_seed(&self, s: &CounterSeed) {
+        let t = self.t(0);
+        ThreadCounters::add(&t.rx_packets, s.rx_packets);
+        ThreadCounters::add(&t.rx_bytes, s.rx_bytes);
+        ThreadCounters::add(&t.tx_packets, s.tx_packets);
+        ThreadCounters::add(&t.tx_bytes, s.tx_bytes);
+        ThreadCounters::add(&t.mac_handovers, s.mac_handovers);
+        ThreadCounters::add(&t.mirror_copies, s.mirror_copies);
+        for (name, n) in &s.drops {
+            if let Some(r) = DropReason::ALL.iter().find(|r| r.as_str() == name) {
+                ThreadCounters::add(&t.drops[*r as usize], *n);
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod counter_tests {
     use super::*;
@@ -132,6 +185,22 @@ mod counter_tests {
         assert_eq!(c.dropped(DropReason::Oversize), 2);
         assert_eq!(c.dropped(DropReason::RxOverrun), 5);
         assert_eq!(std::mem::align_of::<ThreadCounters>(), 64);
+    }
+
+    #[test]
+    fn a_seed_carries_every_count_but_the_kernels() {
+        let c = PortCounters::new(2);
+        ThreadCounters::add(&c.t(1).rx_packets, 9);
+        ThreadCounters::add(&c.t(0).tx_bytes, 1500);
+        c.t(1).count_drop(DropReason::Oversize);
+        c.t(0).set_kernel_drops(4);
+        let seed = c.seed();
+        let n = PortCounters::new(2);
+        n.add_seed(&seed);
+        assert_eq!(n.seed(), seed);
+        assert_eq!(n.dropped(DropReason::Oversize), 1);
+        // The kernel's count comes from the socket itself, not the seed.
+        assert_eq!(n.dropped(DropReason::RxOverrun), 0);
     }
 }
 

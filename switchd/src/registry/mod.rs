@@ -160,9 +160,47 @@ pub struct Registry {
     snooper: Option<crate::snooper::Snooper>,
     /// Source of `Snooping::epoch` values.
     next_epoch: u64,
+    /// Slots a predecessor gave ports (by ID), kept on restore after a
+    /// handover so that the XDP maps it handed over stay right.
+    preferred_slots: std::collections::HashMap<String, Slot>,
 }
 
 impl Registry {
+    /// Each attached port's slot, by port ID (for a handover).
+    pub fn port_slots(&self) -> std::collections::HashMap<String, Slot> {
+        self.ports
+            .iter()
+            .filter_map(|(id, e)| Some((id.clone(), e.slot?)))
+            .collect()
+    }
+
+    /// Restore gives these ports these slots where they are free.
+    pub fn prefer_slots(&mut self, slots: std::collections::HashMap<String, Slot>) {
+        self.preferred_slots = slots;
+    }
+
+    /// The counters users read, by port ID, for a successor to go on from.
+    pub fn counter_seeds(
+        &self,
+    ) -> std::collections::HashMap<String, crate::pipeline::snapshot::CounterSeed> {
+        self.ports
+            .iter()
+            .map(|(id, e)| (id.clone(), e.counters.seed()))
+            .collect()
+    }
+
+    /// Adds a predecessor's counts to the ports' counters.
+    pub fn add_counter_seeds(
+        &self,
+        seeds: &std::collections::HashMap<String, crate::pipeline::snapshot::CounterSeed>,
+    ) {
+        for (id, s) in seeds {
+            if let Some(e) = self.ports.get(id) {
+                e.counters.add_seed(s);
+            }
+        }
+    }
+
     /// Loads the state directory's switches and returns its ports, for
     /// `restore` to re-create one by one.
     pub(crate) fn load(&mut self) -> Result<Vec<VPort>, RegistryError> {
@@ -212,6 +250,7 @@ impl Registry {
             syncer: store::start_syncer(dir),
             snooper: None,
             next_epoch: 0,
+            preferred_slots: Default::default(),
         };
         s.insert_switch(VSwitch {
             name: VSwitch::DEFAULT_NAME.into(),
@@ -878,7 +917,21 @@ impl Registry {
     }
 
     fn alloc_slot(&mut self, id: &str) -> Result<Slot, RegistryError> {
-        let slot = match self.slots.iter().position(|s| s.is_none()) {
+        if let Some(&want) = self.preferred_slots.get(id) {
+            let want = want as usize;
+            if want < crate::datapath::bpf::MAX_PORTS as usize {
+                if self.slots.len() <= want {
+                    self.slots.resize(want + 1, None);
+                }
+                if self.slots[want].is_none() {
+                    self.slots[want] = Some(id.to_string());
+                    return Ok(want as Slot);
+                }
+            }
+        }
+        let slot = match self.slots.iter().enumerate().position(|(i, s)| {
+            s.is_none() && !self.preferred_slots.values().any(|p| *p as usize == i)
+        }) {
             Some(i) => i,
             None => {
                 self.slots.push(None);
