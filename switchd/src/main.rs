@@ -521,6 +521,10 @@ async fn run(args: Args) -> anyhow::Result<()> {
     drop(state);
     drop(dp);
     log::info!("data path stopped in {} ms", t0.elapsed().as_millis());
+    // A refused successor waits for this connection to close: by then
+    // the listeners and the data path must be gone.
+    drop(listeners);
+    drop(_refused);
     Ok(())
 }
 

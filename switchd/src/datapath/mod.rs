@@ -627,8 +627,11 @@ impl Drop for Datapath {
     fn drop(&mut self) {
         // The setup thread detaches every port and stops the poll threads.
         let _ = self.send(SetupMsg::Stop);
+        let t0 = std::time::Instant::now();
         for t in self.threads.drain(..) {
+            let name = t.thread().name().unwrap_or("?").to_string();
             let _ = t.join();
+            log::debug!("{name} joined after {} ms", t0.elapsed().as_millis());
         }
     }
 }

@@ -390,6 +390,11 @@ impl PollThread {
                 continue;
             }
             self.commands();
+            if self.stop {
+                // Not one more round or sleep: the kick that brought the
+                // stop is consumed, and a sleep would last its full timeout.
+                break;
+            }
             if self.frozen {
                 continue;
             }
@@ -435,7 +440,10 @@ impl PollThread {
                     let r = self.add(*port);
                     let _ = reply.send(r);
                 }
-                PollCmd::Remove { slot } => self.remove(slot),
+                PollCmd::Remove { slot } => {
+                    log::debug!("poll thread {}: remove {slot}", self.index);
+                    self.remove(slot)
+                }
                 PollCmd::Fdb {
                     switch,
                     rows,
@@ -470,7 +478,10 @@ impl PollThread {
                         }
                     }
                 }
-                PollCmd::Stop => self.stop = true,
+                PollCmd::Stop => {
+                    log::debug!("poll thread {}: stop", self.index);
+                    self.stop = true
+                }
             }
         }
     }

@@ -215,16 +215,27 @@ impl SetupThread {
             return;
         }
         let slots: Vec<Slot> = self.ports.keys().copied().collect();
+        let mut expected: usize = slots
+            .iter()
+            .filter_map(|s| self.ports.get(s))
+            .map(|p| p.sockets.len())
+            .sum();
         for s in slots {
             self.detach(s);
         }
         for p in &self.polls {
             p.send(PollCmd::Stop);
         }
-        // Close what the poll threads hand back while they stop.
-        while let Ok(m) = self.msgs.recv_timeout(Duration::from_millis(200)) {
-            if let SetupMsg::Returned { sock, .. } = m {
-                drop(sock);
+        // Close what the poll threads hand back while they stop (each
+        // socket of a detached port comes back once).
+        while expected > 0 {
+            match self.msgs.recv_timeout(Duration::from_millis(500)) {
+                Ok(SetupMsg::Returned { sock, .. }) => {
+                    drop(sock);
+                    expected -= 1;
+                }
+                Ok(_) => {}
+                Err(_) => break,
             }
         }
     }
