@@ -109,7 +109,7 @@ def wait_ready(node, deadline):
     return False
 
 
-def take_over(node, env=None, timeout=20):
+def take_over(node, env=None, timeout=20, extra=()):
     """Starts a successor and waits until the old switchd has exited and
     the control socket answers /readyz again (then only the successor can
     be answering). The node's `proc` and `log_path` become the successor's.
@@ -117,7 +117,7 @@ def take_over(node, env=None, timeout=20):
     old = current(node)
     assert old.proc.poll() is None, f"the old switchd is not running:\n{old.log()}"
     t_start = time.time()
-    new = spawn(node, env=env)
+    new = spawn(node, env=env, extra=extra)
     deadline = time.monotonic() + timeout
     while old.proc.poll() is None and time.monotonic() < deadline:
         if new.proc.poll() is not None:
@@ -619,3 +619,30 @@ def test_handover_format_mismatch_falls_back_to_a_restart(topo):
     # It resumed within the ping already, after the gap of a restart.
     assert ping.replies and max(ping.replies.values()) > h.t_ready - 0.5, \
         f"no reply after the fallback restart within the ping: {ping.summary}"
+
+
+def test_handover_socket_beside_the_control_socket_or_where_told(topo):
+    """The handover socket is the control socket's path plus ".handover"
+    (mode 0600), or --handover-socket's; a successor given the same option
+    takes over through it."""
+    import stat
+
+    node = topo.node().start()
+    default = node.socket + ".handover"
+    st = os.stat(default)
+    assert stat.S_ISSOCK(st.st_mode) and stat.S_IMODE(st.st_mode) == 0o600, oct(st.st_mode)
+    a = topo.pod(node, "a", "10.77.0.1/24")
+    b = topo.pod(node, "b", "10.77.0.2/24")
+    a.attach(vlan=100)
+    b.attach(vlan=100)
+    node.kill(signal.SIGTERM)
+    assert not os.path.exists(default), "a stopped switchd leaves its handover socket behind"
+    elsewhere = str(node.dir / "ho" / "other.sock")
+    os.makedirs(os.path.dirname(elsewhere))
+    node.start("--handover-socket", elsewhere)
+    assert os.path.exists(elsewhere) and not os.path.exists(default)
+    h = take_over(node, extra=("--handover-socket", elsewhere))
+    assert_handed_over(h)
+    assert os.path.exists(elsewhere), "the successor serves the same handover socket"
+    assert a.ping(b, count=2)
+
