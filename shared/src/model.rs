@@ -1528,6 +1528,28 @@ pub struct DatapathInfo {
     /// Each poll thread's share of the work.
     #[serde(default)]
     pub threads: Vec<PollThreadInfo>,
+    /// How this switchd took the data path over from its predecessor
+    /// (absent after an ordinary start).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub handover: Option<HandoverInfo>,
+}
+
+/// The handover through which this switchd took over (`GET /v1/datapath`).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct HandoverInfo {
+    /// The predecessor's process ID and version.
+    pub from_pid: u32,
+    pub from_version: String,
+    /// When it happened (seconds since the Unix epoch).
+    pub at: f64,
+    /// From the offer's arrival to polling every adopted port, in ms (the
+    /// predecessor's poll threads stopped just before the offer left).
+    pub took_ms: u64,
+    pub ports_adopted: usize,
+    /// Frames that were in the predecessor's hands (shaper queues, between
+    /// poll threads), dropped; frames in the kernel's rings are kept.
+    pub frames_dropped: u64,
 }
 
 /// One poll thread (`GET /v1/datapath`, `switchctl datapath`).

@@ -191,6 +191,25 @@ fn read_msg<T: for<'de> Deserialize<'de>>(s: &mut UnixStream) -> io::Result<T> {
     serde_json::from_slice(&b).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
 }
 
+fn iovec(b: &mut [u8; 1]) -> libc::iovec {
+    libc::iovec {
+        iov_base: b.as_mut_ptr() as *mut libc::c_void,
+        iov_len: 1,
+    }
+}
+
+/// A message of one byte (`iov`) and a control buffer of `space` bytes;
+/// it points into both, which must outlive its use.
+fn msghdr(iov: &mut libc::iovec, cbuf: &mut [u64], space: usize) -> libc::msghdr {
+    // SAFETY: msghdr is plain data; zero is a valid start.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = cbuf.as_mut_ptr() as *mut libc::c_void;
+    msg.msg_controllen = space as _;
+    msg
+}
+
 /// Sends `fds` in messages of up to FDS_PER_MESSAGE, one byte each.
 fn send_fds(s: &UnixStream, fds: &[RawFd]) -> io::Result<()> {
     for chunk in fds.chunks(FDS_PER_MESSAGE) {
@@ -199,16 +218,8 @@ fn send_fds(s: &UnixStream, fds: &[RawFd]) -> io::Result<()> {
         let space = unsafe { libc::CMSG_SPACE(bytes as u32) } as usize;
         let mut cbuf = vec![0u64; space.div_ceil(8)];
         let mut byte = [b'F'];
-        let mut iov = libc::iovec {
-            iov_base: byte.as_mut_ptr() as *mut libc::c_void,
-            iov_len: 1,
-        };
-        // SAFETY: msghdr is plain data; zero is a valid start.
-        let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
-        msg.msg_iov = &mut iov;
-        msg.msg_iovlen = 1;
-        msg.msg_control = cbuf.as_mut_ptr() as *mut libc::c_void;
-        msg.msg_controllen = space as _;
+        let mut iov = iovec(&mut byte);
+        let msg = msghdr(&mut iov, &mut cbuf, space);
         // SAFETY: msg_control points to `space` writable bytes (aligned for
         // cmsghdr), so CMSG_FIRSTHDR is non-null and the header plus
         // `bytes` of data fit; the fds are copied into it.
@@ -238,16 +249,8 @@ fn recv_fds(s: &UnixStream, n: usize) -> io::Result<Vec<OwnedFd>> {
         let space = unsafe { libc::CMSG_SPACE(bytes as u32) } as usize;
         let mut cbuf = vec![0u64; space.div_ceil(8)];
         let mut byte = [0u8];
-        let mut iov = libc::iovec {
-            iov_base: byte.as_mut_ptr() as *mut libc::c_void,
-            iov_len: 1,
-        };
-        // SAFETY: msghdr is plain data; zero is a valid start.
-        let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
-        msg.msg_iov = &mut iov;
-        msg.msg_iovlen = 1;
-        msg.msg_control = cbuf.as_mut_ptr() as *mut libc::c_void;
-        msg.msg_controllen = space as _;
+        let mut iov = iovec(&mut byte);
+        let mut msg = msghdr(&mut iov, &mut cbuf, space);
         // SAFETY: msg points to live buffers of the sizes given.
         let r = unsafe { libc::recvmsg(s.as_raw_fd(), &mut msg, libc::MSG_CMSG_CLOEXEC) };
         if r < 0 {

@@ -416,14 +416,26 @@ async fn run(args: Args) -> anyhow::Result<()> {
             }
             s.prefer_slots(Default::default());
         }
+        dp.resume();
         dp.forget_inherited();
         let pid = offer.pid;
         tokio::task::spawn_blocking(move || handover::say_taken(&mut conn))
             .await?
             .context("telling the old switchd it may exit")?;
+        let took_ms = took_at.elapsed().as_millis() as u64;
+        reconcile::lock(&state).set_handover(podswitch_shared::model::HandoverInfo {
+            from_pid: pid,
+            from_version: offer.version.clone(),
+            at: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs_f64())
+                .unwrap_or(0.0),
+            took_ms,
+            ports_adopted: ok,
+            frames_dropped: offer.frames_dropped,
+        });
         log::info!(
-            "took over from pid {pid} in {} ms: {ok} port(s) adopted, {} frame(s) in flight dropped",
-            took_at.elapsed().as_millis(),
+            "took over from pid {pid} in {took_ms} ms: {ok} port(s) adopted, {} frame(s) in flight dropped",
             offer.frames_dropped
         );
     }

@@ -169,6 +169,23 @@ fn collect(state: &Mutex<Registry>, api: &ApiMetrics, start_time: f64) -> Vec<Fa
     );
     f.add(&[], (start_time * 1000.0).round() / 1000.0);
     out.push(f);
+    if let Some(h) = &info.handover {
+        let mut f = Family::gauge(
+            "podswitch_handover_duration_seconds",
+            "How long this switchd took to poll every port handed over by its predecessor.",
+        );
+        f.add(
+            &[("from_version", &h.from_version)],
+            h.took_ms as f64 / 1000.0,
+        );
+        out.push(f);
+        let mut f = Family::gauge(
+            "podswitch_handover_dropped_frames",
+            "Frames in the predecessor's hands (shaper queues) that the handover dropped.",
+        );
+        f.add(&[], h.frames_dropped as f64);
+        out.push(f);
+    }
     out.push(port_info(&ports));
 
     // Ports switchd never attaches (a legacy-eswitch VF: the NIC forwards

@@ -1059,6 +1059,12 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     d.attached_ports,
                     d.ports
                 );
+                if let Some(h) = &d.handover {
+                    println!(
+                        "took over from pid {} (version {}) in {} ms: {} port(s) adopted, {} frame(s) dropped",
+                        h.from_pid, h.from_version, h.took_ms, h.ports_adopted, h.frames_dropped
+                    );
+                }
                 table(
                     &[
                         "THREAD",

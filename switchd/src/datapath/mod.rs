@@ -495,6 +495,15 @@ impl Datapath {
         let _ = self.send(SetupMsg::Thaw);
     }
 
+    /// Starts polling what was handed over (every adopted port is in the
+    /// published snapshot by now).
+    pub fn resume(&self) {
+        for (tx, wake) in &self.polls {
+            let _ = tx.send(poll::PollCmd::Resume);
+            setup::kick(wake);
+        }
+    }
+
     /// Closes the handed-over sockets that no port adopted.
     pub fn forget_inherited(&self) {
         let _ = self.send(SetupMsg::ForgetInherited);

@@ -125,6 +125,10 @@ pub(crate) enum PollCmd {
         reply: mpsc::SyncSender<Result<PollExport, String>>,
     },
     Thaw,
+    /// Start polling: a thread that starts on a predecessor's UMEM waits
+    /// until every port handed over is adopted and published, so that no
+    /// frame meets a switch that knows only some of its ports.
+    Resume,
     /// MACs a predecessor had learned on switch `switch`, as its poll
     /// thread of the same index held them.
     Learn {
@@ -217,6 +221,8 @@ pub(crate) struct PollThread {
     stop: bool,
     /// Handed over: the rings are a successor's; wait for the end.
     frozen: bool,
+    /// Taking over: ports are adopted but not polled until `Resume`.
+    paused: bool,
     /// Fault injection for the test that a panicking poll thread takes
     /// the process down (tests/integration/test_hardening.py): read once.
     inject_panic: bool,
@@ -288,6 +294,7 @@ impl PollThread {
         } = links;
         let n = umem.frames();
         let batch = cfg.batch;
+        let inherited = owner.is_some();
         let mut owner = owner.unwrap_or_default();
         owner.resize(n as usize, FREE);
         PollThread {
@@ -326,6 +333,7 @@ impl PollThread {
             fdb_generation: 0,
             stop: false,
             frozen: false,
+            paused: inherited,
             inject_panic: std::env::var_os("SWITCHD_TEST_PANIC_POLL_THREAD").is_some(),
         }
     }
@@ -398,6 +406,14 @@ impl PollThread {
             if self.frozen {
                 continue;
             }
+            if self.paused {
+                // Frames wait in the adopted rings, as they did while the
+                // predecessor was frozen.
+                if let Ok(c) = self.cmds.recv_timeout(Duration::from_millis(5)) {
+                    self.command(c);
+                }
+                continue;
+            }
             let worked = self.round();
             if self.last_housekeeping.elapsed() >= HOUSEKEEPING {
                 self.housekeeping();
@@ -435,6 +451,16 @@ impl PollThread {
 
     fn commands(&mut self) {
         while let Ok(c) = self.cmds.try_recv() {
+            if self.command(c) {
+                return;
+            }
+        }
+    }
+
+    /// Carries out one command; true if the thread must stop taking more
+    /// this round (it froze).
+    fn command(&mut self, c: PollCmd) -> bool {
+        {
             match c {
                 PollCmd::Add { port, reply } => {
                     let r = self.add(*port);
@@ -465,9 +491,19 @@ impl PollThread {
                 PollCmd::Freeze { reply } => {
                     let r = self.freeze();
                     let _ = reply.send(r);
-                    return;
+                    return true;
                 }
                 PollCmd::Thaw => {}
+                PollCmd::Resume => {
+                    if self.paused {
+                        log::info!(
+                            "poll thread {}: polling the {} port(s) handed over",
+                            self.index,
+                            self.ports.len()
+                        );
+                    }
+                    self.paused = false;
+                }
                 PollCmd::Learn { switch, rows } => {
                     let snap = self.snapshot.load_full();
                     self.sync_fdbs(&snap);
@@ -484,6 +520,7 @@ impl PollThread {
                 }
             }
         }
+        false
     }
 
     /// Sends what is queued for transmission, then stops: from here on

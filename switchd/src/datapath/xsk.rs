@@ -562,6 +562,25 @@ impl Default for RingSizes {
     }
 }
 
+type Rings = (Ring<Desc>, Ring<Desc>, Ring<u64>, Ring<u64>);
+
+/// Maps a socket's RX, TX, fill and completion rings (sized `sizes`).
+fn map_rings(raw: RawFd, sizes: RingSizes) -> io::Result<Rings> {
+    let off: MmapOffsets = getsockopt(raw, XDP_MMAP_OFFSETS)?;
+    Ok((
+        Ring::map(raw, &off.rx, sizes.rx, XDP_PGOFF_RX_RING, false)?,
+        Ring::map(raw, &off.tx, sizes.tx, XDP_PGOFF_TX_RING, true)?,
+        Ring::map(raw, &off.fr, sizes.fill, XDP_UMEM_PGOFF_FILL_RING, true)?,
+        Ring::map(
+            raw,
+            &off.cr,
+            sizes.comp,
+            XDP_UMEM_PGOFF_COMPLETION_RING,
+            false,
+        )?,
+    ))
+}
+
 /// One AF_XDP socket bound to one queue of a netdev.
 pub struct XskSocket {
     // Rings are declared before the fd so they are unmapped before close.
@@ -602,17 +621,7 @@ impl XskSocket {
         setsockopt(raw, XDP_UMEM_COMPLETION_RING, &sizes.comp)?;
         setsockopt(raw, XDP_RX_RING, &sizes.rx)?;
         setsockopt(raw, XDP_TX_RING, &sizes.tx)?;
-        let off: MmapOffsets = getsockopt(raw, XDP_MMAP_OFFSETS)?;
-        let rx = Ring::map(raw, &off.rx, sizes.rx, XDP_PGOFF_RX_RING, false)?;
-        let tx = Ring::map(raw, &off.tx, sizes.tx, XDP_PGOFF_TX_RING, true)?;
-        let fill = Ring::map(raw, &off.fr, sizes.fill, XDP_UMEM_PGOFF_FILL_RING, true)?;
-        let comp = Ring::map(
-            raw,
-            &off.cr,
-            sizes.comp,
-            XDP_UMEM_PGOFF_COMPLETION_RING,
-            false,
-        )?;
+        let (rx, tx, fill, comp) = map_rings(raw, sizes)?;
         let sa = SockaddrXdp {
             family: AF_XDP as u16,
             // Shared sockets inherit copy mode; the kernel refuses flags on them.
@@ -661,18 +670,7 @@ impl XskSocket {
     /// over: maps its rings (the kernel keeps their indexes, so frames
     /// waiting in them are picked up where the predecessor left off).
     pub fn adopt(fd: OwnedFd, sizes: RingSizes) -> io::Result<Self> {
-        let raw = fd.as_raw_fd();
-        let off: MmapOffsets = getsockopt(raw, XDP_MMAP_OFFSETS)?;
-        let rx = Ring::map(raw, &off.rx, sizes.rx, XDP_PGOFF_RX_RING, false)?;
-        let tx = Ring::map(raw, &off.tx, sizes.tx, XDP_PGOFF_TX_RING, true)?;
-        let fill = Ring::map(raw, &off.fr, sizes.fill, XDP_UMEM_PGOFF_FILL_RING, true)?;
-        let comp = Ring::map(
-            raw,
-            &off.cr,
-            sizes.comp,
-            XDP_UMEM_PGOFF_COMPLETION_RING,
-            false,
-        )?;
+        let (rx, tx, fill, comp) = map_rings(fd.as_raw_fd(), sizes)?;
         Ok(XskSocket {
             rx,
             tx,

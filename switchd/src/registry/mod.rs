@@ -163,6 +163,8 @@ pub struct Registry {
     /// Slots a predecessor gave ports (by ID), kept on restore after a
     /// handover so that the XDP maps it handed over stay right.
     preferred_slots: std::collections::HashMap<String, Slot>,
+    /// How this switchd took over from its predecessor, if it did.
+    handover: Option<podswitch_shared::model::HandoverInfo>,
 }
 
 impl Registry {
@@ -251,6 +253,7 @@ impl Registry {
             snooper: None,
             next_epoch: 0,
             preferred_slots: Default::default(),
+            handover: None,
         };
         s.insert_switch(VSwitch {
             name: VSwitch::DEFAULT_NAME.into(),
@@ -504,7 +507,13 @@ impl Registry {
             ports: self.datapath_ports(),
             attached_ports: self.datapath_ports() - self.detached_ports(),
             threads: self.datapath.threads(),
+            handover: self.handover.clone(),
         }
+    }
+
+    /// Records how this switchd took over (shown by GET /v1/datapath).
+    pub fn set_handover(&mut self, h: podswitch_shared::model::HandoverInfo) {
+        self.handover = Some(h);
     }
 
     /// Applies the declared switches, and returns the declared ports that
@@ -1465,6 +1474,31 @@ mod tests {
         let ports = r2.load().unwrap();
         assert_eq!(ports.len(), 1);
         assert_eq!(ports[0].to_config().nic.ifname, "pswa");
+        let _ = std::fs::remove_dir_all(d);
+    }
+
+    #[test]
+    fn a_successor_gives_restored_ports_the_slots_handed_over() {
+        let (mut r, _fake, d) = registry("slots");
+        let a = create(&mut r, cfg("pswa", 100)).unwrap();
+        let b = create(&mut r, cfg("pswb", 100)).unwrap();
+        let c = create(&mut r, cfg("pswc", 100)).unwrap();
+        r.delete_port(&a).unwrap();
+        let slots = r.port_slots();
+        assert_eq!((slots[&b], slots[&c]), (1, 2));
+        // Stored in ID order, which need not be slot order: the successor
+        // still gives each its slot, and a new port takes a free one.
+        let mut r2 = Registry::new(&d, Arc::new(FakeDataplane::default()), 300);
+        r2.prefer_slots(slots.clone());
+        for p in r2.load().unwrap().into_iter().rev() {
+            match r2.add_port(p.to_config()).unwrap() {
+                Added::Pending(p) => assert_eq!(Some(&p.slot), slots.get(&p.id)),
+                Added::Recorded(id) => panic!("{id} was only recorded"),
+            }
+        }
+        r2.prefer_slots(Default::default());
+        let n = create(&mut r2, cfg("pswn", 100)).unwrap();
+        assert_eq!(r2.port_slots()[&n], 0);
         let _ = std::fs::remove_dir_all(d);
     }
 
