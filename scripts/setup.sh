@@ -8,7 +8,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 pkgs=(clang libbpf-dev linux-libc-dev pkg-config iproute2 ethtool iputils-ping procps python3-venv curl jq
-      containernetworking-plugins podman runc busybox-static iptables util-linux iperf3 prometheus tcpdump)
+      containernetworking-plugins podman runc busybox-static iptables util-linux iperf3 prometheus tcpdump bpftool)
 if [[ "${1:-}" == "--bench" ]]; then
   pkgs+=(netsniff-ng iperf3 sockperf openvswitch-switch)
 fi

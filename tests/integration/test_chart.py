@@ -257,9 +257,12 @@ def test_daemonset_semantics(helm, args):
     assert volumes[mounts["/var/lib/podswitch"]]["hostPath"]["path"] == "/var/lib/podswitch"
     assert volumes[mounts["/etc/podswitch"]]["configMap"]["name"] == by_kind(objs, "ConfigMap")["metadata"]["name"]
     # The metrics listener serves the probes: on the pod (= node) IP, or on
-    # loopback when metrics are off, which the probes must then target.
-    port = next(p for p in switchd["ports"] if p["name"] == "metrics")["containerPort"]
-    assert f':{port}" "$@"' in switchd["command"][2]
+    # loopback when metrics are off, which the probes must then target. No
+    # container declares it as a port: under hostNetwork that would be a
+    # hostPort, which keeps an upgrade's surging pod off the node.
+    port = switchd["readinessProbe"]["httpGet"]["port"]
+    assert isinstance(port, int) and f':{port}" "$@"' in switchd["command"][2]
+    assert all("ports" not in c for c in containers(ds)), "a declared port becomes a hostPort under hostNetwork"
     env = {e["name"]: e for e in switchd["env"]}
     metrics_on = "metrics.enabled=false" not in args
     if metrics_on:
@@ -268,7 +271,7 @@ def test_daemonset_semantics(helm, args):
         assert env["METRICS_HOST"]["value"] == "127.0.0.1"
     for probe, path in (("startupProbe", "/healthz"), ("livenessProbe", "/healthz"), ("readinessProbe", "/readyz")):
         get = switchd[probe]["httpGet"]
-        assert get["path"] == path and get["port"] == "metrics"
+        assert get["path"] == path and get["port"] == port
         assert get.get("host") == (None if metrics_on else "127.0.0.1")
     sc = switchd["securityContext"]
     if "securityContext.privileged=true" in args:
@@ -290,6 +293,33 @@ def test_daemonset_semantics(helm, args):
         assert f'/host/cni-conf/{conflists[0]}"' in script
 
 
+def test_upgrades_surge_so_the_new_switchd_takes_over(helm):
+    """By default an upgrade starts the new pod on a node while the old one
+    serves (maxSurge 1, maxUnavailable 0), so that the new switchd takes the
+    data path over through the handover socket beside the control socket in
+    the host's /run/podswitch, which both pods mount. The one-off setting
+    for upgrading from a release without handover renders too."""
+    objs = docs(template(helm).stdout)
+    ds = by_kind(objs, "DaemonSet")
+    assert ds["spec"]["updateStrategy"] == {"type": "RollingUpdate",
+                                            "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}}
+    pod = ds["spec"]["template"]["spec"]
+    # Nothing that would keep the surging pod off the node: no (host) ports.
+    assert pod["hostNetwork"] is True
+    assert all("ports" not in c for c in containers(ds)), "under hostNetwork a port is a hostPort"
+    switchd = next(c for c in pod["containers"] if c["name"] == "switchd")
+    run_mount = next(m for m in switchd["volumeMounts"] if m["mountPath"] == "/run/podswitch")
+    run_volume = next(v for v in pod["volumes"] if v["name"] == run_mount["name"])
+    assert run_volume["hostPath"]["path"] == "/run/podswitch" and not run_mount.get("readOnly")
+    assert "--socket=/run/podswitch/switchd.sock" in switchd["args"]
+    old = docs(template(helm, "--set", "updateStrategy.rollingUpdate.maxSurge=0",
+                        "--set", "updateStrategy.rollingUpdate.maxUnavailable=1").stdout)
+    assert by_kind(old, "DaemonSet")["spec"]["updateStrategy"]["rollingUpdate"] == {"maxSurge": 0,
+                                                                                    "maxUnavailable": 1}
+    pct = docs(template(helm, "--set", "updateStrategy.rollingUpdate.maxSurge=10%").stdout)
+    assert by_kind(pct, "DaemonSet")["spec"]["updateStrategy"]["rollingUpdate"]["maxSurge"] == "10%"
+
+
 # --- values that must fail, naming the value ---------------------------------
 
 BAD_VALUES = {
@@ -308,8 +338,8 @@ BAD_VALUES = {
                         ("switches", 0, "multicastMembershipSeconds"), r"\b1\b"),
     "snooping-string": ({"switches": [{"name": "a", "multicastSnooping": "yes"}]},
                         ("switches", 0, "multicastSnooping"), r"boolean"),
-    "max-surge": ({"updateStrategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1}}},
-                  ("updateStrategy", "rollingUpdate"), r"maxSurge"),
+    "max-surge-word": ({"updateStrategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": "one"}}},
+                       ("updateStrategy", "rollingUpdate", "maxSurge"), r"oneOf|one and only one|pattern|integer"),
     # Checked by the templates: what a JSON schema cannot say.
     "trunk-reversed": ({"uplink": {"enabled": True, "trunk": [{"minID": 300, "maxID": 200}]}},
                        ("uplink.trunk[0]",), r"minID 300 is greater than maxID 200"),
@@ -433,7 +463,7 @@ def test_service_monitor_and_rule_match_the_chart():
     svc, sm = by_kind(objs, "Service"), by_kind(objs, "ServiceMonitor")
     rule, ds = by_kind(objs, "PrometheusRule"), by_kind(objs, "DaemonSet")
     assert svc["spec"]["clusterIP"] == "None"
-    assert svc["spec"]["ports"] == [{"name": "metrics", "port": 19476, "targetPort": "metrics", "protocol": "TCP"}]
+    assert svc["spec"]["ports"] == [{"name": "metrics", "port": 19476, "targetPort": 19476, "protocol": "TCP"}]
     pod_labels = ds["spec"]["template"]["metadata"]["labels"]
     assert svc["spec"]["selector"].items() <= pod_labels.items()
     assert sm["spec"]["selector"]["matchLabels"].items() <= svc["metadata"]["labels"].items()
@@ -667,7 +697,7 @@ def test_daemonset_command_runs_switchd_as_rendered(topo, family):
     switches_file.write_text(data["switches.json"])
     ds = by_kind(objs, "DaemonSet")
     c = next(c for c in ds["spec"]["template"]["spec"]["containers"] if c["name"] == "switchd")
-    port = next(p for p in c["ports"] if p["name"] == "metrics")["containerPort"]
+    port = c["readinessProbe"]["httpGet"]["port"]
     swap = {"--socket=": node.socket, "--state-dir=": node.state_dir, "--switches-file=": str(switches_file)}
     args = []
     for a in c["args"]:
