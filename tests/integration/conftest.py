@@ -307,17 +307,13 @@ def topo(request):
 
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item, call):
+    """Keeps each phase's report on the item (the topo fixture prints the
+    switchd logs of a failed test). With PODSWITCH_NO_SKIP set (CI), a
+    skipped test fails: on a machine the project's setup prepared, every
+    test must run."""
     outcome = yield
     rep = outcome.get_result()
     setattr(item, "rep_" + rep.when, rep)
-
-
-@pytest.hookimpl(hookwrapper=True)
-def pytest_runtest_makereport(item, call):
-    """With PODSWITCH_NO_SKIP set (CI), a skipped test fails: on a machine
-    the project's setup prepared, every test must run."""
-    outcome = yield
-    rep = outcome.get_result()
     if os.environ.get("PODSWITCH_NO_SKIP") and rep.skipped and not hasattr(rep, "wasxfail"):
         rep.outcome = "failed"
         rep.longrepr = f"skipped, but PODSWITCH_NO_SKIP is set (every test must run here): {rep.longrepr}"

@@ -308,6 +308,9 @@ def test_upgrades_surge_so_the_new_switchd_takes_over(helm):
     assert pod["hostNetwork"] is True
     assert all("ports" not in c for c in containers(ds)), "under hostNetwork a port is a hostPort"
     switchd = next(c for c in pod["containers"] if c["name"] == "switchd")
+    # The old pod's switchd idles after handing over: kubelet would restart
+    # an exited container, and the old version would take the data path back.
+    assert "--after-handover=wait" in switchd["args"]
     run_mount = next(m for m in switchd["volumeMounts"] if m["mountPath"] == "/run/podswitch")
     run_volume = next(v for v in pod["volumes"] if v["name"] == run_mount["name"])
     assert run_volume["hostPath"]["path"] == "/run/podswitch" and not run_mount.get("readOnly")
