@@ -646,3 +646,48 @@ def test_handover_socket_beside_the_control_socket_or_where_told(topo):
     assert os.path.exists(elsewhere), "the successor serves the same handover socket"
     assert a.ping(b, count=2)
 
+
+
+def test_after_handover_wait_idles_holding_nothing(topo):
+    """With --after-handover wait (the chart's setting: kubelet would
+    restart an exited container, and the old version would take the data
+    path back) the old switchd stays, idle, until SIGTERM, and holds none
+    of what it handed over: no BPF object, no UMEM, no AF_XDP socket. The
+    successor can then detach and re-attach a handed-over port (a socket
+    or link the old one still held would keep the queue busy), and the old
+    one's SIGTERM disturbs nothing."""
+    node = topo.node().start("--after-handover", "wait")
+    a = topo.pod(node, "a", "10.77.0.1/24")
+    b = topo.pod(node, "b", "10.77.0.2/24")
+    a.attach(vlan=100)
+    b.attach(vlan=100)
+    assert a.ping(b, count=2)
+    old = current(node)
+    new = spawn(node, extra=("--after-handover", "wait"))
+    deadline = time.monotonic() + 20
+    while f"handed over to pid {new.pid}" not in old.log() and time.monotonic() < deadline:
+        assert new.proc.poll() is None, new.tail()
+        time.sleep(0.02)
+    assert "idle until stopped" in old.log(), old.tail()
+    time.sleep(0.3)  # the old one's threads close their copies
+    assert old.proc.poll() is None, "with --after-handover wait the old switchd stays"
+    held, _ = bpf_held(old.pid)
+    assert not any(held.values()), f"the idle switchd still holds BPF objects: {held}"
+    fds = [os.readlink(f"/proc/{old.pid}/fd/{f}") for f in os.listdir(f"/proc/{old.pid}/fd")]
+    assert not [f for f in fds if "memfd" in f or "bpf" in f], fds
+    node.proc, node.log_path = new.proc, new.log_path
+    assert wait_ready(node, time.monotonic() + 10)
+    assert a.ping(b, count=2)
+    # Re-attach a handed-over port: its queue and XDP hook must be free.
+    status, _ = node.api("DELETE", f"/v1/ports/{a.port['id']}")
+    assert status in (200, 204), status
+    deadline = time.monotonic() + 5
+    while xdp_on_ports(node, [a.host_if]).get(a.host_if) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    a.attach(vlan=100)
+    assert a.ping(b, count=2), new.tail()
+    old.proc.send_signal(signal.SIGTERM)
+    assert old.proc.wait(timeout=10) == 0, old.tail()
+    assert "stopped after the handover" in old.log()
+    assert a.ping(b, count=2), "the idle switchd's exit disturbed the successor"
+    assert {p["status"]["attached"] for p in ports(node).values()} == {True}

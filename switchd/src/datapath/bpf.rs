@@ -69,26 +69,34 @@ pub struct ProgramFds {
 }
 
 /// The program's per-slot count of frames that arrived on a queue without
-/// a socket (NOSOCK, one value per CPU), readable from any thread.
+/// a socket (NOSOCK, one value per CPU), readable from any thread; empty
+/// once released (after a handover: the successor holds the map).
 #[derive(Clone)]
-pub struct NoSocketCounts(Arc<Mutex<PerCpuArray<MapData, u64>>>);
+pub struct NoSocketCounts(Arc<Mutex<Option<PerCpuArray<MapData, u64>>>>);
 
 impl NoSocketCounts {
     /// Frames of `slot` dropped for want of a socket, summed over CPUs.
     pub fn get(&self, slot: u32) -> u64 {
         let m = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        m.get(&slot, 0)
+        m.as_ref()
+            .and_then(|m| m.get(&slot, 0).ok())
             .map(|v| v.iter().copied().fold(0, u64::wrapping_add))
             .unwrap_or(0)
     }
 
     fn reset(&self, slot: u32) {
         let mut m = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(m) = m.as_mut() else { return };
         if let Ok(cpus) = aya::util::nr_cpus() {
             if let Ok(zero) = PerCpuValues::try_from(vec![0u64; cpus]) {
                 let _ = m.set(slot, zero, 0);
             }
         }
+    }
+
+    /// Closes this process's handle on the map.
+    pub fn release(&self) {
+        *self.0.lock().unwrap_or_else(|e| e.into_inner()) = None;
     }
 }
 
@@ -216,9 +224,9 @@ impl XdpProgram {
             prog,
             ports: BpfHashMap::try_from(ports).map_err(|e| load(&e))?,
             xsks: XskMap::try_from(xsks).map_err(|e| load(&e))?,
-            nosock: NoSocketCounts(Arc::new(Mutex::new(
+            nosock: NoSocketCounts(Arc::new(Mutex::new(Some(
                 PerCpuArray::try_from(nosock).map_err(|e| load(&e))?,
-            ))),
+            )))),
             map_fds,
             links,
         })

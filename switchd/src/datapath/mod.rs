@@ -495,6 +495,7 @@ impl Datapath {
     /// (the successor holds its own).
     pub fn release(&self) {
         let _ = self.send(SetupMsg::Stop);
+        self.no_socket.release();
     }
 
     /// Resumes after a freeze whose handover did not happen.
