@@ -32,16 +32,22 @@ fn client(conf: &NetConf) -> Client {
         .with_retry(SWITCHD_RETRY)
 }
 
-/// Maps a switchd failure to a CNI error: unreachable → try again later;
-/// a refusal of our config → invalid config; anything else → plugin error.
-fn switchd_err(conf: &NetConf, what: &str, e: ClientError) -> CniError {
-    let c = match &e {
-        ClientError::Connect { .. } => code::TRY_AGAIN_LATER,
+/// The CNI code of a switchd failure: unreachable, or still busy (503:
+/// restarting, handing over) after the retries → try again later; a
+/// refusal of our config → invalid config; anything else → plugin error.
+fn code_for(e: &ClientError) -> u32 {
+    match e {
+        ClientError::Connect { .. } | ClientError::Api { status: 503, .. } => code::TRY_AGAIN_LATER,
         ClientError::Api { status, .. } if (400..500).contains(status) && *status != 404 => {
             code::INVALID_CONFIG
         }
         _ => code::PLUGIN,
-    };
+    }
+}
+
+/// Maps a switchd failure to a CNI error (see `code_for`).
+fn switchd_err(conf: &NetConf, what: &str, e: ClientError) -> CniError {
+    let c = code_for(&e);
     let what = if e.is_unreachable() {
         unreachable_msg(conf)
     } else {
@@ -649,4 +655,28 @@ pub fn status(conf: &NetConf, env: &Env) -> CniResult<()> {
         ipam::exec(conf, env, "STATUS", "1.1.0")?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use podswitch_shared::model::ApiError;
+
+    fn api(status: u16) -> ClientError {
+        ClientError::Api {
+            status,
+            error: ApiError {
+                code: "x".into(),
+                message: "x".into(),
+            },
+        }
+    }
+
+    #[test]
+    fn a_switchd_still_busy_after_the_retries_is_try_again_later() {
+        assert_eq!(code_for(&api(503)), code::TRY_AGAIN_LATER);
+        assert_eq!(code_for(&api(422)), code::INVALID_CONFIG);
+        assert_eq!(code_for(&api(404)), code::PLUGIN);
+        assert_eq!(code_for(&api(500)), code::PLUGIN);
+    }
 }
