@@ -9,7 +9,7 @@ mod commands;
 mod endpoint;
 mod inspect;
 mod ipam;
-mod netlink;
+use podswitch_shared::netlink;
 mod netns;
 mod tap;
 

@@ -7,6 +7,7 @@
 pub mod client;
 pub mod model;
 pub mod netdev;
+pub mod netlink;
 pub mod netns;
 
 /// Default path of switchd's control socket.

@@ -1,6 +1,9 @@
-//! The few rtnetlink requests the plugin makes: create a veth pair with its
-//! peer in the pod's netns, move a link into a netns, set a link up, delete
-//! a link, add an address and a route.
+//! The few rtnetlink requests podswitch makes. The plugin: create a veth
+//! pair with its peer in the pod's netns, move a link into a netns, set a
+//! link up, delete a link, add an address and a route. switchd (overlay,
+//! issue 13): create a kernel VXLAN netdev for one VNI, and add or remove
+//! its all-zero FDB entries, one per peer (head-end replication of
+//! broadcast, unknown unicast and multicast).
 //!
 //! Messages are built and acknowledgements read with the rust-netlink
 //! crates (`netlink-packet-route` for the rtnetlink messages,
@@ -16,13 +19,17 @@
 
 use netlink_packet_core::{
     ErrorBuffer, NetlinkBuffer, NetlinkHeader, NetlinkMessage, NetlinkPayload, NLMSG_ERROR,
-    NLM_F_ACK, NLM_F_CREATE, NLM_F_EXCL, NLM_F_REQUEST,
+    NLM_F_ACK, NLM_F_APPEND, NLM_F_CREATE, NLM_F_EXCL, NLM_F_REQUEST,
 };
 use netlink_packet_route::address::{
     AddressAttribute, AddressFlags, AddressHeaderFlags, AddressMessage, AddressScope,
 };
+use netlink_packet_route::link::InfoVxlan;
 use netlink_packet_route::link::{
     InfoData, InfoKind, InfoVeth, LinkAttribute, LinkFlags, LinkInfo, LinkMessage,
+};
+use netlink_packet_route::neighbour::{
+    NeighbourAddress, NeighbourAttribute, NeighbourFlags, NeighbourMessage, NeighbourState,
 };
 use netlink_packet_route::route::{
     RouteAttribute, RouteHeader, RouteMessage, RouteProtocol, RouteScope, RouteType,
@@ -209,6 +216,79 @@ fn add_route_request(ifindex: u32, dst: IpAddr, prefix: u8, gw: Option<IpAddr>) 
     }
 }
 
+/// A kernel VXLAN netdev for one VNI (see `vxlan_request`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Vxlan {
+    pub name: String,
+    pub vni: u32,
+    /// The local underlay address (the outer source).
+    pub local: IpAddr,
+    /// UDP destination port (4789, IANA's).
+    pub port: u16,
+    /// The underlay netdev, if the outer frames must leave through it.
+    pub underlay: Option<u32>,
+    pub mtu: Option<u32>,
+}
+
+/// RTM_NEWLINK (create, exclusive) of a VXLAN netdev. Learning stays on:
+/// the kernel learns which peer (VTEP) each inner MAC is behind, so known
+/// unicast goes to that one peer; the all-zero FDB entries (one per peer,
+/// `fdb_request`) carry the rest to every peer.
+fn vxlan_request(v: &Vxlan) -> Request {
+    let mut info = vec![InfoVxlan::Id(v.vni)];
+    match v.local {
+        IpAddr::V4(a) => info.push(InfoVxlan::Local(a)),
+        IpAddr::V6(a) => info.push(InfoVxlan::Local6(a)),
+    }
+    if let Some(dev) = v.underlay {
+        info.push(InfoVxlan::Link(dev));
+    }
+    info.push(InfoVxlan::Port(v.port));
+    info.push(InfoVxlan::Learning(true));
+    let mut m = LinkMessage::default();
+    m.attributes.push(LinkAttribute::IfName(v.name.clone()));
+    if let Some(mtu) = v.mtu {
+        m.attributes.push(LinkAttribute::Mtu(mtu));
+    }
+    m.attributes.push(LinkAttribute::LinkInfo(vec![
+        LinkInfo::Kind(InfoKind::Vxlan),
+        LinkInfo::Data(InfoData::Vxlan(info)),
+    ]));
+    Request {
+        flags: NLM_F_CREATE | NLM_F_EXCL,
+        msg: RouteNetlinkMessage::NewLink(m),
+    }
+}
+
+/// RTM_NEWNEIGH (append) or RTM_DELNEIGH of the all-zero FDB entry of a
+/// VXLAN netdev towards `peer`: `bridge fdb append 00:00:00:00:00:00 dev
+/// DEV dst PEER` (AF_BRIDGE, NTF_SELF, permanent).
+fn fdb_request(ifindex: u32, peer: IpAddr, add: bool) -> Request {
+    let mut m = NeighbourMessage::default();
+    m.header.family = AddressFamily::Bridge;
+    m.header.ifindex = ifindex;
+    m.header.state = NeighbourState::Permanent;
+    m.header.flags = NeighbourFlags::Own;
+    m.attributes
+        .push(NeighbourAttribute::LinkLayerAddress(vec![0; 6]));
+    m.attributes
+        .push(NeighbourAttribute::Destination(match peer {
+            IpAddr::V4(a) => NeighbourAddress::Inet(a),
+            IpAddr::V6(a) => NeighbourAddress::Inet6(a),
+        }));
+    if add {
+        Request {
+            flags: NLM_F_CREATE | NLM_F_APPEND,
+            msg: RouteNetlinkMessage::NewNeighbour(m),
+        }
+    } else {
+        Request {
+            flags: 0,
+            msg: RouteNetlinkMessage::DelNeighbour(m),
+        }
+    }
+}
+
 /// Looks through one received datagram for the acknowledgement of request
 /// `seq`: None when it holds none (other messages are skipped), Some(Ok)
 /// for an ACK, Some(Err) with the kernel's errno for a NACK, and
@@ -333,6 +413,17 @@ impl Netlink {
     /// Deletes a link by name; NotFound if it does not exist.
     pub fn delete_link(&mut self, name: &str) -> io::Result<()> {
         self.request(delete_link_request(name))
+    }
+
+    /// Creates a VXLAN netdev (down; the caller sets it up).
+    pub fn create_vxlan(&mut self, v: &Vxlan) -> io::Result<()> {
+        self.request(vxlan_request(v))
+    }
+
+    /// Adds (`add`) or removes the all-zero FDB entry of VXLAN netdev
+    /// `ifindex` towards `peer`.
+    pub fn vxlan_peer(&mut self, ifindex: u32, peer: IpAddr, add: bool) -> io::Result<()> {
+        self.request(fdb_request(ifindex, peer, add))
     }
 
     /// Adds `ip/prefix` to the interface (no duplicate address detection:
@@ -531,6 +622,146 @@ mod tests {
         assert_eq!(l.header.flags.bits(), libc::IFF_UP as u32);
         assert_eq!(l.header.change_mask.bits(), libc::IFF_UP as u32);
         assert!(l.attributes.is_empty());
+    }
+
+    #[test]
+    fn a_vxlan_netdev_has_its_vni_local_port_and_learning() {
+        let v = Vxlan {
+            name: "psx1v100".into(),
+            vni: 5100,
+            local: "192.0.2.1".parse().unwrap(),
+            port: 4789,
+            underlay: Some(7),
+            mtu: Some(1450),
+        };
+        let (flags, msg) = roundtrip(&vxlan_request(&v), 3, RTM_NEWLINK);
+        assert_eq!(flags, NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL);
+        let l = link(msg);
+        assert!(l
+            .attributes
+            .contains(&LinkAttribute::IfName("psx1v100".into())));
+        assert!(l.attributes.contains(&LinkAttribute::Mtu(1450)));
+        let info = l
+            .attributes
+            .iter()
+            .find_map(|a| match a {
+                LinkAttribute::LinkInfo(i) => Some(i.clone()),
+                _ => None,
+            })
+            .unwrap();
+        assert!(info.contains(&LinkInfo::Kind(InfoKind::Vxlan)));
+        let data = info
+            .iter()
+            .find_map(|i| match i {
+                LinkInfo::Data(InfoData::Vxlan(d)) => Some(d.clone()),
+                _ => None,
+            })
+            .unwrap();
+        for want in [
+            InfoVxlan::Id(5100),
+            InfoVxlan::Local("192.0.2.1".parse().unwrap()),
+            InfoVxlan::Link(7),
+            InfoVxlan::Port(4789),
+            InfoVxlan::Learning(true),
+        ] {
+            assert!(data.contains(&want), "{want:?} missing from {data:?}");
+        }
+    }
+
+    /// The kernel takes both requests: a VXLAN netdev appears with its VNI,
+    /// port and local address, and a peer becomes (and stops being) an
+    /// all-zero FDB entry. Root only (a namespace of its own).
+    #[test]
+    fn the_kernel_makes_the_vxlan_netdev_and_its_peer_entries() {
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } != 0 {
+            eprintln!("SKIP the_kernel_makes_the_vxlan_netdev_and_its_peer_entries: needs root");
+            return;
+        }
+        let ns = format!("psnl{}", std::process::id());
+        let ip = |args: &[&str]| {
+            std::process::Command::new("ip")
+                .args(args)
+                .output()
+                .unwrap()
+        };
+        assert!(ip(&["netns", "add", &ns]).status.success());
+        let path = std::path::PathBuf::from(format!("/var/run/netns/{ns}"));
+        let r = crate::netns::NetNs::open(&path).unwrap().run(|| {
+            let mut nl = Netlink::open().unwrap();
+            nl.create_vxlan(&Vxlan {
+                name: "psvx100".into(),
+                vni: 5100,
+                local: "192.0.2.1".parse().unwrap(),
+                port: 4789,
+                underlay: None,
+                mtu: Some(1450),
+            })
+            .unwrap();
+            let ifindex = crate::netdev::ifindex("psvx100").unwrap();
+            let peer: IpAddr = "192.0.2.2".parse().unwrap();
+            nl.vxlan_peer(ifindex, peer, true).unwrap();
+            nl.vxlan_peer(ifindex, "192.0.2.3".parse().unwrap(), true)
+                .unwrap();
+            let with = std::process::Command::new("bridge")
+                .args(["fdb", "show", "dev", "psvx100"])
+                .output()
+                .unwrap();
+            nl.vxlan_peer(ifindex, peer, false).unwrap();
+            let without = std::process::Command::new("bridge")
+                .args(["fdb", "show", "dev", "psvx100"])
+                .output()
+                .unwrap();
+            let link = std::process::Command::new("ip")
+                .args(["-d", "link", "show", "psvx100"])
+                .output()
+                .unwrap();
+            (
+                String::from_utf8_lossy(&with.stdout).to_string(),
+                String::from_utf8_lossy(&without.stdout).to_string(),
+                String::from_utf8_lossy(&link.stdout).to_string(),
+            )
+        });
+        ip(&["netns", "del", &ns]);
+        let (with, without, link) = r.unwrap();
+        assert!(
+            link.contains("vxlan id 5100") && link.contains("local 192.0.2.1"),
+            "{link}"
+        );
+        assert!(
+            link.contains("dstport 4789") && link.contains("mtu 1450"),
+            "{link}"
+        );
+        assert!(with.contains("00:00:00:00:00:00 dst 192.0.2.2"), "{with}");
+        assert!(with.contains("00:00:00:00:00:00 dst 192.0.2.3"), "{with}");
+        assert!(
+            !without.contains("dst 192.0.2.2") && without.contains("dst 192.0.2.3"),
+            "{without}"
+        );
+    }
+
+    #[test]
+    fn a_peer_is_an_all_zero_fdb_entry_appended_or_deleted() {
+        let peer: IpAddr = "192.0.2.2".parse().unwrap();
+        for (add, flags) in [(true, NLM_F_CREATE | NLM_F_APPEND), (false, 0)] {
+            let r = fdb_request(9, peer, add);
+            assert_eq!(r.flags, flags);
+            let m = match r.msg {
+                RouteNetlinkMessage::NewNeighbour(m) if add => m,
+                RouteNetlinkMessage::DelNeighbour(m) if !add => m,
+                m => panic!("{m:?}"),
+            };
+            assert_eq!(m.header.family, AddressFamily::Bridge);
+            assert_eq!(m.header.ifindex, 9);
+            assert_eq!(m.header.state, NeighbourState::Permanent);
+            assert_eq!(m.header.flags, NeighbourFlags::Own);
+            assert!(m
+                .attributes
+                .contains(&NeighbourAttribute::LinkLayerAddress(vec![0; 6])));
+            assert!(m.attributes.contains(&NeighbourAttribute::Destination(
+                NeighbourAddress::Inet("192.0.2.2".parse().unwrap())
+            )));
+        }
     }
 
     #[test]
