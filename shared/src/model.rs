@@ -202,6 +202,9 @@ pub enum NicKind {
     Vfio,
     /// A physical NIC carrying 802.1Q-tagged traffic to the fabric.
     Uplink,
+    /// A kernel VXLAN netdev for one VNI, which switchd makes itself (see
+    /// `Nic::vxlan`): the port's VLAN crosses nodes over the overlay.
+    Vxlan,
 }
 
 impl fmt::Display for NicKind {
@@ -211,6 +214,7 @@ impl fmt::Display for NicKind {
             NicKind::Tap => "tap",
             NicKind::Vfio => "vfio",
             NicKind::Uplink => "uplink",
+            NicKind::Vxlan => "vxlan",
         })
     }
 }
@@ -268,6 +272,71 @@ pub struct Nic {
     /// representor `ifname` like any netdev.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub eswitch_mode: Option<EswitchMode>,
+    /// A vxlan NIC's overlay: switchd creates the netdev `ifname` for this
+    /// VNI, and keeps one all-zero FDB entry per peer (head-end
+    /// replication of broadcast, unknown unicast and multicast; the kernel
+    /// learns which peer each remote MAC is behind).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vxlan: Option<VxlanNic>,
+}
+
+/// The overlay of a vxlan NIC.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct VxlanNic {
+    /// 1..=16777215.
+    pub vni: u32,
+    /// The node's underlay address (the outer source).
+    pub local: std::net::IpAddr,
+    /// UDP destination port.
+    #[serde(default = "vxlan_port")]
+    pub port: u16,
+    /// The underlay netdev (outer frames leave through it; its MTU less
+    /// the 50 bytes of encapsulation is the overlay's MTU).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub underlay: Option<String>,
+    /// The other nodes' underlay addresses.
+    #[serde(default)]
+    pub peers: Vec<std::net::IpAddr>,
+}
+
+fn vxlan_port() -> u16 {
+    4789
+}
+
+/// Bytes VXLAN adds to a frame on an IPv4 underlay (outer Ethernet, IPv4,
+/// UDP, VXLAN headers).
+pub const VXLAN_OVERHEAD: u32 = 50;
+
+impl VxlanNic {
+    pub fn validate(&self) -> Result<(), String> {
+        if self.vni == 0 || self.vni > 0xff_ffff {
+            return Err(format!("vxlan vni {} is not in 1..=16777215", self.vni));
+        }
+        if self.port == 0 {
+            return Err("vxlan port 0 is not a UDP port".into());
+        }
+        if self.local.is_unspecified() || self.local.is_multicast() {
+            return Err(format!(
+                "vxlan local {} is not a unicast address",
+                self.local
+            ));
+        }
+        if let Some(p) = self
+            .peers
+            .iter()
+            .find(|p| p.is_unspecified() || p.is_multicast() || **p == self.local)
+        {
+            return Err(format!(
+                "vxlan peer {p} is not another node's unicast address"
+            ));
+        }
+        let mut seen = std::collections::BTreeSet::new();
+        if let Some(p) = self.peers.iter().find(|p| !seen.insert(**p)) {
+            return Err(format!("vxlan peer {p} is listed twice"));
+        }
+        Ok(())
+    }
 }
 
 /// Whether `s` is a PCI address in the kernel's `domain:bus:device.function`
@@ -298,6 +367,7 @@ impl Nic {
             netns: None,
             pci_address: None,
             eswitch_mode: None,
+            vxlan: None,
         }
     }
 
@@ -336,6 +406,28 @@ impl Nic {
     /// absolute path, and a PCI address and eswitch mode only on vfio.
     pub fn check(&self) -> Result<(), ModelError> {
         let invalid = |m: String| Err(ModelError::Invalid(m));
+        match (&self.vxlan, self.kind) {
+            (Some(v), NicKind::Vxlan) => {
+                v.validate().map_err(ModelError::Invalid)?;
+                if self.ifname.is_empty() || self.ifname.len() > 15 || self.netns.is_some() {
+                    return invalid(format!(
+                        "a vxlan NIC names the netdev switchd makes in its own namespace                          (nic.ifname, 1 to 15 characters, no nic.netns), not {:?}",
+                        self.ifname
+                    ));
+                }
+            }
+            (None, NicKind::Vxlan) => {
+                return invalid(
+                    "a vxlan NIC needs nic.vxlan: {\"vni\", \"local\", \"peers\"}".into(),
+                )
+            }
+            (Some(_), k) => {
+                return invalid(format!(
+                    "nic.vxlan is for vxlan NICs only (this NIC is a {k})"
+                ))
+            }
+            (None, _) => {}
+        }
         let vfio = self.kind == NicKind::Vfio;
         if let Some(a) = &self.pci_address {
             if !vfio {

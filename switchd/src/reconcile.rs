@@ -10,7 +10,10 @@
 
 use crate::datapath::{netdev, Dataplane};
 use crate::registry::{Added, Begun, Declared, Registry, RegistryError};
-use podswitch_shared::model::{LinkState, Nic, NicKind, PortConfig, PortUpdate, VPort, MAX_MTU};
+use podswitch_shared::model::{
+    LinkState, Nic, NicKind, PortConfig, PortUpdate, VPort, VxlanNic, MAX_MTU, VXLAN_OVERHEAD,
+};
+use podswitch_shared::netlink;
 use podswitch_shared::netns::NetNs;
 use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -63,6 +66,9 @@ fn set_link(nic: &Nic, up: bool) -> Result<(), RegistryError> {
 /// the data path, a pod's or VM's end has no IPv6 of the host's (nor of
 /// the VM pod's namespace), and it is down if the port starts down.
 fn prepare_nic(nic: &Nic, link_up: bool) -> Result<(), RegistryError> {
+    if let Some(v) = &nic.vxlan {
+        make_vxlan(&nic.ifname, v)?;
+    }
     in_nic_ns(nic, || {
         let ifname = &nic.ifname;
         netdev::ifindex(ifname).map_err(nic_error(nic))?;
@@ -82,6 +88,65 @@ fn prepare_nic(nic: &Nic, link_up: bool) -> Result<(), RegistryError> {
         }
         Ok(())
     })
+}
+
+/// Makes a vxlan NIC's netdev if it is missing (its MTU: the underlay's
+/// less the encapsulation, else 1450) and gives it an all-zero FDB entry
+/// per peer (an entry that exists is kept).
+fn make_vxlan(ifname: &str, v: &VxlanNic) -> Result<(), RegistryError> {
+    let dp = |e: std::io::Error| RegistryError::Datapath(format!("vxlan NIC {ifname}: {e}"));
+    let mut nl = netlink::Netlink::open().map_err(dp)?;
+    let ifindex = match netdev::ifindex(ifname) {
+        Ok(i) => i,
+        Err(netdev::NetdevError::NotFound { .. }) => {
+            let underlay = match &v.underlay {
+                Some(u) => Some((
+                    netdev::ifindex(u).map_err(|e| {
+                        RegistryError::NicMissing(format!(
+                            "the underlay {u} of vxlan NIC {ifname}: {e}"
+                        ))
+                    })?,
+                    netdev::mtu(u).map_err(|e| RegistryError::Datapath(e.to_string()))?,
+                )),
+                None => None,
+            };
+            let mtu = underlay.map_or(1450, |(_, m)| m.saturating_sub(VXLAN_OVERHEAD));
+            nl.create_vxlan(&netlink::Vxlan {
+                name: ifname.to_string(),
+                vni: v.vni,
+                local: v.local,
+                port: v.port,
+                underlay: underlay.map(|(i, _)| i),
+                mtu: Some(mtu.min(MAX_MTU)),
+            })
+            .map_err(dp)?;
+            log::info!(
+                "made vxlan NIC {ifname}: VNI {}, local {}, MTU {mtu}",
+                v.vni,
+                v.local
+            );
+            netdev::ifindex(ifname).map_err(|e| RegistryError::Datapath(e.to_string()))?
+        }
+        Err(e) => return Err(RegistryError::Datapath(e.to_string())),
+    };
+    for p in &v.peers {
+        match nl.vxlan_peer(ifindex, *p, true) {
+            Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {}
+            r => r.map_err(dp)?,
+        }
+    }
+    Ok(())
+}
+
+/// Removes the netdev switchd made for a vxlan NIC (its port is deleted).
+fn unmake_vxlan(nic: &Nic) {
+    if nic.vxlan.is_none() {
+        return;
+    }
+    let r = netlink::Netlink::open().and_then(|mut nl| nl.delete_link(&nic.ifname));
+    if let Err(e) = r {
+        log::warn!("removing vxlan NIC {}: {e}", nic.ifname);
+    }
 }
 
 /// Prepares, attaches and (if the port is up) brings up a recorded port's
@@ -141,12 +206,17 @@ pub fn update_port(
 /// thread; this returns at once).
 pub fn delete_port(state: &Mutex<Registry>, id: &str) -> Result<(), RegistryError> {
     let mut s = lock(state);
+    let nic = s.port(id).ok().map(|p| p.nic);
     // Under the lock: the slot cannot be given to a new port before the
     // setup thread has this detach (messages run in order).
     if let Some(slot) = s.delete_port(id)? {
         if let Err(e) = s.datapath().detach(slot) {
             log::warn!("detaching port {id}: {e}");
         }
+    }
+    drop(s);
+    if let Some(nic) = nic {
+        unmake_vxlan(&nic);
     }
     Ok(())
 }

@@ -843,6 +843,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                         Eswitch::Legacy => EswitchMode::Legacy,
                         Eswitch::Switchdev => EswitchMode::Switchdev,
                     }),
+                    vxlan: None,
                 })
             };
             let p: VPort = c.call("POST", "/v1/ports", Some(&cfg))?;

@@ -1,0 +1,87 @@
+"""Overlay across nodes without a VLAN fabric (issue 13, first part): a
+port whose NIC is a kernel VXLAN netdev that switchd makes for one VNI,
+with one all-zero FDB entry per peer. Two "nodes" (namespaces, each with
+its own switchd) joined by an L3 underlay veth; pods on VLAN 100 and 200 on
+both. Real namespaces, veths, VXLAN, AF_XDP, ping and tcpdump."""
+import subprocess
+import time
+
+from conftest import nsexec, sh
+
+UNDERLAY = {"n1": "192.0.2.1", "n2": "192.0.2.2"}
+
+
+def overlay(node, name, peer, vni, vlan, underlay):
+    """The node's overlay port for `vni`, carrying VLAN `vlan`."""
+    return node.ok("POST", "/v1/ports", {
+        "nic": {"kind": "vxlan", "ifname": f"psx{vni}",
+                "vxlan": {"vni": vni, "local": UNDERLAY[name], "underlay": underlay, "peers": [UNDERLAY[peer]]}},
+        "vlan": vlan})
+
+
+def test_vlans_cross_nodes_over_vxlan_and_stay_apart(topo):
+    n1, n2 = topo.node("n1").start(), topo.node("n2").start()
+    u1, u2 = topo.cable(n1, n2, "ul")
+    for node, ul, name in ((n1, u1, "n1"), (n2, u2, "n2")):
+        nsexec(node.ns, "ip", "addr", "add", f"{UNDERLAY[name]}/24", "dev", ul)
+        nsexec(node.ns, "ip", "link", "set", ul, "up")
+    a1 = topo.pod(n1, "a1", "10.80.0.1/24")
+    b1 = topo.pod(n1, "b1", "10.80.0.11/24")
+    a2 = topo.pod(n2, "a2", "10.80.0.2/24")
+    b2 = topo.pod(n2, "b2", "10.80.0.12/24")
+    for p, vlan in ((a1, 100), (a2, 100), (b1, 200), (b2, 200)):
+        # The overlay carries 1450 bytes (1500 less VXLAN's 50).
+        nsexec(p.ns, "ip", "link", "set", p.ifname, "mtu", "1450")
+        p.attach(vlan=vlan)
+    ports = {}
+    for node, ul, name, peer in ((n1, u1, "n1", "n2"), (n2, u2, "n2", "n1")):
+        for vni, vlan in ((100, 100), (200, 200)):
+            ports[(name, vni)] = overlay(node, name, peer, vni, vlan, ul)
+        link = nsexec(node.ns, "ip", "-d", "link", "show", "psx100").stdout
+        assert "vxlan id 100" in link and f"local {UNDERLAY[name]}" in link and "mtu 1450" in link, link
+        fdb = nsexec(node.ns, "bridge", "fdb", "show", "dev", "psx100").stdout
+        assert f"00:00:00:00:00:00 dst {UNDERLAY[peer]}" in fdb, fdb
+    # Within a VLAN, across nodes; never across VLANs.
+    assert a1.ping_until(a2, 10), "VLAN 100 does not cross the overlay"
+    assert b1.ping_until(b2, 10), "VLAN 200 does not cross the overlay"
+    assert not a1.ping(b2, count=2, timeout=1), "VLAN 100 reached VLAN 200 across the overlay"
+    assert not a1.ping(b1, count=2, timeout=1), "VLAN 100 reached VLAN 200 on the node"
+    # On the wire: VNI 100, and the inner frame carries no 802.1Q tag.
+    cap = subprocess.Popen(["ip", "netns", "exec", n2.ns, "tcpdump", "-nn", "-e", "-l", "-c", "4", "-i", u2,
+                            "udp port 4789"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    time.sleep(0.5)
+    a1.ping(a2, count=3, interval=0.2)
+    try:
+        out = cap.communicate(timeout=10)[0]
+    except subprocess.TimeoutExpired:
+        cap.kill()
+        out = cap.communicate()[0]
+    print(out)
+    assert "vni 100" in out, out
+    assert "10.80.0.1 > 10.80.0.2" in out or "10.80.0.2 > 10.80.0.1" in out, out
+    # tcpdump prints each inner frame on the line after its VXLAN header;
+    # neither the outer nor the inner frame may carry a tag.
+    assert "802.1Q" not in out and "vlan 100" not in out, out
+    # Deleting the overlay port removes the netdev switchd made.
+    n1.ok("DELETE", f"/v1/ports/{ports[('n1', 100)]['id']}")
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and "psx100" in nsexec(n1.ns, "ip", "link", "show").stdout:
+        time.sleep(0.1)
+    assert "psx100" not in nsexec(n1.ns, "ip", "link", "show").stdout
+    assert not a1.ping(a2, count=2, timeout=1), "VLAN 100 still crosses with its overlay port gone"
+    assert b1.ping(b2, count=2), "VLAN 200's overlay went with VLAN 100's"
+
+
+def test_a_vxlan_nic_is_checked(topo):
+    n = topo.node().start()
+    bad = [
+        ({"kind": "vxlan", "ifname": "psx1"}, "needs nic.vxlan"),
+        ({"kind": "vxlan", "ifname": "psx1", "vxlan": {"vni": 0, "local": "192.0.2.1"}}, "vni 0"),
+        ({"kind": "vxlan", "ifname": "psx1", "vxlan": {"vni": 5, "local": "192.0.2.1", "peers": ["192.0.2.1"]}},
+         "not another node"),
+        ({"kind": "veth", "ifname": "x", "vxlan": {"vni": 5, "local": "192.0.2.1"}}, "vxlan NICs only"),
+    ]
+    for nic, why in bad:
+        status, body = n.api("POST", "/v1/ports", {"nic": nic, "vlan": 100})
+        assert status == 400 and why in body["message"], (nic, status, body)
+    sh("true")
