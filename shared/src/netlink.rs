@@ -19,7 +19,7 @@
 
 use netlink_packet_core::{
     ErrorBuffer, NetlinkBuffer, NetlinkHeader, NetlinkMessage, NetlinkPayload, NLMSG_ERROR,
-    NLM_F_ACK, NLM_F_APPEND, NLM_F_CREATE, NLM_F_EXCL, NLM_F_REQUEST,
+    NLM_F_ACK, NLM_F_APPEND, NLM_F_CREATE, NLM_F_DUMP, NLM_F_EXCL, NLM_F_REQUEST,
 };
 use netlink_packet_route::address::{
     AddressAttribute, AddressFlags, AddressHeaderFlags, AddressMessage, AddressScope,
@@ -45,6 +45,8 @@ const RECV_TIMEOUT_S: libc::time_t = 5;
 /// Receive buffer: an acknowledgement (with the echoed request on errors)
 /// is far smaller.
 const RECV_BUF: usize = 8192;
+/// Receive buffer of a dump (the kernel fills datagrams of up to 32 KiB).
+const DUMP_BUF: usize = 65536;
 
 /// A request, built but not yet numbered: the rtnetlink message and the
 /// NLM_F_* flags it is sent with besides NLM_F_REQUEST | NLM_F_ACK.
@@ -264,13 +266,25 @@ fn vxlan_request(v: &Vxlan) -> Request {
 /// VXLAN netdev towards `peer`: `bridge fdb append 00:00:00:00:00:00 dev
 /// DEV dst PEER` (AF_BRIDGE, NTF_SELF, permanent).
 fn fdb_request(ifindex: u32, peer: IpAddr, add: bool) -> Request {
+    fdb_entry_request(ifindex, [0; 6], peer, add, NeighbourState::Permanent)
+}
+
+/// RTM_NEWNEIGH (append) or RTM_DELNEIGH of the FDB entry `mac` → `peer`
+/// of a VXLAN netdev.
+fn fdb_entry_request(
+    ifindex: u32,
+    mac: [u8; 6],
+    peer: IpAddr,
+    add: bool,
+    state: NeighbourState,
+) -> Request {
     let mut m = NeighbourMessage::default();
     m.header.family = AddressFamily::Bridge;
     m.header.ifindex = ifindex;
-    m.header.state = NeighbourState::Permanent;
+    m.header.state = state;
     m.header.flags = NeighbourFlags::Own;
     m.attributes
-        .push(NeighbourAttribute::LinkLayerAddress(vec![0; 6]));
+        .push(NeighbourAttribute::LinkLayerAddress(mac.to_vec()));
     m.attributes
         .push(NeighbourAttribute::Destination(match peer {
             IpAddr::V4(a) => NeighbourAddress::Inet(a),
@@ -418,6 +432,93 @@ impl Netlink {
     /// Creates a VXLAN netdev (down; the caller sets it up).
     pub fn create_vxlan(&mut self, v: &Vxlan) -> io::Result<()> {
         self.request(vxlan_request(v))
+    }
+
+    /// The MACs a VXLAN netdev learned behind `peer` (its FDB entries
+    /// towards `peer` other than the permanent ones), from a dump.
+    pub fn learned_behind(&mut self, ifindex: u32, peer: IpAddr) -> io::Result<Vec<[u8; 6]>> {
+        let mut m = NeighbourMessage::default();
+        m.header.family = AddressFamily::Bridge;
+        m.header.ifindex = ifindex;
+        self.seq = self.seq.wrapping_add(1);
+        let seq = self.seq;
+        let req = Request {
+            flags: NLM_F_DUMP,
+            msg: RouteNetlinkMessage::GetNeighbour(m),
+        };
+        self.sock.send(&req.into_bytes(seq), 0)?;
+        // In an AF_BRIDGE message the crate leaves NDA_DST as raw bytes.
+        let want: Vec<u8> = match peer {
+            IpAddr::V4(a) => a.octets().to_vec(),
+            IpAddr::V6(a) => a.octets().to_vec(),
+        };
+        let is_peer = |d: &NeighbourAddress| match d {
+            NeighbourAddress::Inet(a) => a.octets().as_slice() == want.as_slice(),
+            NeighbourAddress::Inet6(a) => a.octets().as_slice() == want.as_slice(),
+            NeighbourAddress::Other(b) => *b == want,
+            _ => false,
+        };
+        let mut out = Vec::new();
+        // A dump comes in datagrams of up to a few pages each.
+        let mut buf = Vec::with_capacity(DUMP_BUF);
+        loop {
+            buf.clear();
+            self.sock.recv(&mut buf, 0)?;
+            let mut rest = &buf[..];
+            while rest.len() >= 16 {
+                let len = NetlinkBuffer::new_checked(rest)
+                    .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?
+                    .length() as usize;
+                let one = rest.get(..len).unwrap_or_default();
+                rest = rest.get((len + 3) & !3..).unwrap_or_default();
+                let msg = NetlinkMessage::<RouteNetlinkMessage>::deserialize(one)
+                    .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
+                if msg.header.sequence_number != seq {
+                    continue;
+                }
+                match msg.payload {
+                    NetlinkPayload::Done(_) => return Ok(out),
+                    NetlinkPayload::Error(e) => {
+                        if let Some(code) = e.code {
+                            return Err(io::Error::from_raw_os_error(code.get().saturating_neg()));
+                        }
+                    }
+                    NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewNeighbour(n))
+                        if n.header.ifindex == ifindex
+                            && n.header.state != NeighbourState::Permanent =>
+                    {
+                        let dst = n
+                            .attributes
+                            .iter()
+                            .any(|a| matches!(a, NeighbourAttribute::Destination(d) if is_peer(d)));
+                        let mac = n.attributes.iter().find_map(|a| match a {
+                            NeighbourAttribute::LinkLayerAddress(m) => {
+                                <[u8; 6]>::try_from(m.as_slice()).ok()
+                            }
+                            _ => None,
+                        });
+                        if let (true, Some(mac)) = (dst, mac) {
+                            out.push(mac);
+                        }
+                    }
+                    _ => {}
+                }
+            }
+        }
+    }
+
+    /// Forgets the MACs a VXLAN netdev learned behind `peer` (a peer that
+    /// is removed must stop getting known unicast too).
+    pub fn forget_behind(&mut self, ifindex: u32, peer: IpAddr) -> io::Result<usize> {
+        let macs = self.learned_behind(ifindex, peer)?;
+        for mac in &macs {
+            let req = fdb_entry_request(ifindex, *mac, peer, false, NeighbourState::Reachable);
+            match self.request(req) {
+                Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {}
+                r => r?,
+            }
+        }
+        Ok(macs.len())
     }
 
     /// Adds (`add`) or removes the all-zero FDB entry of VXLAN netdev
@@ -707,6 +808,32 @@ mod tests {
                 .args(["fdb", "show", "dev", "psvx100"])
                 .output()
                 .unwrap();
+            // A learned-like entry behind the peer (not permanent) is
+            // found and forgotten; the other peer's is kept.
+            let reach = NeighbourState::Reachable;
+            nl.request(fdb_entry_request(
+                ifindex,
+                [2, 0, 0, 0, 0, 1],
+                peer,
+                true,
+                reach,
+            ))
+            .unwrap();
+            let other = "192.0.2.3".parse().unwrap();
+            nl.request(fdb_entry_request(
+                ifindex,
+                [2, 0, 0, 0, 0, 2],
+                other,
+                true,
+                reach,
+            ))
+            .unwrap();
+            assert_eq!(
+                nl.learned_behind(ifindex, peer).unwrap(),
+                vec![[2, 0, 0, 0, 0, 1]]
+            );
+            assert_eq!(nl.forget_behind(ifindex, peer).unwrap(), 1);
+            assert!(nl.learned_behind(ifindex, peer).unwrap().is_empty());
             nl.vxlan_peer(ifindex, peer, false).unwrap();
             let without = std::process::Command::new("bridge")
                 .args(["fdb", "show", "dev", "psvx100"])

@@ -202,6 +202,53 @@ pub fn update_port(
     s.commit_update(id, p, &old)
 }
 
+/// Replaces the peers of a vxlan port, live: an all-zero FDB entry is
+/// added for each new peer and removed for each one gone (broadcast,
+/// unknown unicast and multicast reach exactly the listed peers from then
+/// on), then the port is stored with its new list.
+pub fn set_vxlan_peers(
+    state: &Mutex<Registry>,
+    id: &str,
+    peers: Vec<std::net::IpAddr>,
+) -> Result<VPort, RegistryError> {
+    let mut s = lock(state);
+    let port = s.port(id)?;
+    let Some(old) = port.nic.vxlan.clone() else {
+        return Err(RegistryError::Invalid(format!(
+            "port {id} is a {} port; peers are for vxlan ports",
+            port.nic.kind
+        )));
+    };
+    let new = VxlanNic {
+        peers: peers.clone(),
+        ..old.clone()
+    };
+    new.validate().map_err(RegistryError::Invalid)?;
+    let ifname = &port.nic.ifname;
+    let dp = |e: std::io::Error| RegistryError::Datapath(format!("vxlan NIC {ifname}: {e}"));
+    let ifindex = netdev::ifindex(ifname).map_err(nic_error(&port.nic))?;
+    let mut nl = netlink::Netlink::open().map_err(dp)?;
+    for p in peers.iter().filter(|p| !old.peers.contains(p)) {
+        match nl.vxlan_peer(ifindex, *p, true) {
+            Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {}
+            r => r.map_err(dp)?,
+        }
+    }
+    for p in old.peers.iter().filter(|p| !peers.contains(p)) {
+        match nl.vxlan_peer(ifindex, *p, false) {
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {}
+            r => r.map_err(dp)?,
+        }
+        // Known unicast must stop going there too.
+        let n = nl.forget_behind(ifindex, *p).map_err(dp)?;
+        log::info!(
+            "port {id} ({ifname}): peer {p} removed, {n} MAC(s) learned behind it forgotten"
+        );
+    }
+    log::info!("port {id} ({ifname}): vxlan peers now {peers:?}");
+    s.set_vxlan(id, new)
+}
+
 /// Deletes a port and detaches its NIC (the teardown happens on the setup
 /// thread; this returns at once).
 pub fn delete_port(state: &Mutex<Registry>, id: &str) -> Result<(), RegistryError> {

@@ -6,9 +6,11 @@ both. Real namespaces, veths, VXLAN, AF_XDP, ping and tcpdump."""
 import subprocess
 import time
 
-from conftest import nsexec, sh
+import secrets
 
-UNDERLAY = {"n1": "192.0.2.1", "n2": "192.0.2.2"}
+from conftest import BROADCAST, frame, nsexec, sh
+
+UNDERLAY = {"n1": "192.0.2.1", "n2": "192.0.2.2", "n3": "192.0.2.3"}
 
 
 def overlay(node, name, peer, vni, vlan, underlay):
@@ -85,3 +87,87 @@ def test_a_vxlan_nic_is_checked(topo):
         status, body = n.api("POST", "/v1/ports", {"nic": nic, "vlan": 100})
         assert status == 400 and why in body["message"], (nic, status, body)
     sh("true")
+
+
+def underlay_bridge(topo, nodes):
+    """An L3 underlay: each node's veth into one bridge in a namespace of
+    its own (the fabric), 192.0.2.0/24. Returns {node name: its underlay
+    netdev}."""
+    fabric = f"{topo.prefix}-fab"
+    sh("ip", "netns", "add", fabric)
+    topo.namespaces.append(fabric)
+    nsexec(fabric, "ip", "link", "add", "br0", "type", "bridge")
+    nsexec(fabric, "ip", "link", "set", "br0", "up")
+    out = {}
+    for name, node in nodes.items():
+        mine, theirs = f"{topo.short}{name}u", f"{topo.short}{name}f"
+        sh("ip", "link", "add", mine, "netns", node.ns, "type", "veth", "peer", "name", theirs, "netns", fabric)
+        nsexec(fabric, "ip", "link", "set", theirs, "master", "br0", "up")
+        nsexec(node.ns, "ip", "addr", "add", f"{UNDERLAY[name]}/24", "dev", mine)
+        nsexec(node.ns, "ip", "link", "set", mine, "up")
+        out[name] = mine
+    return out
+
+
+def test_three_nodes_broadcast_once_per_peer_and_peers_change_live(topo):
+    """Three nodes on one L3 underlay, pods on VLAN 100 and 200 on each.
+    Pods ping across nodes within their VLAN and never across VLANs; a
+    broadcast reaches each other node's pod on its VLAN exactly once (head-
+    end replication: one copy per peer); a peer removed live (PUT
+    /v1/ports/{id}/peers) stops receiving, and added back receives again."""
+    nodes = {n: topo.node(n).start() for n in ("n1", "n2", "n3")}
+    ul = underlay_bridge(topo, nodes)
+    pods, ports = {}, {}
+    for i, (name, node) in enumerate(nodes.items(), start=1):
+        for vlan in (100, 200):
+            p = topo.pod(node, f"{name}v{vlan}", f"10.81.0.{i + (10 if vlan == 200 else 0)}/24")
+            nsexec(p.ns, "ip", "link", "set", p.ifname, "mtu", "1450")
+            p.attach(vlan=vlan)
+            pods[(name, vlan)] = p
+            peers = [UNDERLAY[o] for o in nodes if o != name]
+            ports[(name, vlan)] = node.ok("POST", "/v1/ports", {
+                "nic": {"kind": "vxlan", "ifname": f"psx{vlan}",
+                        "vxlan": {"vni": 5000 + vlan, "local": UNDERLAY[name], "underlay": ul[name],
+                                  "peers": peers}},
+                "vlan": vlan})
+    for vlan in (100, 200):
+        for a in ("n1", "n2", "n3"):
+            for b in ("n1", "n2", "n3"):
+                if a < b:
+                    assert pods[(a, vlan)].ping_until(pods[(b, vlan)], 10), f"VLAN {vlan}: {a} -> {b}"
+    for a in ("n1", "n2", "n3"):
+        for b in ("n1", "n2", "n3"):
+            assert not pods[(a, 100)].ping(pods[(b, 200)], count=1, timeout=1), f"{a}/100 reached {b}/200"
+
+    def broadcast_from_n1():
+        """{node: copies of one broadcast from n1's VLAN 100 pod} at every
+        pod of both VLANs on the other nodes."""
+        marker = secrets.token_bytes(8)
+        caps = {k: p.capture(2, marker) for k, p in pods.items() if k[0] != "n1"}
+        src = pods[("n1", 100)]
+        src.send(frame(BROADCAST, src.mac, marker))
+        return {k: len(done()) for k, done in caps.items()}
+
+    got = broadcast_from_n1()
+    assert got == {("n2", 100): 1, ("n3", 100): 1, ("n2", 200): 0, ("n3", 200): 0}, got
+    # n3 leaves n1's VNI 5100 peers, live: it stops receiving n1's floods.
+    n1 = nodes["n1"]
+    pid = ports[("n1", 100)]["id"]
+    p = n1.ok("PUT", f"/v1/ports/{pid}/peers", [UNDERLAY["n2"]])
+    assert p["nic"]["vxlan"]["peers"] == [UNDERLAY["n2"]], p
+    fdb = nsexec(n1.ns, "bridge", "fdb", "show", "dev", "psx100").stdout
+    # Neither the flood entry nor any MAC learned behind n3 is left.
+    assert f"dst {UNDERLAY['n2']}" in fdb and f"dst {UNDERLAY['n3']}" not in fdb, fdb
+    assert not pods[("n1", 100)].ping(pods[("n3", 100)], count=1, timeout=1), "n3 still gets unicast"
+    got = broadcast_from_n1()
+    assert got[("n2", 100)] == 1 and got[("n3", 100)] == 0, got
+    # Back again; a restart of switchd keeps the list (it is stored).
+    n1.ok("PUT", f"/v1/ports/{pid}/peers", [UNDERLAY["n2"], UNDERLAY["n3"]])
+    assert broadcast_from_n1()[("n3", 100)] == 1
+    stored = n1.ok("GET", f"/v1/ports/{pid}")["nic"]["vxlan"]["peers"]
+    assert stored == [UNDERLAY["n2"], UNDERLAY["n3"]], stored
+    # Peers of a port that is not an overlay, and bad peers, are refused.
+    status, body = n1.api("PUT", f"/v1/ports/{pods[('n1', 100)].port['id']}/peers", [UNDERLAY["n2"]])
+    assert status == 400 and "vxlan" in body["message"], body
+    status, body = n1.api("PUT", f"/v1/ports/{pid}/peers", ["224.0.0.1"])
+    assert status == 400, body

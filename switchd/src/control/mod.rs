@@ -422,6 +422,18 @@ impl Api {
                 }
                 _ => Err(allow("GET, POST")),
             },
+            ["v1", "ports", id, "peers"] => match m {
+                Method::PUT => {
+                    let id = id.to_string();
+                    let peers: Vec<std::net::IpAddr> = body(&bytes)?;
+                    let p = self
+                        .with_reconciler(move |r| reconcile::set_vxlan_peers(r, &id, peers))
+                        .await?
+                        .map_err(state_error)?;
+                    Ok(json(StatusCode::OK, &p))
+                }
+                _ => Err(allow("PUT")),
+            },
             ["v1", "ports", id] => {
                 let id = id.to_string();
                 match m {

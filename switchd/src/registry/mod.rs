@@ -176,6 +176,21 @@ impl Registry {
             .collect()
     }
 
+    /// Stores a vxlan port's new overlay settings (its peers).
+    pub fn set_vxlan(
+        &mut self,
+        id: &str,
+        v: podswitch_shared::model::VxlanNic,
+    ) -> Result<VPort, RegistryError> {
+        let e = self
+            .ports
+            .get_mut(id)
+            .ok_or_else(|| RegistryError::NotFound(format!("no port with ID {id:?}")))?;
+        e.port.nic.vxlan = Some(v);
+        self.persist()?;
+        self.port(id)
+    }
+
     /// Restore gives these ports these slots where they are free.
     pub fn prefer_slots(&mut self, slots: std::collections::HashMap<String, Slot>) {
         self.preferred_slots = slots;
