@@ -70,6 +70,20 @@ struct Ready {
     poll_cpus: Vec<usize>,
     /// Poll threads: pod veths get this many queues.
     threads: u32,
+    /// The MTU a pod's frames may have to cross the switch's overlay, if
+    /// it has one (VXLAN takes 50 bytes of the underlay's).
+    overlay_mtu: Option<u32>,
+}
+
+/// The pod's MTU: the configured one (or 1500), lowered to what crosses
+/// the switch's overlay when it has one, so that no frame is too big for
+/// it (an oversized frame would be dropped, counted `oversize`).
+fn pod_mtu(configured: Option<u32>, overlay: Option<u32>) -> u32 {
+    let mtu = configured.unwrap_or(DEFAULT_MTU);
+    match overlay {
+        Some(o) if o < mtu => o,
+        _ => mtu,
+    }
 }
 
 /// Checks switchd is ready and reads how its data path runs.
@@ -96,7 +110,16 @@ fn ensure_ready(conf: &NetConf, c: &Client) -> CniResult<Ready> {
                 .and_then(Value::as_u64)
                 .map(|n| n.clamp(1, 64) as u32)
                 .unwrap_or(1);
-            Ok(Ready { poll_cpus, threads })
+            let overlay_mtu = v
+                .get("overlayMtu")
+                .and_then(|m| m.get(conf.switch()))
+                .and_then(Value::as_u64)
+                .map(|m| m as u32);
+            Ok(Ready {
+                poll_cpus,
+                threads,
+                overlay_mtu,
+            })
         }
         Ok(r) => Err(CniError::new(
             code::TRY_AGAIN_LATER,
@@ -271,7 +294,7 @@ pub fn add(conf: &NetConf, env: &Env) -> CniResult<Value> {
         .filter(|v| !v.is_empty());
     let ns = open_netns(env)?;
     let mac = conf.wanted_mac(&args)?.map(|m| m.0);
-    let mtu = conf.mtu.unwrap_or(DEFAULT_MTU);
+    let mtu = pod_mtu(conf.mtu, ready.overlay_mtu);
     let host_if = host_ifname(&env.container_id, &env.ifname);
     let mut rb = Rollback {
         conf,
@@ -670,6 +693,14 @@ mod tests {
                 message: "x".into(),
             },
         }
+    }
+
+    #[test]
+    fn an_overlay_lowers_the_pod_mtu_never_raises_it() {
+        assert_eq!(pod_mtu(None, None), DEFAULT_MTU);
+        assert_eq!(pod_mtu(None, Some(1450)), 1450);
+        assert_eq!(pod_mtu(Some(9000), Some(8950)), 8950);
+        assert_eq!(pod_mtu(Some(1400), Some(1450)), 1400);
     }
 
     #[test]

@@ -379,6 +379,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     if let Some((_, offer, _, _)) = &taken {
         registry.prefer_slots(offer.slots.clone());
     }
+    let overlay_mtu = registry.overlay_mtu();
     let state = Arc::new(Mutex::new(registry));
     let ready = Arc::new(AtomicBool::new(false));
     let api = Arc::new(Api {
@@ -391,6 +392,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         gates: Default::default(),
         peers: control::Peers { group },
         handing_over: Default::default(),
+        overlay_mtu,
     });
     let start = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

@@ -64,6 +64,25 @@ def test_vlans_cross_nodes_over_vxlan_and_stay_apart(topo):
     # tcpdump prints each inner frame on the line after its VXLAN header;
     # neither the outer nor the inner frame may carry a tag.
     assert "802.1Q" not in out and "vlan 100" not in out, out
+    # The plugin gives a pod on this switch the overlay's MTU (1450), and
+    # a frame too big for the overlay is counted, not silently lost.
+    from test_cni import Cni, PodNs
+    cni = Cni(topo, n1)
+    pod = PodNs(topo, "cnip")
+    cni.add(pod)
+    link = nsexec(pod.ns, "ip", "-j", "link", "show", "eth0").stdout
+    assert '"mtu":1450' in link.replace(" ", ""), link
+    big = topo.pod(n1, "big", "10.80.0.21/24")  # MTU 1500, attached by hand
+    big.attach(vlan=100)
+    assert big.ping_until(a2, 10)
+
+    def oversize():
+        return sum(p["stats"].get("drops", {}).get("oversize", 0) for p in n1.ok("GET", "/v1/ports"))
+
+    before = oversize()
+    r = nsexec(big.ns, "ping", "-c", "3", "-i", "0.2", "-W", "1", "-M", "dont", "-s", "1472", a2.addr, check=False)
+    assert r.returncode != 0, "a 1500-byte frame crossed a 1450-byte overlay"
+    assert oversize() >= before + 3, f"oversized frames were not counted: {before} -> {oversize()}"
     # Deleting the overlay port removes the netdev switchd made.
     n1.ok("DELETE", f"/v1/ports/{ports[('n1', 100)]['id']}")
     deadline = time.monotonic() + 5

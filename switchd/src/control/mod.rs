@@ -46,6 +46,8 @@ pub struct Api {
     /// Set while this switchd hands over to a new one: requests get a
     /// retryable 503 (the CNI plugin retries; the new switchd answers).
     pub handing_over: Arc<AtomicBool>,
+    /// Per switch, the MTU a pod's frames may have to cross its overlay.
+    pub overlay_mtu: Arc<Mutex<std::collections::BTreeMap<String, u32>>>,
 }
 
 impl Api {
@@ -318,9 +320,16 @@ impl Api {
             ["readyz"] => {
                 if self.ready.load(Ordering::Acquire) {
                     // pollCpu: the CNI steers pods' receive processing off it.
+                    // overlayMtu: the CNI lowers pods' MTU to it.
+                    let overlay = self
+                        .overlay_mtu
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .clone();
                     Ok(ok(
                         serde_json::json!({"status": "ready", "pollCpu": self.poll_cpu,
-                            "pollCpus": self.poll_cpus, "pollThreads": self.poll_threads}),
+                            "pollCpus": self.poll_cpus, "pollThreads": self.poll_threads,
+                            "overlayMtu": overlay}),
                     ))
                 } else {
                     Err(error(

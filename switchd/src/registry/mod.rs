@@ -165,6 +165,9 @@ pub struct Registry {
     preferred_slots: std::collections::HashMap<String, Slot>,
     /// How this switchd took over from its predecessor, if it did.
     handover: Option<podswitch_shared::model::HandoverInfo>,
+    /// Per switch, the smallest MTU of its attached vxlan ports (what a
+    /// pod's frames may be to cross the overlay); read by /readyz.
+    overlay_mtu: Arc<std::sync::Mutex<BTreeMap<String, u32>>>,
 }
 
 impl Registry {
@@ -269,6 +272,7 @@ impl Registry {
             next_epoch: 0,
             preferred_slots: Default::default(),
             handover: None,
+            overlay_mtu: Default::default(),
         };
         s.insert_switch(VSwitch {
             name: VSwitch::DEFAULT_NAME.into(),
@@ -355,6 +359,7 @@ impl Registry {
     /// of one port costs the poll threads that port, not a rescan.
     fn publish(&mut self) {
         self.generation += 1;
+        self.note_overlay_mtu();
         let index: BTreeMap<&str, usize> = self
             .switches
             .keys()
@@ -524,6 +529,26 @@ impl Registry {
             threads: self.datapath.threads(),
             handover: self.handover.clone(),
         }
+    }
+
+    /// The per-switch overlay MTU, kept current on every publish.
+    pub fn overlay_mtu(&self) -> Arc<std::sync::Mutex<BTreeMap<String, u32>>> {
+        self.overlay_mtu.clone()
+    }
+
+    fn note_overlay_mtu(&self) {
+        let mut m: BTreeMap<String, u32> = BTreeMap::new();
+        for e in self.ports.values() {
+            if e.port.nic.kind != NicKind::Vxlan {
+                continue;
+            }
+            let Some(a) = e.slot.and_then(|s| self.datapath.attachment(s)) else {
+                continue;
+            };
+            let v = m.entry(e.port.switch.clone()).or_insert(a.mtu);
+            *v = (*v).min(a.mtu);
+        }
+        *self.overlay_mtu.lock().unwrap_or_else(|e| e.into_inner()) = m;
     }
 
     /// Records how this switchd took over (shown by GET /v1/datapath).
