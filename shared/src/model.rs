@@ -309,6 +309,14 @@ fn vxlan_port() -> u16 {
 pub const VXLAN_OVERHEAD: u32 = 50;
 
 impl VxlanNic {
+    /// Drops the node's own address from its peers (a list shared by every
+    /// node, such as the chart's, names them all).
+    pub fn without_self(mut self) -> VxlanNic {
+        let me = self.local;
+        self.peers.retain(|p| *p != me);
+        self
+    }
+
     pub fn validate(&self) -> Result<(), String> {
         if self.vni == 0 || self.vni > 0xff_ffff {
             return Err(format!("vxlan vni {} is not in 1..=16777215", self.vni));

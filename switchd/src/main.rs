@@ -193,6 +193,39 @@ fn main() -> anyhow::Result<()> {
     rt.block_on(run(args))
 }
 
+/// Replaces each `${NAME}` (NAME of A-Z, 0-9 and _) with the environment
+/// variable's value: a switches file shared by every node names what
+/// differs per node (the chart's overlay: `"local": "${NODE_IP}"`). A
+/// variable that is not set is an error, not an empty string.
+fn expand_env(text: &str) -> anyhow::Result<String> {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(i) = rest.find("${") {
+        out.push_str(&rest[..i]);
+        let after = &rest[i + 2..];
+        let end = after.find('}');
+        let name = end.map(|e| &after[..e]).filter(|n| {
+            !n.is_empty()
+                && n.bytes()
+                    .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'_')
+        });
+        match (name, end) {
+            (Some(n), Some(e)) => {
+                let v = std::env::var(n)
+                    .with_context(|| format!("${{{n}}} is used but {n} is not set"))?;
+                out.push_str(&v);
+                rest = &after[e + 1..];
+            }
+            _ => {
+                out.push_str("${");
+                rest = after;
+            }
+        }
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
 /// The listeners switchd serves, with duplicates kept for a handover.
 struct Listeners {
     control: std::os::unix::net::UnixListener,
@@ -477,6 +510,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     if let Some(f) = &args.switches_file {
         let text =
             std::fs::read_to_string(f).with_context(|| format!("reading {}", f.display()))?;
+        let text = expand_env(&text).with_context(|| format!("expanding {}", f.display()))?;
         let decl: switchd::registry::Declared = serde_json::from_str(&text)
             .with_context(|| format!("{} is not a valid switches file", f.display()))?;
         let st = state.clone();
@@ -711,5 +745,22 @@ async fn hand_over(
             );
             std::process::exit(1);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::expand_env;
+
+    #[test]
+    fn a_switches_file_names_per_node_values_from_the_environment() {
+        std::env::set_var("PODSWITCH_TEST_NODE_IP", "192.0.2.7");
+        assert_eq!(
+            expand_env(r#"{"local": "${PODSWITCH_TEST_NODE_IP}", "x": "$HOME ${lower} ${"}"#)
+                .unwrap(),
+            r#"{"local": "192.0.2.7", "x": "$HOME ${lower} ${"}"#
+        );
+        let e = expand_env("${PODSWITCH_TEST_UNSET_VAR}").unwrap_err();
+        assert!(e.to_string().contains("is not set"), "{e}");
     }
 }

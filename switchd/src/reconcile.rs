@@ -220,9 +220,11 @@ pub fn set_vxlan_peers(
         )));
     };
     let new = VxlanNic {
-        peers: peers.clone(),
+        peers,
         ..old.clone()
-    };
+    }
+    .without_self();
+    let peers = new.peers.clone();
     new.validate().map_err(RegistryError::Invalid)?;
     let ifname = &port.nic.ifname;
     let dp = |e: std::io::Error| RegistryError::Datapath(format!("vxlan NIC {ifname}: {e}"));

@@ -293,6 +293,24 @@ def test_daemonset_semantics(helm, args):
         assert f'/host/cni-conf/{conflists[0]}"' in script
 
 
+def test_overlay_renders_a_vxlan_port_per_vlan(helm):
+    """overlay.enabled writes a vxlan port per listed VLAN to switches.json
+    (VNI defaults to the VLAN ID), with ${NODE_IP}, which the DaemonSet sets
+    from status.hostIP and switchd expands, as its source address; off by
+    default."""
+    objs = docs(template(helm).stdout)
+    assert json.loads(by_kind(objs, "ConfigMap")["data"]["switches.json"])["ports"] == []
+    objs = docs(template(helm, "--set", "overlay.enabled=true", "--set", "overlay.underlay=ens5",
+                         "--set-json", 'overlay.vlans=[{"vlan":100},{"vlan":200,"vni":5200}]',
+                         "--set-json", 'overlay.peers=["192.0.2.1","192.0.2.2"]').stdout)
+    ports = json.loads(by_kind(objs, "ConfigMap")["data"]["switches.json"])["ports"]
+    assert [(p["id"], p["vlan"], p["nic"]["vxlan"]["vni"]) for p in ports] == \
+        [("overlay-100", 100, 100), ("overlay-200", 200, 5200)]
+    assert all(p["nic"]["kind"] == "vxlan" and p["nic"]["vxlan"]["local"] == "${NODE_IP}"
+               and p["nic"]["vxlan"]["underlay"] == "ens5" and p["nic"]["vxlan"]["port"] == 4789
+               and p["nic"]["vxlan"]["peers"] == ["192.0.2.1", "192.0.2.2"] for p in ports), ports
+
+
 def test_upgrades_surge_so_the_new_switchd_takes_over(helm):
     """By default an upgrade starts the new pod on a node while the old one
     serves (maxSurge 1, maxUnavailable 0), so that the new switchd takes the
@@ -341,6 +359,11 @@ BAD_VALUES = {
                         ("switches", 0, "multicastMembershipSeconds"), r"\b1\b"),
     "snooping-string": ({"switches": [{"name": "a", "multicastSnooping": "yes"}]},
                         ("switches", 0, "multicastSnooping"), r"boolean"),
+    "overlay-vni-0": ({"overlay": {"enabled": True, "vlans": [{"vlan": 100, "vni": 0}]}},
+                      ("overlay", "vlans", 0, "vni"), r"\b1\b"),
+    "overlay-no-vlans": ({"overlay": {"enabled": True, "vlans": []}}, ("overlay", "vlans"), r"minItems|at least 1|too short|non-empty|should be non-empty"),
+    "overlay-vlan-twice": ({"overlay": {"enabled": True, "vlans": [{"vlan": 100}, {"vlan": 100}]}},
+                           ("overlay.vlans[1]",), r"listed twice"),
     "max-surge-word": ({"updateStrategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": "one"}}},
                        ("updateStrategy", "rollingUpdate", "maxSurge"), r"oneOf|one and only one|pattern|integer"),
     # Checked by the templates: what a JSON schema cannot say.
@@ -688,7 +711,11 @@ def test_daemonset_command_runs_switchd_as_rendered(topo, family):
         r = nsexec(node.ns, "ip", "addr", "add", "fd42:5053::1/64", "dev", dummy, "nodad", check=False)
         if r.returncode != 0:
             skip(f"no IPv6 in this kernel's namespaces: {r.stderr.strip()}")
+    peers = ["10.213.0.1", "10.213.0.9"] if family == "ipv4" else ["fd42:5053::1", "fd42:5053::9"]
     objs = docs(template(any_helm(), "--set", "uplink.enabled=true", "--set", f"uplink.nic={nic}",
+                         "--set", "overlay.enabled=true", "--set", f"overlay.underlay={dummy}",
+                         "--set-json", 'overlay.vlans=[{"vlan":100},{"vlan":120,"vni":5120}]',
+                         "--set-json", f"overlay.peers={json.dumps(peers)}",
                          "--set-json", 'uplink.trunk=[{"minID":200,"maxID":299},{"id":400}]',
                          "--set", "uplink.nativeVlan=10", "--set", "uplink.switch=storage",
                          "--set-json", 'switches=[{"name":"storage","agingSeconds":60,"maxFdbEntries":4096,'
@@ -707,10 +734,12 @@ def test_daemonset_command_runs_switchd_as_rendered(topo, family):
         key = next((k for k in swap if a.startswith(k)), None)
         args.append(key + swap[key] if key else a)
     command = [x.replace("/usr/local/bin/switchd", str(SWITCHD)) for x in c["command"]]
-    assert [e["name"] for e in c["env"]] == ["METRICS_HOST"]
+    assert [e["name"] for e in c["env"]] == ["NODE_IP", "METRICS_HOST"]
+    assert c["env"][0]["valueFrom"]["fieldRef"]["fieldPath"] == "status.hostIP"
     log = open(node.log_path, "ab")
     proc = subprocess.Popen(["ip", "netns", "exec", node.ns, "env", "-i", "PATH=/usr/bin:/bin",
-                             f"METRICS_HOST={pod_ip}", *command, *args], stdout=log, stderr=subprocess.STDOUT)
+                             f"NODE_IP={pod_ip}", f"METRICS_HOST={pod_ip}", *command, *args],
+                            stdout=log, stderr=subprocess.STDOUT)
     topo.procs.append(proc)
     node.proc = proc
     base = f"http://{url_host}:{port}"
@@ -735,6 +764,15 @@ def test_daemonset_command_runs_switchd_as_rendered(topo, family):
     assert switches["storage"]["agingSeconds"] == 60 and switches["storage"]["maxFdbEntries"] == 4096
     assert switches["storage"]["multicastSnooping"] is True
     assert switches["storage"]["multicastMembershipSeconds"] == 90
+    # The overlay: a vxlan port per VLAN, this node's address as its
+    # source (${NODE_IP}), the other node as its only peer.
+    for vlan, vni in ((100, 100), (120, 5120)):
+        o = node.ok("GET", f"/v1/ports/overlay-{vlan}")
+        assert o["vlan"] == vlan and o["status"]["attached"], o
+        assert o["nic"]["vxlan"] == {"vni": vni, "local": pod_ip, "port": 4789, "underlay": dummy,
+                                     "peers": [peers[1]]}, o
+        link = nsexec(node.ns, "ip", "-d", "link", "show", f"psvx{vlan}").stdout
+        assert f"vxlan id {vni}" in link and f"local {pod_ip}" in link, link
     uplink = node.ok("GET", f"/v1/ports/uplink-{nic}")
     assert uplink["nic"] == {"kind": "uplink", "ifname": nic} and uplink["switch"] == "storage"
     assert uplink["trunk"] == [{"minID": 200, "maxID": 299}, {"id": 400}] and uplink["vlan"] == 10

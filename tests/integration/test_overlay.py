@@ -98,7 +98,7 @@ def test_a_vxlan_nic_is_checked(topo):
     bad = [
         ({"kind": "vxlan", "ifname": "psx1"}, "needs nic.vxlan"),
         ({"kind": "vxlan", "ifname": "psx1", "vxlan": {"vni": 0, "local": "192.0.2.1"}}, "vni 0"),
-        ({"kind": "vxlan", "ifname": "psx1", "vxlan": {"vni": 5, "local": "192.0.2.1", "peers": ["192.0.2.1"]}},
+        ({"kind": "vxlan", "ifname": "psx1", "vxlan": {"vni": 5, "local": "192.0.2.1", "peers": ["224.0.0.5"]}},
          "not another node"),
         ({"kind": "veth", "ifname": "x", "vxlan": {"vni": 5, "local": "192.0.2.1"}}, "vxlan NICs only"),
     ]

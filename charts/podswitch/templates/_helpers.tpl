@@ -204,6 +204,24 @@ when they do not exist.
 {{- if $u.nativeVlan }}{{ $_ := set $port "vlan" (int $u.nativeVlan) }}{{ end -}}
 {{- $ports = append $ports $port -}}
 {{- end -}}
+{{- $o := .Values.overlay -}}
+{{- if $o.enabled -}}
+{{- if not (has $o.switch $names) -}}
+{{- fail (printf "overlay.switch: switch %q is neither \"default\" nor in switches" $o.switch) -}}
+{{- end -}}
+{{- $seen := dict -}}
+{{- range $i, $v := $o.vlans -}}
+{{- $vlan := int $v.vlan -}}
+{{- if hasKey $seen (toString $vlan) -}}
+{{- fail (printf "overlay.vlans[%d]: VLAN %d is listed twice" $i $vlan) -}}
+{{- end -}}
+{{- $_ := set $seen (toString $vlan) true -}}
+{{- $vni := int (default $vlan $v.vni) -}}
+{{- $vx := dict "vni" $vni "local" "${NODE_IP}" "port" (int $o.port) "underlay" $o.underlay "peers" $o.peers -}}
+{{- $nic := dict "kind" "vxlan" "ifname" (printf "psvx%d" $vlan) "vxlan" $vx -}}
+{{- $ports = append $ports (dict "id" (printf "overlay-%d" $vlan) "switch" $o.switch "nic" $nic "vlan" $vlan) -}}
+{{- end -}}
+{{- end -}}
 {{- toPrettyJson (dict "switches" $switches "ports" $ports) -}}
 {{- end -}}
 

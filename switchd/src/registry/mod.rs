@@ -1436,6 +1436,9 @@ fn updated(sw: &VSwitch, u: &SwitchUpdate) -> VSwitch {
 /// The PCI address in the kernel's lower case, so that one VF is one
 /// port whatever case the client wrote.
 fn normalize_nic(nic: &mut Nic) {
+    if let Some(v) = nic.vxlan.take() {
+        nic.vxlan = Some(v.without_self());
+    }
     if let Some(a) = &mut nic.pci_address {
         a.make_ascii_lowercase();
     }
