@@ -138,18 +138,21 @@ def machine_cpu():
 
 
 def poll_cpu(pid):
-    """(utime, stime) jiffies of a switchd's poll threads."""
-    u = s = 0
+    """(utime, stime) jiffies and run time in ns (schedstat: exact, where the
+    tick-sampled utime/stime only give the split) of a switchd's poll threads."""
+    u = s = run = 0
     for t in os.listdir(f"/proc/{pid}/task"):
         try:
             if not open(f"/proc/{pid}/task/{t}/comm").read().startswith("switchd-poll"):
                 continue
             f = open(f"/proc/{pid}/task/{t}/stat").read().rsplit(")", 1)[1].split()
+            ss = open(f"/proc/{pid}/task/{t}/schedstat").read().split()
         except OSError:
             continue
         u += int(f[11])
         s += int(f[12])
-    return u, s
+        run += int(ss[0])
+    return u, s, run
 
 
 def pod_rx(pod):
@@ -207,10 +210,12 @@ def cpu_delta(m, before, after, idle=0.0):
                       if v != before["drops"].get(k, 0)}
     if m["switchd"]:
         fwd = after["fwd"] - before["fwd"]
-        u = sum(x[0] - y[0] for x, y in zip(after["poll"], before["poll"])) / hz
-        s = sum(x[1] - y[1] for x, y in zip(after["poll"], before["poll"])) / hz
-        r.update(fwd=fwd, poll_user_ns=u / fwd * 1e9 if fwd else float("nan"),
-                 poll_sys_ns=s / fwd * 1e9 if fwd else float("nan"))
+        u = sum(x[0] - y[0] for x, y in zip(after["poll"], before["poll"]))
+        s = sum(x[1] - y[1] for x, y in zip(after["poll"], before["poll"]))
+        run = sum(x[2] - y[2] for x, y in zip(after["poll"], before["poll"]))
+        share = u / (u + s) if u + s else 0.5
+        r.update(fwd=fwd, poll_user_ns=run * share / fwd if fwd else float("nan"),
+                 poll_sys_ns=run * (1 - share) / fwd if fwd else float("nan"))
     return r
 
 
@@ -480,12 +485,14 @@ def main():
               f"{med([x['sent'] - x['arrived'] for x in u]):.0f} | {med([x['rcvbuf'] for x in u]):.0f} | {sw} |")
     print("\nCPU (medians). Machine: all CPUs' busy time (user / system / irq+softirq), per packet both pods "
           "received (UDP) or per KB they received (TCP: the kernel-only mode hands GRO-merged packets to the pods, "
-          "so its packet counts are not frames). Poll threads: both switchds' `switchd-poll*` threads, user and "
-          "system time, per frame they transmitted (a pod-to-pod frame is transmitted twice, once per node; "
+          "so its packet counts are not frames). Poll threads: both switchds' `switchd-poll*` threads' run time "
+          "(schedstat), split into user and system in the ratio of their tick-sampled utime/stime, per frame they "
+          "transmitted (a pod-to-pod frame is transmitted twice, once per node; "
           "the system time is the `sendto()` kick, where the kernel builds the skb and runs the egress "
           "device's xmit: the veth, or in vxlan-sw the whole vxlan encapsulation and the IP output).\n")
     print("Busy CPUs while idle before each mode's runs (other work on the machine), median: " + ", ".join(
-        f"{mode} {med(res[mode]['idle']):.2f}" for mode in modes) + "; the machine columns include it.\n")
+        f"{mode} {med(res[mode]['idle']):.2f}" for mode in modes) + "; the machine columns include it, the net column subtracts the idle rate measured just before "
+          "the mode's runs.\n")
     print("| mode | traffic | busy CPUs | machine ns/unit | of which user / sys / softirq | machine net of idle ns/unit | "
           "poll frames | poll user ns/frame | poll sys ns/frame | poll total ns/frame |")
     print("|---|---|---|---|---|---|---|---|---|---|")
