@@ -21,8 +21,11 @@ on VLAN 100, in three modes built side by side and measured interleaved
 Pods have TX checksum offload off in every mode (the AF_XDP path needs it;
 it also turns TSO off), so the kernel bridge runs under the same conditions.
 Per mode: iperf3 TCP pod->pod (median of the reps), iperf3 UDP with 64-byte
-datagrams (`-u -l 64 -b 0`, received packets/s), ping RTT (200 at 10 ms,
-median / p99). CPU: the machine's busy CPU time (/proc/stat, all CPUs:
+datagrams (`-u -l 64 -b 0`, received packets/s, and where the lost ones
+went), the same at a fixed --fixed-rate (CPU per packet without loss), ping
+RTT (200 at 10 ms, median / p99). Before each mode's run the script waits
+(at most --quiet-wait s) for the machine's other work to drop below 0.25
+busy CPUs, and reports what it found. CPU: the machine's busy CPU time (/proc/stat, all CPUs:
 user, system, softirq) per packet the receiving pod got, and for the switchd
 modes the poll threads' own CPU (`switchd-poll*` in /proc/PID/task/*/stat,
 user and system apart) per frame they transmitted (GET /v1/datapath): the
@@ -33,7 +36,7 @@ frame tagged or not); the counters the kernel gives for A (`ip -s -d link
 show vx100`, `bridge -s fdb show dev vx100`, before and after a datagram
 for an unmapped VNI).
 
-    sudo bench/overlay_mechanism.py [--reps 3] [--tcp-seconds 5] [--udp-seconds 3]
+    sudo bench/overlay_mechanism.py [--reps 3] [--tcp-seconds 5] [--udp-seconds 3] [--quiet-wait 60]
     PODSWITCH_TARGET=/path/to/bin ...     # other switchd binaries
 """
 import argparse
