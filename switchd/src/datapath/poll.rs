@@ -1686,7 +1686,11 @@ impl PollThread {
             };
             let c = v.counters.t(self.index);
             if let Ok(st) = p.sock.stats() {
-                c.set_kernel_drops(st.rx_dropped + st.rx_ring_full + st.rx_fill_ring_empty_descs);
+                // A frame that found the fill ring empty counts in both
+                // rx_dropped and rx_fill_ring_empty_descs (the kernel's
+                // __xsk_rcv and xp_alloc): count it once. A full RX ring
+                // counts only in rx_ring_full.
+                c.set_kernel_drops(st.rx_dropped + st.rx_ring_full);
             }
             // What waits in the shapers, once a second (a gauge).
             let from = self.shaped.get(&p.slot).map_or(0, |q| {
