@@ -48,6 +48,21 @@ def log_times(text, since):
     return out
 
 
+def node_with_pods(topo, extra):
+    """A node with pods a and b on VLAN 3 reaching each other, and `extra`
+    idle ports on VLAN 4 (bench/upgrade_gap.py uses it too)."""
+    node = topo.node().start()
+    a = topo.pod(node, "a", "10.98.0.1/24")
+    b = topo.pod(node, "b", "10.98.0.2/24")
+    a.attach(vlan=3, mac=a.mac)
+    b.attach(vlan=3, mac=b.mac)
+    for i in range(extra):
+        q = topo.pod(node, f"x{i}", f"10.98.1.{i + 1}/24")
+        q.attach(vlan=4, mac=q.mac)
+    assert a.ping(b, count=1)
+    return node, a, b
+
+
 def one(node, a, b, sig):
     """One kill -9 + restart under a 2 ms ping; (gap ms, phases)."""
     count = 2500  # 5 s
@@ -86,15 +101,7 @@ def main():
     for extra in (int(x) for x in args.ports.split(",")):
         topo = Topo()
         try:
-            node = topo.node().start()
-            a = topo.pod(node, "a", "10.98.0.1/24")
-            b = topo.pod(node, "b", "10.98.0.2/24")
-            a.attach(vlan=3, mac=a.mac)
-            b.attach(vlan=3, mac=b.mac)
-            for i in range(extra):
-                q = topo.pod(node, f"x{i}", f"10.98.1.{i + 1}/24")
-                q.attach(vlan=4, mac=q.mac)
-            assert a.ping(b, count=1)
+            node, a, b = node_with_pods(topo, extra)
             gaps, ph = [], []
             for _ in range(args.reps):
                 g, p = one(node, a, b, signal.Signals["SIG" + args.signal])

@@ -27,6 +27,9 @@ from cnihelp import machine_note, pct  # noqa: E402
 from conftest import Topo  # noqa: E402
 from test_handover import PingStream, take_over  # noqa: E402
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from restart_gap import node_with_pods  # noqa: E402
+
 LEAD, TAIL = 1.0, 1.0  # seconds of ping before the event and after ready
 
 
@@ -86,15 +89,7 @@ def main():
     for extra in (int(x) for x in args.ports.split(",")):
         topo = Topo()
         try:
-            node = topo.node().start()
-            a = topo.pod(node, "a", "10.98.0.1/24")
-            b = topo.pod(node, "b", "10.98.0.2/24")
-            a.attach(vlan=3, mac=a.mac)
-            b.attach(vlan=3, mac=b.mac)
-            for i in range(extra):
-                q = topo.pod(node, f"x{i}", f"10.98.1.{i + 1}/24")
-                q.attach(vlan=4, mac=q.mac)
-            assert a.ping(b, count=1)
+            node, a, b = node_with_pods(topo, extra)
             res = {"upgrade": [], "restart": []}
             errors = {}
             for rep in range(args.reps):

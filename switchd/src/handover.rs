@@ -66,8 +66,7 @@ pub fn socket_path(control: &Path) -> PathBuf {
 
 /// A descriptor on its way: (address, length, options).
 type WireDesc = (u64, u32, u32);
-/// Frames of the shapers: (from ports, to ports), as a poll thread takes them.
-pub type Queued = (Vec<(Slot, Vec<Desc>)>, Vec<(Slot, Vec<Vec<Desc>>)>);
+pub use crate::datapath::poll::Queued;
 
 fn wire(d: &Desc) -> WireDesc {
     (d.addr, d.len, d.options)

@@ -129,10 +129,20 @@ fn make_vxlan(ifname: &str, v: &VxlanNic) -> Result<(), RegistryError> {
         }
         Err(e) => return Err(RegistryError::Datapath(e.to_string())),
     };
-    for p in &v.peers {
+    add_peers(&mut nl, ifindex, &v.peers).map_err(dp)
+}
+
+/// Gives a VXLAN netdev an all-zero FDB entry per peer (one that exists
+/// is kept).
+fn add_peers(
+    nl: &mut netlink::Netlink,
+    ifindex: u32,
+    peers: &[std::net::IpAddr],
+) -> std::io::Result<()> {
+    for p in peers {
         match nl.vxlan_peer(ifindex, *p, true) {
             Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {}
-            r => r.map_err(dp)?,
+            r => r?,
         }
     }
     Ok(())
@@ -230,12 +240,12 @@ pub fn set_vxlan_peers(
     let dp = |e: std::io::Error| RegistryError::Datapath(format!("vxlan NIC {ifname}: {e}"));
     let ifindex = netdev::ifindex(ifname).map_err(nic_error(&port.nic))?;
     let mut nl = netlink::Netlink::open().map_err(dp)?;
-    for p in peers.iter().filter(|p| !old.peers.contains(p)) {
-        match nl.vxlan_peer(ifindex, *p, true) {
-            Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {}
-            r => r.map_err(dp)?,
-        }
-    }
+    let added: Vec<_> = peers
+        .iter()
+        .filter(|p| !old.peers.contains(p))
+        .copied()
+        .collect();
+    add_peers(&mut nl, ifindex, &added).map_err(dp)?;
     for p in old.peers.iter().filter(|p| !peers.contains(p)) {
         match nl.vxlan_peer(ifindex, *p, false) {
             Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {}

@@ -519,7 +519,7 @@ impl Datapath {
 
     /// Gives poll thread `thread` the frames its predecessor's shapers
     /// held (their chunks came as HELD in the owner table).
-    pub fn requeue(&self, thread: usize, q: crate::handover::Queued) {
+    pub fn requeue(&self, thread: usize, q: poll::Queued) {
         if let Some((tx, wake)) = self.polls.get(thread) {
             let (shaped, to_port) = q;
             let _ = tx.send(poll::PollCmd::Requeue { shaped, to_port });

@@ -83,7 +83,7 @@ pub struct PollExport {
 }
 
 /// Frames taken out of the shapers: (from ports, to ports).
-type Queued = (Vec<(Slot, Vec<Desc>)>, Vec<(Slot, Vec<Vec<Desc>>)>);
+pub type Queued = (Vec<(Slot, Vec<Desc>)>, Vec<(Slot, Vec<Vec<Desc>>)>);
 
 pub struct ExportedPort {
     pub slot: Slot,
@@ -480,66 +480,58 @@ impl PollThread {
     /// Carries out one command; true if the thread must stop taking more
     /// this round (it froze).
     fn command(&mut self, c: PollCmd) -> bool {
-        {
-            match c {
-                PollCmd::Add { port, reply } => {
-                    let r = self.add(*port);
-                    let _ = reply.send(r);
+        match c {
+            PollCmd::Add { port, reply } => {
+                let r = self.add(*port);
+                let _ = reply.send(r);
+            }
+            PollCmd::Remove { slot } => self.remove(slot),
+            PollCmd::Fdb {
+                switch,
+                rows,
+                reply,
+            } => {
+                let now = self.now();
+                let r = match self.fdbs.get(&switch) {
+                    Some(f) => FdbReport {
+                        rows: if rows { f.rows(now) } else { Vec::new() },
+                        len: f.len(),
+                        moves: f.moves,
+                        limit_hits: f.limit_hits,
+                    },
+                    None => FdbReport::default(),
+                };
+                let _ = reply.send(r);
+            }
+            PollCmd::Reclaim { instance } => self.reclaim(instance),
+            PollCmd::Freeze { reply } => {
+                let r = self.freeze();
+                let _ = reply.send(r);
+                return true;
+            }
+            PollCmd::Thaw => {}
+            PollCmd::Resume => {
+                if self.paused {
+                    log::info!(
+                        "poll thread {}: polling the {} port(s) handed over",
+                        self.index,
+                        self.ports.len()
+                    );
                 }
-                PollCmd::Remove { slot } => {
-                    log::debug!("poll thread {}: remove {slot}", self.index);
-                    self.remove(slot)
-                }
-                PollCmd::Fdb {
-                    switch,
-                    rows,
-                    reply,
-                } => {
-                    let now = self.now();
-                    let r = match self.fdbs.get(&switch) {
-                        Some(f) => FdbReport {
-                            rows: if rows { f.rows(now) } else { Vec::new() },
-                            len: f.len(),
-                            moves: f.moves,
-                            limit_hits: f.limit_hits,
-                        },
-                        None => FdbReport::default(),
-                    };
-                    let _ = reply.send(r);
-                }
-                PollCmd::Reclaim { instance } => self.reclaim(instance),
-                PollCmd::Freeze { reply } => {
-                    let r = self.freeze();
-                    let _ = reply.send(r);
-                    return true;
-                }
-                PollCmd::Thaw => {}
-                PollCmd::Resume => {
-                    if self.paused {
-                        log::info!(
-                            "poll thread {}: polling the {} port(s) handed over",
-                            self.index,
-                            self.ports.len()
-                        );
+                self.paused = false;
+            }
+            PollCmd::Requeue { shaped, to_port } => self.requeue(shaped, to_port),
+            PollCmd::Learn { switch, rows } => {
+                let snap = self.snapshot.load_full();
+                self.sync_fdbs(&snap);
+                let now = self.now();
+                if let Some(f) = self.fdbs.get_mut(&switch) {
+                    for r in &rows {
+                        f.learn_remote(r.vlan, r.mac, r.slot, now.saturating_sub(r.age_ns));
                     }
-                    self.paused = false;
-                }
-                PollCmd::Requeue { shaped, to_port } => self.requeue(shaped, to_port),
-                PollCmd::Learn { switch, rows } => {
-                    let snap = self.snapshot.load_full();
-                    self.sync_fdbs(&snap);
-                    let now = self.now();
-                    if let Some(f) = self.fdbs.get_mut(&switch) {
-                        for r in &rows {
-                            f.learn_remote(r.vlan, r.mac, r.slot, now.saturating_sub(r.age_ns));
-                        }
-                    }
-                }
-                PollCmd::Stop => {
-                    log::debug!("poll thread {}: stop", self.index);
-                    self.stop = true
                 }
             }
+            PollCmd::Stop => self.stop = true,
         }
         false
     }
