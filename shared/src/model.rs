@@ -7,6 +7,7 @@
 //! struct denies unknown fields: a typo must not silently change a network.
 
 use serde::{de, Deserialize, Deserializer, Serialize, Serializer};
+use std::collections::BTreeMap;
 use std::fmt;
 use std::str::FromStr;
 
@@ -272,10 +273,9 @@ pub struct Nic {
     /// representor `ifname` like any netdev.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub eswitch_mode: Option<EswitchMode>,
-    /// A vxlan NIC's overlay: switchd creates the netdev `ifname` for this
-    /// VNI, and keeps one all-zero FDB entry per peer (head-end
-    /// replication of broadcast, unknown unicast and multicast; the kernel
-    /// learns which peer each remote MAC is behind).
+    /// A vxlan NIC's overlay: switchd makes the netdev `ifname` (one end
+    /// of a veth pair) and a kernel VXLAN netdev behind it; the port's
+    /// VLANs cross to the peers as VNIs (see switchd's overlay module).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub vxlan: Option<VxlanNic>,
 }
@@ -284,17 +284,19 @@ pub struct Nic {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct VxlanNic {
-    /// 1..=16777215.
-    pub vni: u32,
     /// The node's underlay address (the outer source).
     pub local: std::net::IpAddr,
     /// UDP destination port.
     #[serde(default = "vxlan_port")]
     pub port: u16,
     /// The underlay netdev (outer frames leave through it; its MTU less
-    /// the 50 bytes of encapsulation is the overlay's MTU).
+    /// the encapsulation is the overlay's MTU).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub underlay: Option<String>,
+    /// VLAN → VNI for the VLANs whose VNI is not their VLAN ID (a VLAN of
+    /// the port not listed here travels as VNI = VLAN ID).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub vnis: BTreeMap<u16, u32>,
     /// The other nodes' underlay addresses.
     #[serde(default)]
     pub peers: Vec<std::net::IpAddr>,
@@ -305,8 +307,11 @@ fn vxlan_port() -> u16 {
 }
 
 /// Bytes VXLAN adds to a frame on an IPv4 underlay (outer Ethernet, IPv4,
-/// UDP, VXLAN headers).
+/// UDP, VXLAN headers); an IPv6 underlay adds 20 more.
 pub const VXLAN_OVERHEAD: u32 = 50;
+
+/// The most peers an overlay port takes (the overlay program's table).
+pub const MAX_VXLAN_PEERS: usize = 256;
 
 impl VxlanNic {
     /// Drops the node's own address from its peers (a list shared by every
@@ -317,10 +322,16 @@ impl VxlanNic {
         self
     }
 
-    pub fn validate(&self) -> Result<(), String> {
-        if self.vni == 0 || self.vni > 0xff_ffff {
-            return Err(format!("vxlan vni {} is not in 1..=16777215", self.vni));
+    /// The bytes encapsulation adds: 50 on an IPv4 underlay, 70 on IPv6.
+    pub fn overhead(&self) -> u32 {
+        if self.local.is_ipv6() {
+            VXLAN_OVERHEAD + 20
+        } else {
+            VXLAN_OVERHEAD
         }
+    }
+
+    pub fn validate(&self) -> Result<(), String> {
         if self.port == 0 {
             return Err("vxlan port 0 is not a UDP port".into());
         }
@@ -330,20 +341,165 @@ impl VxlanNic {
                 self.local
             ));
         }
-        if let Some(p) = self
-            .peers
-            .iter()
-            .find(|p| p.is_unspecified() || p.is_multicast() || **p == self.local)
-        {
+        if let Some(p) = self.peers.iter().find(|p| {
+            p.is_unspecified() || p.is_multicast() || **p == self.local
+        }) {
             return Err(format!(
                 "vxlan peer {p} is not another node's unicast address"
+            ));
+        }
+        if let Some(p) = self.peers.iter().find(|p| p.is_ipv4() != self.local.is_ipv4()) {
+            return Err(format!(
+                "vxlan peer {p} is not of the underlay's address family (local {})",
+                self.local
             ));
         }
         let mut seen = std::collections::BTreeSet::new();
         if let Some(p) = self.peers.iter().find(|p| !seen.insert(**p)) {
             return Err(format!("vxlan peer {p} is listed twice"));
         }
+        if self.peers.len() > MAX_VXLAN_PEERS {
+            return Err(format!(
+                "vxlan has {} peers; an overlay port takes at most {MAX_VXLAN_PEERS}",
+                self.peers.len()
+            ));
+        }
+        for (vlan, vni) in &self.vnis {
+            if !(1..=4094).contains(vlan) {
+                return Err(format!("vxlan vnis: VLAN {vlan} is not in 1..=4094"));
+            }
+            if *vni == 0 || *vni > 0xff_ffff {
+                return Err(format!(
+                    "vxlan vnis: VNI {vni} of VLAN {vlan} is not in 1..=16777215"
+                ));
+            }
+        }
         Ok(())
+    }
+
+    /// Each VLAN the port carries (`mode`) and its VNI: the port's VLANs,
+    /// VNI = VLAN ID unless `vnis` says otherwise. Errors: a private VLAN
+    /// port, a `vnis` VLAN the port does not carry, or two VLANs on one VNI.
+    pub fn vlan_vnis(&self, mode: &VlanMode) -> Result<BTreeMap<u16, u32>, String> {
+        let mut vlans = std::collections::BTreeSet::new();
+        match mode {
+            VlanMode::Access(v) => {
+                vlans.insert(v.get());
+            }
+            VlanMode::Trunk { allowed, native } => {
+                for r in allowed {
+                    let (a, b) = r.bounds();
+                    vlans.extend(a..=b);
+                }
+                vlans.extend(native.map(|v| v.get()));
+            }
+            VlanMode::Private(_) => {
+                return Err("a vxlan port cannot be a private VLAN port".into())
+            }
+        }
+        if let Some(v) = self.vnis.keys().find(|v| !vlans.contains(v)) {
+            return Err(format!(
+                "vxlan vnis: VLAN {v} is not one of the port's VLANs"
+            ));
+        }
+        let mut out = BTreeMap::new();
+        let mut by_vni = BTreeMap::new();
+        for v in vlans {
+            let vni = self.vnis.get(&v).copied().unwrap_or(u32::from(v));
+            if let Some(other) = by_vni.insert(vni, v) {
+                return Err(format!(
+                    "vxlan: VLANs {other} and {v} would both travel as VNI {vni}"
+                ));
+            }
+            out.insert(v, vni);
+        }
+        Ok(out)
+    }
+}
+
+/// `GET /v1/ports/{id}/overlay`: what the overlay behind a vxlan port
+/// does (see switchd's overlay module).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct OverlayStatus {
+    /// Each VLAN the port carries and the VNI it travels as.
+    pub vnis: BTreeMap<u16, u32>,
+    /// The VLAN of frames the switch sends untagged (access or native).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub untagged_vlan: Option<u16>,
+    /// The largest frame (IP MTU) that crosses without fragmenting.
+    pub mtu: u32,
+    pub peers: Vec<OverlayPeer>,
+    /// Frames sent to every peer (broadcast, multicast, unknown unicast).
+    pub floods: u64,
+    pub drops: OverlayDrops,
+    /// The last VNI received that no VLAN maps to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_unmapped_vni: Option<u32>,
+    /// The last underlay address that sent a frame and is not a peer
+    /// (IPv4 underlays).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_stranger: Option<std::net::IpAddr>,
+    /// MACs known to be behind a peer.
+    pub learned_macs: u64,
+}
+
+/// One peer of an overlay port.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct OverlayPeer {
+    pub address: std::net::IpAddr,
+    /// Frames (and their bytes, without the encapsulation) sent to it.
+    pub tx_packets: u64,
+    pub tx_bytes: u64,
+    /// Frames received from it and taken.
+    pub rx_packets: u64,
+    pub rx_bytes: u64,
+    /// Seconds since its last frame; None if it never sent one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_rx_seconds_ago: Option<f64>,
+    /// MACs learned behind it.
+    pub learned_macs: u64,
+    /// False when the kernel has no route to it, or its next hop does not
+    /// answer ARP/ND.
+    pub reachable: bool,
+    /// How the kernel reaches it: `on-link via eth0`, `via 10.0.0.1 on
+    /// eth0`, `no route`, with the next hop's state.
+    pub path: String,
+}
+
+/// Frames the overlay dropped, by reason.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct OverlayDrops {
+    /// From a peer, with a VNI no VLAN of the port maps to.
+    pub unmapped_vni: u64,
+    /// From an underlay address that is not a peer.
+    pub not_a_peer: u64,
+    /// From the switch, on a VLAN without a VNI.
+    pub unmapped_vlan: u64,
+    /// From the switch, untagged on a port without an untagged VLAN.
+    pub untagged: u64,
+    /// A flood with no peer to go to.
+    pub no_peers: u64,
+    /// The kernel refused the tunnel key or the redirect.
+    pub tx_error: u64,
+    /// Too short, or a tag that would not come off or go on.
+    pub malformed: u64,
+}
+
+impl OverlayDrops {
+    /// (reason label, count), as /metrics and switchctl name them.
+    pub fn by_reason(&self) -> [(&'static str, u64); 7] {
+        [
+            ("unmapped-vni", self.unmapped_vni),
+            ("not-a-peer", self.not_a_peer),
+            ("unmapped-vlan", self.unmapped_vlan),
+            ("untagged", self.untagged),
+            ("no-peers", self.no_peers),
+            ("tx-error", self.tx_error),
+            ("malformed", self.malformed),
+        ]
     }
 }
 
@@ -417,16 +573,17 @@ impl Nic {
         match (&self.vxlan, self.kind) {
             (Some(v), NicKind::Vxlan) => {
                 v.validate().map_err(ModelError::Invalid)?;
-                if self.ifname.is_empty() || self.ifname.len() > 15 || self.netns.is_some() {
+                if self.ifname.is_empty() || self.ifname.len() > 12 || self.netns.is_some() {
                     return invalid(format!(
-                        "a vxlan NIC names the netdev switchd makes in its own namespace                          (nic.ifname, 1 to 15 characters, no nic.netns), not {:?}",
+                        "a vxlan NIC names the netdev switchd makes in its own namespace \
+                         (nic.ifname, 1 to 12 characters, no nic.netns), not {:?}",
                         self.ifname
                     ));
                 }
             }
             (None, NicKind::Vxlan) => {
                 return invalid(
-                    "a vxlan NIC needs nic.vxlan: {\"vni\", \"local\", \"peers\"}".into(),
+                    "a vxlan NIC needs nic.vxlan: {\"local\", \"peers\"}".into(),
                 )
             }
             (Some(_), k) => {

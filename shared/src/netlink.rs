@@ -19,7 +19,7 @@
 
 use netlink_packet_core::{
     ErrorBuffer, NetlinkBuffer, NetlinkHeader, NetlinkMessage, NetlinkPayload, NLMSG_ERROR,
-    NLM_F_ACK, NLM_F_APPEND, NLM_F_CREATE, NLM_F_DUMP, NLM_F_EXCL, NLM_F_REQUEST,
+    NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP, NLM_F_EXCL, NLM_F_REQUEST,
 };
 use netlink_packet_route::address::{
     AddressAttribute, AddressFlags, AddressHeaderFlags, AddressMessage, AddressScope,
@@ -29,10 +29,10 @@ use netlink_packet_route::link::{
     InfoData, InfoKind, InfoVeth, LinkAttribute, LinkFlags, LinkInfo, LinkMessage,
 };
 use netlink_packet_route::neighbour::{
-    NeighbourAddress, NeighbourAttribute, NeighbourFlags, NeighbourMessage, NeighbourState,
+    NeighbourAddress, NeighbourAttribute, NeighbourMessage, NeighbourState,
 };
 use netlink_packet_route::route::{
-    RouteAttribute, RouteHeader, RouteMessage, RouteProtocol, RouteScope, RouteType,
+    RouteAddress, RouteAttribute, RouteHeader, RouteMessage, RouteProtocol, RouteScope, RouteType,
 };
 use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
 use netlink_sys::{protocols::NETLINK_ROUTE, Socket};
@@ -218,11 +218,12 @@ fn add_route_request(ifindex: u32, dst: IpAddr, prefix: u8, gw: Option<IpAddr>) 
     }
 }
 
-/// A kernel VXLAN netdev for one VNI (see `vxlan_request`).
+/// A kernel VXLAN netdev in external (collect-metadata) mode: one netdev
+/// for every VNI, whose VNI and remote a TC program sets per frame (see
+/// switchd's overlay).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Vxlan {
     pub name: String,
-    pub vni: u32,
     /// The local underlay address (the outer source).
     pub local: IpAddr,
     /// UDP destination port (4789, IANA's).
@@ -232,12 +233,11 @@ pub struct Vxlan {
     pub mtu: Option<u32>,
 }
 
-/// RTM_NEWLINK (create, exclusive) of a VXLAN netdev. Learning stays on:
-/// the kernel learns which peer (VTEP) each inner MAC is behind, so known
-/// unicast goes to that one peer; the all-zero FDB entries (one per peer,
-/// `fdb_request`) carry the rest to every peer.
+/// RTM_NEWLINK (create, exclusive) of an external VXLAN netdev. The
+/// kernel learns nothing (learning off): which peer a MAC is behind is the
+/// overlay program's to know.
 fn vxlan_request(v: &Vxlan) -> Request {
-    let mut info = vec![InfoVxlan::Id(v.vni)];
+    let mut info = vec![InfoVxlan::CollectMetadata(true)];
     match v.local {
         IpAddr::V4(a) => info.push(InfoVxlan::Local(a)),
         IpAddr::V6(a) => info.push(InfoVxlan::Local6(a)),
@@ -246,7 +246,7 @@ fn vxlan_request(v: &Vxlan) -> Request {
         info.push(InfoVxlan::Link(dev));
     }
     info.push(InfoVxlan::Port(v.port));
-    info.push(InfoVxlan::Learning(true));
+    info.push(InfoVxlan::Learning(false));
     let mut m = LinkMessage::default();
     m.attributes.push(LinkAttribute::IfName(v.name.clone()));
     if let Some(mtu) = v.mtu {
@@ -262,45 +262,31 @@ fn vxlan_request(v: &Vxlan) -> Request {
     }
 }
 
-/// RTM_NEWNEIGH (append) or RTM_DELNEIGH of the all-zero FDB entry of a
-/// VXLAN netdev towards `peer`: `bridge fdb append 00:00:00:00:00:00 dev
-/// DEV dst PEER` (AF_BRIDGE, NTF_SELF, permanent).
-fn fdb_request(ifindex: u32, peer: IpAddr, add: bool) -> Request {
-    fdb_entry_request(ifindex, [0; 6], peer, add, NeighbourState::Permanent)
+/// RTM_GETROUTE of the route the kernel would take to `dst`.
+fn route_get_request(dst: IpAddr) -> Request {
+    let mut m = RouteMessage::default();
+    m.header.address_family = family(&dst);
+    m.header.destination_prefix_length = if dst.is_ipv4() { 32 } else { 128 };
+    m.attributes
+        .push(RouteAttribute::Destination(RouteAddress::from(dst)));
+    Request {
+        flags: 0,
+        msg: RouteNetlinkMessage::GetRoute(m),
+    }
 }
 
-/// RTM_NEWNEIGH (append) or RTM_DELNEIGH of the FDB entry `mac` → `peer`
-/// of a VXLAN netdev.
-fn fdb_entry_request(
-    ifindex: u32,
-    mac: [u8; 6],
-    peer: IpAddr,
-    add: bool,
-    state: NeighbourState,
-) -> Request {
-    let mut m = NeighbourMessage::default();
-    m.header.family = AddressFamily::Bridge;
-    m.header.ifindex = ifindex;
-    m.header.state = state;
-    m.header.flags = NeighbourFlags::Own;
-    m.attributes
-        .push(NeighbourAttribute::LinkLayerAddress(mac.to_vec()));
-    m.attributes
-        .push(NeighbourAttribute::Destination(match peer {
-            IpAddr::V4(a) => NeighbourAddress::Inet(a),
-            IpAddr::V6(a) => NeighbourAddress::Inet6(a),
-        }));
-    if add {
-        Request {
-            flags: NLM_F_CREATE | NLM_F_APPEND,
-            msg: RouteNetlinkMessage::NewNeighbour(m),
-        }
-    } else {
-        Request {
-            flags: 0,
-            msg: RouteNetlinkMessage::DelNeighbour(m),
-        }
-    }
+/// The state of a next hop in the neighbour table, as far as reaching it
+/// goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NextHop {
+    /// Resolved (reachable, stale, delay, probe, permanent or noarp).
+    Resolved,
+    /// Being resolved: a request is out, no answer yet.
+    Resolving,
+    /// Resolution failed: nobody answered.
+    Failed,
+    /// Not in the table (nothing was sent there recently).
+    Unknown,
 }
 
 /// Looks through one received datagram for the acknowledgement of request
@@ -434,97 +420,129 @@ impl Netlink {
         self.request(vxlan_request(v))
     }
 
-    /// The MACs a VXLAN netdev learned behind `peer` (its FDB entries
-    /// towards `peer` other than the permanent ones), from a dump.
-    pub fn learned_behind(&mut self, ifindex: u32, peer: IpAddr) -> io::Result<Vec<[u8; 6]>> {
-        let mut m = NeighbourMessage::default();
-        m.header.family = AddressFamily::Bridge;
-        m.header.ifindex = ifindex;
+    /// Sends a get or dump request and hands every answer of it to
+    /// `each`, until the kernel's acknowledgement (a get) or its end (a
+    /// dump); a NACK is the kernel's errno.
+    fn query(
+        &mut self,
+        req: Request,
+        mut each: impl FnMut(RouteNetlinkMessage),
+    ) -> io::Result<()> {
         self.seq = self.seq.wrapping_add(1);
         let seq = self.seq;
-        let req = Request {
-            flags: NLM_F_DUMP,
-            msg: RouteNetlinkMessage::GetNeighbour(m),
-        };
         self.sock.send(&req.into_bytes(seq), 0)?;
-        // In an AF_BRIDGE message the crate leaves NDA_DST as raw bytes.
-        let want: Vec<u8> = match peer {
-            IpAddr::V4(a) => a.octets().to_vec(),
-            IpAddr::V6(a) => a.octets().to_vec(),
-        };
-        let is_peer = |d: &NeighbourAddress| match d {
-            NeighbourAddress::Inet(a) => a.octets().as_slice() == want.as_slice(),
-            NeighbourAddress::Inet6(a) => a.octets().as_slice() == want.as_slice(),
-            NeighbourAddress::Other(b) => *b == want,
-            _ => false,
-        };
-        let mut out = Vec::new();
         // A dump comes in datagrams of up to a few pages each.
         let mut buf = Vec::with_capacity(DUMP_BUF);
+        let invalid = |e: netlink_packet_core::DecodeError| {
+            io::Error::new(io::ErrorKind::InvalidData, e.to_string())
+        };
         loop {
             buf.clear();
             self.sock.recv(&mut buf, 0)?;
             let mut rest = &buf[..];
             while rest.len() >= 16 {
-                let len = NetlinkBuffer::new_checked(rest)
-                    .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?
-                    .length() as usize;
+                let len = NetlinkBuffer::new_checked(rest).map_err(invalid)?.length() as usize;
                 let one = rest.get(..len).unwrap_or_default();
                 rest = rest.get((len + 3) & !3..).unwrap_or_default();
                 let msg = NetlinkMessage::<RouteNetlinkMessage>::deserialize(one)
-                    .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
+                    .map_err(invalid)?;
                 if msg.header.sequence_number != seq {
                     continue;
                 }
                 match msg.payload {
-                    NetlinkPayload::Done(_) => return Ok(out),
+                    NetlinkPayload::Done(_) => return Ok(()),
                     NetlinkPayload::Error(e) => {
-                        if let Some(code) = e.code {
-                            return Err(io::Error::from_raw_os_error(code.get().saturating_neg()));
-                        }
-                    }
-                    NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewNeighbour(n))
-                        if n.header.ifindex == ifindex
-                            && n.header.state != NeighbourState::Permanent =>
-                    {
-                        let dst = n
-                            .attributes
-                            .iter()
-                            .any(|a| matches!(a, NeighbourAttribute::Destination(d) if is_peer(d)));
-                        let mac = n.attributes.iter().find_map(|a| match a {
-                            NeighbourAttribute::LinkLayerAddress(m) => {
-                                <[u8; 6]>::try_from(m.as_slice()).ok()
+                        return match e.code {
+                            None => Ok(()),
+                            Some(code) => {
+                                Err(io::Error::from_raw_os_error(code.get().saturating_neg()))
                             }
-                            _ => None,
-                        });
-                        if let (true, Some(mac)) = (dst, mac) {
-                            out.push(mac);
                         }
                     }
+                    NetlinkPayload::InnerMessage(m) => each(m),
                     _ => {}
                 }
             }
         }
     }
 
-    /// Forgets the MACs a VXLAN netdev learned behind `peer` (a peer that
-    /// is removed must stop getting known unicast too).
-    pub fn forget_behind(&mut self, ifindex: u32, peer: IpAddr) -> io::Result<usize> {
-        let macs = self.learned_behind(ifindex, peer)?;
-        for mac in &macs {
-            let req = fdb_entry_request(ifindex, *mac, peer, false, NeighbourState::Reachable);
-            match self.request(req) {
-                Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {}
-                r => r?,
+    /// The interface and next hop (the gateway, or `dst` itself when it
+    /// is on-link) of the route the kernel would take to `dst`; None when
+    /// there is no route (unreachable, prohibited or blackholed).
+    pub fn route_to(&mut self, dst: IpAddr) -> io::Result<Option<(u32, IpAddr)>> {
+        let mut found = None;
+        let r = self.query(route_get_request(dst), |m| {
+            if let RouteNetlinkMessage::NewRoute(r) = m {
+                if r.header.kind != RouteType::Unicast && r.header.kind != RouteType::Local {
+                    return;
+                }
+                let oif = r.attributes.iter().find_map(|a| match a {
+                    RouteAttribute::Oif(i) => Some(*i),
+                    _ => None,
+                });
+                let gw = r.attributes.iter().find_map(|a| match a {
+                    RouteAttribute::Gateway(RouteAddress::Inet(g)) => Some(IpAddr::V4(*g)),
+                    RouteAttribute::Gateway(RouteAddress::Inet6(g)) => Some(IpAddr::V6(*g)),
+                    _ => None,
+                });
+                if let Some(oif) = oif {
+                    found = Some((oif, gw.unwrap_or(dst)));
+                }
             }
+        });
+        match r {
+            Ok(()) => Ok(found),
+            Err(e)
+                if matches!(
+                    e.raw_os_error(),
+                    Some(libc::ENETUNREACH | libc::EHOSTUNREACH | libc::EACCES | libc::EINVAL)
+                ) =>
+            {
+                Ok(None)
+            }
+            Err(e) => Err(e),
         }
-        Ok(macs.len())
     }
 
-    /// Adds (`add`) or removes the all-zero FDB entry of VXLAN netdev
-    /// `ifindex` towards `peer`.
-    pub fn vxlan_peer(&mut self, ifindex: u32, peer: IpAddr, add: bool) -> io::Result<()> {
-        self.request(fdb_request(ifindex, peer, add))
+    /// The state of every IPv4 and IPv6 neighbour of interface `ifindex`.
+    pub fn next_hops(&mut self, ifindex: u32) -> io::Result<Vec<(IpAddr, NextHop)>> {
+        let mut out = Vec::new();
+        for fam in [AddressFamily::Inet, AddressFamily::Inet6] {
+            let mut m = NeighbourMessage::default();
+            m.header.family = fam;
+            m.header.ifindex = ifindex;
+            let req = Request {
+                flags: NLM_F_DUMP,
+                msg: RouteNetlinkMessage::GetNeighbour(m),
+            };
+            self.query(req, |m| {
+                let RouteNetlinkMessage::NewNeighbour(n) = m else {
+                    return;
+                };
+                if n.header.ifindex != ifindex {
+                    return;
+                }
+                let addr = n.attributes.iter().find_map(|a| match a {
+                    NeighbourAttribute::Destination(NeighbourAddress::Inet(a)) => {
+                        Some(IpAddr::V4(*a))
+                    }
+                    NeighbourAttribute::Destination(NeighbourAddress::Inet6(a)) => {
+                        Some(IpAddr::V6(*a))
+                    }
+                    _ => None,
+                });
+                let state = match n.header.state {
+                    NeighbourState::Failed => NextHop::Failed,
+                    NeighbourState::Incomplete => NextHop::Resolving,
+                    NeighbourState::None => NextHop::Unknown,
+                    _ => NextHop::Resolved,
+                };
+                if let Some(a) = addr {
+                    out.push((a, state));
+                }
+            })?;
+        }
+        Ok(out)
     }
 
     /// Adds `ip/prefix` to the interface (no duplicate address detection:
@@ -549,7 +567,6 @@ impl Netlink {
 mod tests {
     use super::*;
     use netlink_packet_core::{ErrorMessage, NLA_F_NESTED};
-    use netlink_packet_route::route::RouteAddress;
     use std::num::NonZeroI32;
 
     const RTM_NEWLINK: u16 = 16;
@@ -726,10 +743,9 @@ mod tests {
     }
 
     #[test]
-    fn a_vxlan_netdev_has_its_vni_local_port_and_learning() {
+    fn a_vxlan_netdev_is_external_with_its_local_port_and_no_learning() {
         let v = Vxlan {
-            name: "psx1v100".into(),
-            vni: 5100,
+            name: "psovl0-vx".into(),
             local: "192.0.2.1".parse().unwrap(),
             port: 4789,
             underlay: Some(7),
@@ -740,7 +756,7 @@ mod tests {
         let l = link(msg);
         assert!(l
             .attributes
-            .contains(&LinkAttribute::IfName("psx1v100".into())));
+            .contains(&LinkAttribute::IfName("psovl0-vx".into())));
         assert!(l.attributes.contains(&LinkAttribute::Mtu(1450)));
         let info = l
             .attributes
@@ -759,24 +775,27 @@ mod tests {
             })
             .unwrap();
         for want in [
-            InfoVxlan::Id(5100),
+            InfoVxlan::CollectMetadata(true),
             InfoVxlan::Local("192.0.2.1".parse().unwrap()),
             InfoVxlan::Link(7),
             InfoVxlan::Port(4789),
-            InfoVxlan::Learning(true),
+            InfoVxlan::Learning(false),
         ] {
             assert!(data.contains(&want), "{want:?} missing from {data:?}");
         }
+        assert!(!data.iter().any(|d| matches!(d, InfoVxlan::Id(_))), "{data:?}");
     }
 
-    /// The kernel takes both requests: a VXLAN netdev appears with its VNI,
-    /// port and local address, and a peer becomes (and stops being) an
-    /// all-zero FDB entry. Root only (a namespace of its own).
+    /// The kernel makes the external VXLAN netdev, and answers where a
+    /// peer is: on-link, via a gateway, or nowhere. Root only (a namespace
+    /// of its own).
     #[test]
-    fn the_kernel_makes_the_vxlan_netdev_and_its_peer_entries() {
+    fn the_kernel_makes_the_vxlan_netdev_and_finds_routes_to_peers() {
         // SAFETY: geteuid has no preconditions.
         if unsafe { libc::geteuid() } != 0 {
-            eprintln!("SKIP the_kernel_makes_the_vxlan_netdev_and_its_peer_entries: needs root");
+            eprintln!(
+                "SKIP the_kernel_makes_the_vxlan_netdev_and_finds_routes_to_peers: needs root"
+            );
             return;
         }
         let ns = format!("psnl{}", std::process::id());
@@ -790,105 +809,50 @@ mod tests {
         let path = std::path::PathBuf::from(format!("/var/run/netns/{ns}"));
         let r = crate::netns::NetNs::open(&path).unwrap().run(|| {
             let mut nl = Netlink::open().unwrap();
+            let run = |args: &[&str]| {
+                let o = std::process::Command::new("ip").args(args).output().unwrap();
+                assert!(o.status.success(), "ip {args:?}: {o:?}");
+            };
+            run(&["link", "add", "under0", "type", "dummy"]);
+            run(&["addr", "add", "192.0.2.1/24", "dev", "under0"]);
+            run(&["link", "set", "under0", "up"]);
+            run(&["route", "add", "198.51.100.0/24", "via", "192.0.2.254"]);
+            let under = crate::netdev::ifindex("under0").unwrap();
             nl.create_vxlan(&Vxlan {
-                name: "psvx100".into(),
-                vni: 5100,
+                name: "psovl0-vx".into(),
                 local: "192.0.2.1".parse().unwrap(),
                 port: 4789,
-                underlay: None,
+                underlay: Some(under),
                 mtu: Some(1450),
             })
             .unwrap();
-            let ifindex = crate::netdev::ifindex("psvx100").unwrap();
-            let peer: IpAddr = "192.0.2.2".parse().unwrap();
-            nl.vxlan_peer(ifindex, peer, true).unwrap();
-            nl.vxlan_peer(ifindex, "192.0.2.3".parse().unwrap(), true)
-                .unwrap();
-            let with = std::process::Command::new("bridge")
-                .args(["fdb", "show", "dev", "psvx100"])
-                .output()
-                .unwrap();
-            // A learned-like entry behind the peer (not permanent) is
-            // found and forgotten; the other peer's is kept.
-            let reach = NeighbourState::Reachable;
-            nl.request(fdb_entry_request(
-                ifindex,
-                [2, 0, 0, 0, 0, 1],
-                peer,
-                true,
-                reach,
-            ))
-            .unwrap();
-            let other = "192.0.2.3".parse().unwrap();
-            nl.request(fdb_entry_request(
-                ifindex,
-                [2, 0, 0, 0, 0, 2],
-                other,
-                true,
-                reach,
-            ))
-            .unwrap();
-            assert_eq!(
-                nl.learned_behind(ifindex, peer).unwrap(),
-                vec![[2, 0, 0, 0, 0, 1]]
-            );
-            assert_eq!(nl.forget_behind(ifindex, peer).unwrap(), 1);
-            assert!(nl.learned_behind(ifindex, peer).unwrap().is_empty());
-            nl.vxlan_peer(ifindex, peer, false).unwrap();
-            let without = std::process::Command::new("bridge")
-                .args(["fdb", "show", "dev", "psvx100"])
-                .output()
-                .unwrap();
+            let on_link = nl.route_to("192.0.2.7".parse().unwrap()).unwrap();
+            let routed = nl.route_to("198.51.100.9".parse().unwrap()).unwrap();
+            let nowhere = nl.route_to("203.0.113.1".parse().unwrap()).unwrap();
+            let hops = nl.next_hops(under).unwrap();
             let link = std::process::Command::new("ip")
-                .args(["-d", "link", "show", "psvx100"])
+                .args(["-d", "link", "show", "psovl0-vx"])
                 .output()
                 .unwrap();
             (
-                String::from_utf8_lossy(&with.stdout).to_string(),
-                String::from_utf8_lossy(&without.stdout).to_string(),
+                under,
+                on_link,
+                routed,
+                nowhere,
+                hops,
                 String::from_utf8_lossy(&link.stdout).to_string(),
             )
         });
         ip(&["netns", "del", &ns]);
-        let (with, without, link) = r.unwrap();
-        assert!(
-            link.contains("vxlan id 5100") && link.contains("local 192.0.2.1"),
-            "{link}"
-        );
-        assert!(
-            link.contains("dstport 4789") && link.contains("mtu 1450"),
-            "{link}"
-        );
-        assert!(with.contains("00:00:00:00:00:00 dst 192.0.2.2"), "{with}");
-        assert!(with.contains("00:00:00:00:00:00 dst 192.0.2.3"), "{with}");
-        assert!(
-            !without.contains("dst 192.0.2.2") && without.contains("dst 192.0.2.3"),
-            "{without}"
-        );
-    }
-
-    #[test]
-    fn a_peer_is_an_all_zero_fdb_entry_appended_or_deleted() {
-        let peer: IpAddr = "192.0.2.2".parse().unwrap();
-        for (add, flags) in [(true, NLM_F_CREATE | NLM_F_APPEND), (false, 0)] {
-            let r = fdb_request(9, peer, add);
-            assert_eq!(r.flags, flags);
-            let m = match r.msg {
-                RouteNetlinkMessage::NewNeighbour(m) if add => m,
-                RouteNetlinkMessage::DelNeighbour(m) if !add => m,
-                m => panic!("{m:?}"),
-            };
-            assert_eq!(m.header.family, AddressFamily::Bridge);
-            assert_eq!(m.header.ifindex, 9);
-            assert_eq!(m.header.state, NeighbourState::Permanent);
-            assert_eq!(m.header.flags, NeighbourFlags::Own);
-            assert!(m
-                .attributes
-                .contains(&NeighbourAttribute::LinkLayerAddress(vec![0; 6])));
-            assert!(m.attributes.contains(&NeighbourAttribute::Destination(
-                NeighbourAddress::Inet("192.0.2.2".parse().unwrap())
-            )));
-        }
+        let (under, on_link, routed, nowhere, hops, link) = r.unwrap();
+        assert!(link.contains("external") && link.contains("local 192.0.2.1"), "{link}");
+        assert!(link.contains("dstport 4789") && link.contains("mtu 1450"), "{link}");
+        assert!(link.contains("nolearning"), "{link}");
+        assert_eq!(on_link, Some((under, "192.0.2.7".parse().unwrap())));
+        assert_eq!(routed, Some((under, "192.0.2.254".parse().unwrap())));
+        assert_eq!(nowhere, None);
+        // A dummy resolves nothing: its neighbour table holds no entry.
+        assert!(hops.iter().all(|(_, s)| *s != NextHop::Failed), "{hops:?}");
     }
 
     #[test]

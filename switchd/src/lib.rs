@@ -16,6 +16,7 @@ pub mod datapath;
 pub mod fuzzing;
 pub mod handover;
 pub mod metrics;
+pub mod overlay;
 pub mod pipeline;
 pub mod reconcile;
 pub mod registry;

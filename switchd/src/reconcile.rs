@@ -10,10 +10,10 @@
 
 use crate::datapath::{netdev, Dataplane};
 use crate::registry::{Added, Begun, Declared, Registry, RegistryError};
+use crate::overlay;
 use podswitch_shared::model::{
-    LinkState, Nic, NicKind, PortConfig, PortUpdate, VPort, VxlanNic, MAX_MTU, VXLAN_OVERHEAD,
+    LinkState, Nic, NicKind, PortConfig, PortUpdate, VPort, VlanMode, VxlanNic, MAX_MTU,
 };
-use podswitch_shared::netlink;
 use podswitch_shared::netns::NetNs;
 use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -62,12 +62,14 @@ fn set_link(nic: &Nic, up: bool) -> Result<(), RegistryError> {
     })
 }
 
-/// Checks the NIC can be a port and prepares it: it exists, its MTU fits
-/// the data path, a pod's or VM's end has no IPv6 of the host's (nor of
-/// the VM pod's namespace), and it is down if the port starts down.
-fn prepare_nic(nic: &Nic, link_up: bool) -> Result<(), RegistryError> {
+/// Checks the NIC can be a port and prepares it: it exists (an overlay
+/// port's netdevs are made), its MTU fits the data path, a pod's or VM's
+/// end has no IPv6 of the host's (nor of the VM pod's namespace), and it
+/// is down if the port starts down.
+fn prepare_nic(p: &crate::registry::Pending) -> Result<(), RegistryError> {
+    let nic = &p.nic;
     if let Some(v) = &nic.vxlan {
-        make_vxlan(&nic.ifname, v)?;
+        make_overlay(&nic.ifname, v, &p.vlans)?;
     }
     in_nic_ns(nic, || {
         let ifname = &nic.ifname;
@@ -83,80 +85,28 @@ fn prepare_nic(nic: &Nic, link_up: bool) -> Result<(), RegistryError> {
                 log::debug!("disabling IPv6 on {ifname}: {e}");
             }
         }
-        if !link_up {
+        if !p.link_up {
             netdev::set_up(ifname, false).map_err(nic_error(nic))?;
         }
         Ok(())
     })
 }
 
-/// Makes a vxlan NIC's netdev if it is missing (its MTU: the underlay's
-/// less the encapsulation, else 1450) and gives it an all-zero FDB entry
-/// per peer (an entry that exists is kept).
-fn make_vxlan(ifname: &str, v: &VxlanNic) -> Result<(), RegistryError> {
-    let dp = |e: std::io::Error| RegistryError::Datapath(format!("vxlan NIC {ifname}: {e}"));
-    let mut nl = netlink::Netlink::open().map_err(dp)?;
-    let ifindex = match netdev::ifindex(ifname) {
-        Ok(i) => i,
-        Err(netdev::NetdevError::NotFound { .. }) => {
-            let underlay = match &v.underlay {
-                Some(u) => Some((
-                    netdev::ifindex(u).map_err(|e| {
-                        RegistryError::NicMissing(format!(
-                            "the underlay {u} of vxlan NIC {ifname}: {e}"
-                        ))
-                    })?,
-                    netdev::mtu(u).map_err(|e| RegistryError::Datapath(e.to_string()))?,
-                )),
-                None => None,
-            };
-            let mtu = underlay.map_or(1450, |(_, m)| m.saturating_sub(VXLAN_OVERHEAD));
-            nl.create_vxlan(&netlink::Vxlan {
-                name: ifname.to_string(),
-                vni: v.vni,
-                local: v.local,
-                port: v.port,
-                underlay: underlay.map(|(i, _)| i),
-                mtu: Some(mtu.min(MAX_MTU)),
-            })
-            .map_err(dp)?;
-            log::info!(
-                "made vxlan NIC {ifname}: VNI {}, local {}, MTU {mtu}",
-                v.vni,
-                v.local
-            );
-            netdev::ifindex(ifname).map_err(|e| RegistryError::Datapath(e.to_string()))?
-        }
-        Err(e) => return Err(RegistryError::Datapath(e.to_string())),
-    };
-    add_peers(&mut nl, ifindex, &v.peers).map_err(dp)
+fn overlay_error(e: overlay::OverlayError) -> RegistryError {
+    if e.missing {
+        RegistryError::NicMissing(e.message)
+    } else {
+        RegistryError::Datapath(e.message)
+    }
 }
 
-/// Gives a VXLAN netdev an all-zero FDB entry per peer (one that exists
-/// is kept).
-fn add_peers(
-    nl: &mut netlink::Netlink,
-    ifindex: u32,
-    peers: &[std::net::IpAddr],
-) -> std::io::Result<()> {
-    for p in peers {
-        match nl.vxlan_peer(ifindex, *p, true) {
-            Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {}
-            r => r?,
-        }
-    }
+/// Makes (or finds) an overlay port's netdevs and programs and gives them
+/// the port's VLANs (`mode`) and peers.
+fn make_overlay(ifname: &str, v: &VxlanNic, mode: &VlanMode) -> Result<(), RegistryError> {
+    let vlans = v.vlan_vnis(mode).map_err(RegistryError::Invalid)?;
+    let untagged = mode.untagged_vlan().map(|v| v.get());
+    overlay::ensure(ifname, v, &vlans, untagged).map_err(overlay_error)?;
     Ok(())
-}
-
-/// Removes the netdev switchd made for a vxlan NIC (its port is deleted).
-fn unmake_vxlan(nic: &Nic) {
-    if nic.vxlan.is_none() {
-        return;
-    }
-    let r = netlink::Netlink::open().and_then(|mut nl| nl.delete_link(&nic.ifname));
-    if let Err(e) = r {
-        log::warn!("removing vxlan NIC {}: {e}", nic.ifname);
-    }
 }
 
 /// Prepares, attaches and (if the port is up) brings up a recorded port's
@@ -166,7 +116,7 @@ fn bring_in(
     dp: &dyn Dataplane,
     p: &crate::registry::Pending,
 ) -> Result<crate::datapath::Attachment, RegistryError> {
-    prepare_nic(&p.nic, p.link_up)?;
+    prepare_nic(p)?;
     let a = dp
         .attach(p.slot, &p.nic)
         .map_err(|e| RegistryError::Datapath(format!("attaching {}: {e}", p.nic.location())))?;
@@ -206,16 +156,22 @@ pub fn update_port(
 ) -> Result<VPort, RegistryError> {
     let mut s = lock(state);
     let (p, old) = s.plan_update(id, u)?;
+    if let (Some(v), true) = (&p.nic.vxlan, p.mode() != old.mode()) {
+        let vlans = v.vlan_vnis(&p.mode()).map_err(RegistryError::Invalid)?;
+        let untagged = p.mode().untagged_vlan().map(|v| v.get());
+        overlay::set_vlans(&p.nic.ifname, &vlans, untagged).map_err(overlay_error)?;
+        log::info!("port {id} ({}): overlay VLANs now {vlans:?}", p.nic.ifname);
+    }
     if p.link_state != old.link_state {
         set_link(&p.nic, p.link_state == LinkState::Up)?;
     }
     s.commit_update(id, p, &old)
 }
 
-/// Replaces the peers of a vxlan port, live: an all-zero FDB entry is
-/// added for each new peer and removed for each one gone (broadcast,
-/// unknown unicast and multicast reach exactly the listed peers from then
-/// on), then the port is stored with its new list.
+/// Replaces the peers of a vxlan port, live: floods reach exactly the
+/// listed peers from then on, a removed peer's counters and learned MACs
+/// go (known unicast stops going there too), and the port is stored with
+/// its new list.
 pub fn set_vxlan_peers(
     state: &Mutex<Registry>,
     id: &str,
@@ -229,35 +185,14 @@ pub fn set_vxlan_peers(
             port.nic.kind
         )));
     };
-    let new = VxlanNic {
-        peers,
-        ..old.clone()
-    }
-    .without_self();
-    let peers = new.peers.clone();
+    let new = VxlanNic { peers, ..old }.without_self();
     new.validate().map_err(RegistryError::Invalid)?;
     let ifname = &port.nic.ifname;
-    let dp = |e: std::io::Error| RegistryError::Datapath(format!("vxlan NIC {ifname}: {e}"));
-    let ifindex = netdev::ifindex(ifname).map_err(nic_error(&port.nic))?;
-    let mut nl = netlink::Netlink::open().map_err(dp)?;
-    let added: Vec<_> = peers
-        .iter()
-        .filter(|p| !old.peers.contains(p))
-        .copied()
-        .collect();
-    add_peers(&mut nl, ifindex, &added).map_err(dp)?;
-    for p in old.peers.iter().filter(|p| !peers.contains(p)) {
-        match nl.vxlan_peer(ifindex, *p, false) {
-            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {}
-            r => r.map_err(dp)?,
-        }
-        // Known unicast must stop going there too.
-        let n = nl.forget_behind(ifindex, *p).map_err(dp)?;
-        log::info!(
-            "port {id} ({ifname}): peer {p} removed, {n} MAC(s) learned behind it forgotten"
-        );
-    }
-    log::info!("port {id} ({ifname}): vxlan peers now {peers:?}");
+    let forgotten = overlay::set_peers(ifname, &new.peers).map_err(overlay_error)?;
+    log::info!(
+        "port {id} ({ifname}): vxlan peers now {:?}; {forgotten} MAC(s) learned behind removed peers forgotten",
+        new.peers
+    );
     s.set_vxlan(id, new)
 }
 
@@ -274,8 +209,8 @@ pub fn delete_port(state: &Mutex<Registry>, id: &str) -> Result<(), RegistryErro
         }
     }
     drop(s);
-    if let Some(nic) = nic {
-        unmake_vxlan(&nic);
+    if let Some(nic) = nic.filter(|n| n.vxlan.is_some()) {
+        overlay::remove(&nic.ifname);
     }
     Ok(())
 }
@@ -295,7 +230,7 @@ pub fn restore(state: &Mutex<Registry>) -> Result<(usize, usize), RegistryError>
         let r = match begun {
             // Nothing to attach (a VF in legacy eswitch mode): recorded again.
             Ok((Added::Recorded(id), _)) => Ok(id),
-            Ok((Added::Pending(p), dp)) => match prepare_nic(&p.nic, p.link_up) {
+            Ok((Added::Pending(p), dp)) => match prepare_nic(&p) {
                 Err(e @ RegistryError::NicMissing(_)) => {
                     let mut s = lock(state);
                     s.forget_port(&p.id);

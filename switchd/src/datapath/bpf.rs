@@ -102,6 +102,8 @@ impl NoSocketCounts {
 
 const BPF_LINK_CREATE: libc::c_long = 28;
 const BPF_XDP: u32 = 37;
+/// tcx at ingress (the overlay's TC programs).
+pub(crate) const BPF_TCX_INGRESS: u32 = 46;
 const XDP_FLAGS_SKB_MODE: u32 = 1 << 1;
 const XDP_FLAGS_DRV_MODE: u32 = 1 << 2;
 
@@ -119,11 +121,16 @@ struct LinkCreateAttr {
 /// Attaches `prog` to `ifindex` through a bpf_link (the link goes when
 /// its last fd is closed, however switchd exits; fds of it can be handed
 /// to a successor).
-fn link_create(prog: &OwnedFd, ifindex: u32, flags: u32) -> std::io::Result<OwnedFd> {
+pub(crate) fn link_create(
+    prog: &OwnedFd,
+    ifindex: u32,
+    attach_type: u32,
+    flags: u32,
+) -> std::io::Result<OwnedFd> {
     let attr = LinkCreateAttr {
         prog_fd: prog.as_raw_fd() as u32,
         target_ifindex: ifindex,
-        attach_type: BPF_XDP,
+        attach_type,
         flags,
         ..Default::default()
     };
@@ -259,7 +266,7 @@ impl XdpProgram {
             return Ok(m);
         }
         let native = if prefer_native {
-            link_create(&self.prog, ifindex, XDP_FLAGS_DRV_MODE)
+            link_create(&self.prog, ifindex, BPF_XDP, XDP_FLAGS_DRV_MODE)
         } else {
             Err(std::io::Error::other("generic XDP requested"))
         };
@@ -269,7 +276,7 @@ impl XdpProgram {
                 if prefer_native {
                     log::warn!("native XDP on ifindex {ifindex} failed ({e}); using generic XDP");
                 }
-                let l = link_create(&self.prog, ifindex, XDP_FLAGS_SKB_MODE).map_err(|e| {
+                let l = link_create(&self.prog, ifindex, BPF_XDP, XDP_FLAGS_SKB_MODE).map_err(|e| {
                     BpfError::Attach {
                         ifindex,
                         message: e.to_string(),

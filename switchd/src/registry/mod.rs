@@ -20,7 +20,7 @@ use crate::pipeline::vlan::PortVlan;
 use podswitch_shared::model::{
     check_object_name, FdbEntry, Handover, LinkState, MacAddr, MulticastGroup, MulticastMember,
     MulticastRouter, MulticastTable, Nic, NicKind, PortConfig, PortMirroring, PortStatus,
-    PortUpdate, SwitchConfig, SwitchUpdate, VPort, VSwitch, VlanId,
+    PortUpdate, SwitchConfig, SwitchUpdate, VPort, VSwitch, VlanId, VlanMode,
 };
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -1117,6 +1117,8 @@ impl Registry {
         port.qos = port.qos.filter(|q| !q.is_empty());
         validate::check_policy(&port)?;
         validate::check_pvlan(&port)?;
+        validate::check_overlay(&port)?;
+        let vlans = port.mode();
         validate::check_pvlan_fit(
             &port,
             self.ports
@@ -1155,6 +1157,7 @@ impl Registry {
             slot,
             nic,
             link_up: link_state == LinkState::Up,
+            vlans,
         }))
     }
 
@@ -1209,6 +1212,7 @@ impl Registry {
                 slot,
                 nic: e.port.nic.clone(),
                 link_up: e.port.link_state == LinkState::Up,
+                vlans: e.port.mode(),
             })
             .collect();
         (self.datapath.clone(), todo)
@@ -1350,6 +1354,7 @@ impl Registry {
         validate::check_trunk(p.trunk.as_deref())?;
         validate::check_policy(&p)?;
         validate::check_pvlan(&p)?;
+        validate::check_overlay(&p)?;
         validate::check_pvlan_fit(
             &p,
             self.ports
@@ -1459,6 +1464,8 @@ pub(crate) struct Pending {
     pub slot: Slot,
     pub nic: Nic,
     pub link_up: bool,
+    /// The port's VLANs (an overlay port maps them to VNIs).
+    pub vlans: VlanMode,
 }
 
 #[cfg(test)]

@@ -79,6 +79,18 @@ pub fn check_trunk(
     Ok(())
 }
 
+/// Checks an overlay port's VLANs against its VLAN → VNI map: every VLAN
+/// gets a VNI of its own, and the map names only VLANs the port carries.
+pub fn check_overlay(p: &VPort) -> Result<(), RegistryError> {
+    match &p.nic.vxlan {
+        Some(v) => v
+            .vlan_vnis(&p.mode())
+            .map(|_| ())
+            .map_err(RegistryError::Invalid),
+        None => Ok(()),
+    }
+}
+
 /// Checks a private VLAN port's own fields.
 pub fn check_pvlan(p: &VPort) -> Result<(), RegistryError> {
     let Some(pv) = &p.pvlan else {
