@@ -341,14 +341,20 @@ impl VxlanNic {
                 self.local
             ));
         }
-        if let Some(p) = self.peers.iter().find(|p| {
-            p.is_unspecified() || p.is_multicast() || **p == self.local
-        }) {
+        if let Some(p) = self
+            .peers
+            .iter()
+            .find(|p| p.is_unspecified() || p.is_multicast() || **p == self.local)
+        {
             return Err(format!(
                 "vxlan peer {p} is not another node's unicast address"
             ));
         }
-        if let Some(p) = self.peers.iter().find(|p| p.is_ipv4() != self.local.is_ipv4()) {
+        if let Some(p) = self
+            .peers
+            .iter()
+            .find(|p| p.is_ipv4() != self.local.is_ipv4())
+        {
             return Err(format!(
                 "vxlan peer {p} is not of the underlay's address family (local {})",
                 self.local
@@ -378,8 +384,9 @@ impl VxlanNic {
     }
 
     /// Each VLAN the port carries (`mode`) and its VNI: the port's VLANs,
-    /// VNI = VLAN ID unless `vnis` says otherwise. Errors: a private VLAN
-    /// port, a `vnis` VLAN the port does not carry, or two VLANs on one VNI.
+    /// VNI = VLAN ID unless `vnis` says otherwise (an entry for a VLAN the
+    /// port does not carry waits until it does, so a trunk can shrink and
+    /// grow live). Errors: a private VLAN port, or two VLANs on one VNI.
     pub fn vlan_vnis(&self, mode: &VlanMode) -> Result<BTreeMap<u16, u32>, String> {
         let mut vlans = std::collections::BTreeSet::new();
         match mode {
@@ -393,14 +400,7 @@ impl VxlanNic {
                 }
                 vlans.extend(native.map(|v| v.get()));
             }
-            VlanMode::Private(_) => {
-                return Err("a vxlan port cannot be a private VLAN port".into())
-            }
-        }
-        if let Some(v) = self.vnis.keys().find(|v| !vlans.contains(v)) {
-            return Err(format!(
-                "vxlan vnis: VLAN {v} is not one of the port's VLANs"
-            ));
+            VlanMode::Private(_) => return Err("a vxlan port cannot be a private VLAN port".into()),
         }
         let mut out = BTreeMap::new();
         let mut by_vni = BTreeMap::new();
@@ -461,7 +461,7 @@ pub struct OverlayPeer {
     /// MACs learned behind it.
     pub learned_macs: u64,
     /// False when the kernel has no route to it, or its next hop does not
-    /// answer ARP/ND.
+    /// answer ARP/ND (failed, or still unanswered).
     pub reachable: bool,
     /// How the kernel reaches it: `on-link via eth0`, `via 10.0.0.1 on
     /// eth0`, `no route`, with the next hop's state.
@@ -582,9 +582,7 @@ impl Nic {
                 }
             }
             (None, NicKind::Vxlan) => {
-                return invalid(
-                    "a vxlan NIC needs nic.vxlan: {\"local\", \"peers\"}".into(),
-                )
+                return invalid("a vxlan NIC needs nic.vxlan: {\"local\", \"peers\"}".into())
             }
             (Some(_), k) => {
                 return invalid(format!(
@@ -1909,6 +1907,77 @@ pub fn check_object_name(what: &'static str, name: &str) -> Result<(), ModelErro
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn vxlan(vnis: &[(u16, u32)]) -> VxlanNic {
+        VxlanNic {
+            local: "192.0.2.1".parse().unwrap(),
+            port: 4789,
+            underlay: None,
+            vnis: vnis.iter().copied().collect(),
+            peers: vec!["192.0.2.2".parse().unwrap()],
+        }
+    }
+
+    #[test]
+    fn an_overlay_maps_each_vlan_of_the_port_to_its_vni() {
+        let v = |n| VlanId::new(n).unwrap();
+        let trunk = VlanMode::Trunk {
+            allowed: vec![
+                TrunkRange::Single(v(100)),
+                TrunkRange::Range(v(200), v(202)),
+            ],
+            native: Some(v(300)),
+        };
+        let m = vxlan(&[(200, 5200), (999, 7)]).vlan_vnis(&trunk).unwrap();
+        // VNI = VLAN ID unless mapped; an entry for a VLAN the port does
+        // not carry waits.
+        let want: BTreeMap<u16, u32> =
+            [(100, 100), (200, 5200), (201, 201), (202, 202), (300, 300)].into();
+        assert_eq!(m, want);
+        assert_eq!(
+            vxlan(&[]).vlan_vnis(&VlanMode::Access(v(7))).unwrap(),
+            [(7, 7)].into()
+        );
+        let e = vxlan(&[(100, 201)]).vlan_vnis(&trunk).unwrap_err();
+        assert!(e.contains("both travel as VNI 201"), "{e}");
+    }
+
+    #[test]
+    fn an_overlay_checks_its_vnis_and_peers() {
+        assert!(vxlan(&[(100, 5100)]).validate().is_ok());
+        for (nic, why) in [
+            (vxlan(&[(100, 0)]), "VNI 0"),
+            (vxlan(&[(100, 1 << 24)]), "VNI 16777216"),
+            (vxlan(&[(0, 5)]), "VLAN 0"),
+            (
+                VxlanNic {
+                    peers: vec!["2001:db8::2".parse().unwrap()],
+                    ..vxlan(&[])
+                },
+                "address family",
+            ),
+            (
+                VxlanNic {
+                    peers: vec!["192.0.2.1".parse().unwrap()],
+                    ..vxlan(&[])
+                },
+                "not another node",
+            ),
+        ] {
+            let e = nic.validate().unwrap_err();
+            assert!(e.contains(why), "{e} (wanted {why})");
+        }
+        let v6 = VxlanNic {
+            local: "2001:db8::1".parse().unwrap(),
+            peers: vec![],
+            ..vxlan(&[])
+        };
+        assert_eq!((vxlan(&[]).overhead(), v6.overhead()), (50, 70));
+        let json = r#"{"local": "192.0.2.1", "vnis": {"100": 5100}, "peers": []}"#;
+        let parsed: VxlanNic = serde_json::from_str(json).unwrap();
+        assert_eq!(parsed.vnis, [(100, 5100)].into());
+        assert_eq!(parsed.port, 4789);
+    }
 
     #[test]
     fn vlan_bounds() {

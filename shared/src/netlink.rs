@@ -423,11 +423,7 @@ impl Netlink {
     /// Sends a get or dump request and hands every answer of it to
     /// `each`, until the kernel's acknowledgement (a get) or its end (a
     /// dump); a NACK is the kernel's errno.
-    fn query(
-        &mut self,
-        req: Request,
-        mut each: impl FnMut(RouteNetlinkMessage),
-    ) -> io::Result<()> {
+    fn query(&mut self, req: Request, mut each: impl FnMut(RouteNetlinkMessage)) -> io::Result<()> {
         self.seq = self.seq.wrapping_add(1);
         let seq = self.seq;
         self.sock.send(&req.into_bytes(seq), 0)?;
@@ -444,8 +440,8 @@ impl Netlink {
                 let len = NetlinkBuffer::new_checked(rest).map_err(invalid)?.length() as usize;
                 let one = rest.get(..len).unwrap_or_default();
                 rest = rest.get((len + 3) & !3..).unwrap_or_default();
-                let msg = NetlinkMessage::<RouteNetlinkMessage>::deserialize(one)
-                    .map_err(invalid)?;
+                let msg =
+                    NetlinkMessage::<RouteNetlinkMessage>::deserialize(one).map_err(invalid)?;
                 if msg.header.sequence_number != seq {
                     continue;
                 }
@@ -783,7 +779,10 @@ mod tests {
         ] {
             assert!(data.contains(&want), "{want:?} missing from {data:?}");
         }
-        assert!(!data.iter().any(|d| matches!(d, InfoVxlan::Id(_))), "{data:?}");
+        assert!(
+            !data.iter().any(|d| matches!(d, InfoVxlan::Id(_))),
+            "{data:?}"
+        );
     }
 
     /// The kernel makes the external VXLAN netdev, and answers where a
@@ -810,11 +809,17 @@ mod tests {
         let r = crate::netns::NetNs::open(&path).unwrap().run(|| {
             let mut nl = Netlink::open().unwrap();
             let run = |args: &[&str]| {
-                let o = std::process::Command::new("ip").args(args).output().unwrap();
+                let o = std::process::Command::new("ip")
+                    .args(args)
+                    .output()
+                    .unwrap();
                 assert!(o.status.success(), "ip {args:?}: {o:?}");
             };
-            run(&["link", "add", "under0", "type", "dummy"]);
+            run(&[
+                "link", "add", "under0", "type", "veth", "peer", "name", "under1",
+            ]);
             run(&["addr", "add", "192.0.2.1/24", "dev", "under0"]);
+            run(&["link", "set", "under1", "up"]);
             run(&["link", "set", "under0", "up"]);
             run(&["route", "add", "198.51.100.0/24", "via", "192.0.2.254"]);
             let under = crate::netdev::ifindex("under0").unwrap();
@@ -829,6 +834,11 @@ mod tests {
             let on_link = nl.route_to("192.0.2.7".parse().unwrap()).unwrap();
             let routed = nl.route_to("198.51.100.9".parse().unwrap()).unwrap();
             let nowhere = nl.route_to("203.0.113.1".parse().unwrap()).unwrap();
+            // Nobody answers for 192.0.2.7: its neighbour entry is being
+            // resolved, or has failed.
+            let _ = std::process::Command::new("ping")
+                .args(["-c1", "-W1", "192.0.2.7"])
+                .output();
             let hops = nl.next_hops(under).unwrap();
             let link = std::process::Command::new("ip")
                 .args(["-d", "link", "show", "psovl0-vx"])
@@ -845,14 +855,24 @@ mod tests {
         });
         ip(&["netns", "del", &ns]);
         let (under, on_link, routed, nowhere, hops, link) = r.unwrap();
-        assert!(link.contains("external") && link.contains("local 192.0.2.1"), "{link}");
-        assert!(link.contains("dstport 4789") && link.contains("mtu 1450"), "{link}");
+        assert!(
+            link.contains("external") && link.contains("local 192.0.2.1"),
+            "{link}"
+        );
+        assert!(
+            link.contains("dstport 4789") && link.contains("mtu 1450"),
+            "{link}"
+        );
         assert!(link.contains("nolearning"), "{link}");
         assert_eq!(on_link, Some((under, "192.0.2.7".parse().unwrap())));
         assert_eq!(routed, Some((under, "192.0.2.254".parse().unwrap())));
         assert_eq!(nowhere, None);
-        // A dummy resolves nothing: its neighbour table holds no entry.
-        assert!(hops.iter().all(|(_, s)| *s != NextHop::Failed), "{hops:?}");
+        let ghost: IpAddr = "192.0.2.7".parse().unwrap();
+        assert!(
+            hops.iter()
+                .any(|(a, s)| *a == ghost && matches!(s, NextHop::Resolving | NextHop::Failed)),
+            "{hops:?}"
+        );
     }
 
     #[test]

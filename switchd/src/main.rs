@@ -705,6 +705,8 @@ async fn hand_over(
             // kept open here would outlive the successor's own close), then
             // idle: an exit would be restarted by the supervisor.
             dp.release();
+            // The overlay's programs: the successor's, ahead of ours, decide.
+            switchd::overlay::release_all();
             // The listeners' sockets go too: /dev/null takes their fd
             // numbers (still owned, and closed once, by `listeners`).
             if let Ok(null) = std::fs::File::open("/dev/null") {

@@ -187,6 +187,7 @@ fn collect(state: &Mutex<Registry>, api: &ApiMetrics, start_time: f64) -> Vec<Fa
         out.push(f);
     }
     out.push(port_info(&ports));
+    out.extend(overlay_families(&ports));
 
     // Ports switchd never attaches (a legacy-eswitch VF: the NIC forwards
     // its frames) have no counters and no attached series: switchd sees
@@ -537,6 +538,67 @@ pub fn render(state: &Mutex<Registry>, api: &ApiMetrics, start_time: f64) -> Str
         log::error!("metrics: encoding failed: {e}");
     }
     String::from_utf8(buf).unwrap_or_default()
+}
+
+/// The overlay behind each vxlan port: per peer, frames and bytes each
+/// way and whether the kernel can reach it; drops by reason; floods.
+fn overlay_families(ports: &[VPort]) -> Vec<Family> {
+    let mut tx_packets = Family::counter(
+        "podswitch_overlay_peer_tx_packets_total",
+        "Frames an overlay port sent to a peer (a flood counts once per peer).",
+    );
+    let mut tx_bytes = Family::counter(
+        "podswitch_overlay_peer_tx_bytes_total",
+        "Bytes of the frames an overlay port sent to a peer, without the encapsulation.",
+    );
+    let mut rx_packets = Family::counter(
+        "podswitch_overlay_peer_rx_packets_total",
+        "Frames an overlay port received from a peer and took.",
+    );
+    let mut rx_bytes = Family::counter(
+        "podswitch_overlay_peer_rx_bytes_total",
+        "Bytes of the frames an overlay port took from a peer, without the encapsulation.",
+    );
+    let mut unreachable = Family::gauge(
+        "podswitch_overlay_peer_unreachable",
+        "1 if the kernel has no route to the peer or its next hop does not answer ARP/ND, else 0.",
+    );
+    let mut drops = Family::counter(
+        "podswitch_overlay_dropped_frames_total",
+        "Frames an overlay port dropped, by reason: unmapped-vni, not-a-peer, unmapped-vlan, untagged, no-peers, tx-error, malformed.",
+    );
+    let mut floods = Family::counter(
+        "podswitch_overlay_floods_total",
+        "Frames an overlay port replicated to every peer (broadcast, multicast, unknown unicast).",
+    );
+    for p in ports.iter().filter(|p| p.nic.vxlan.is_some()) {
+        let Some(st) = crate::overlay::status(&p.nic.ifname) else {
+            continue;
+        };
+        let base = [("switch", p.switch.as_str()), ("port", p.id.as_str())];
+        for peer in &st.peers {
+            let a = peer.address.to_string();
+            let l = [base[0], base[1], ("peer", a.as_str())];
+            tx_packets.add(&l, peer.tx_packets as f64);
+            tx_bytes.add(&l, peer.tx_bytes as f64);
+            rx_packets.add(&l, peer.rx_packets as f64);
+            rx_bytes.add(&l, peer.rx_bytes as f64);
+            unreachable.add(&l, u8::from(!peer.reachable) as f64);
+        }
+        for (reason, n) in st.drops.by_reason() {
+            drops.add(&[base[0], base[1], ("reason", reason)], n as f64);
+        }
+        floods.add(&base, st.floods as f64);
+    }
+    vec![
+        tx_packets,
+        tx_bytes,
+        rx_packets,
+        rx_bytes,
+        unreachable,
+        drops,
+        floods,
+    ]
 }
 
 /// Multicast snooping, per switch (every switch has the series; one that

@@ -200,12 +200,15 @@ fn err<E: std::fmt::Display>(what: &str) -> impl Fn(E) -> OverlayError + '_ {
 
 /// Makes (or finds) the overlay port's netdevs, loads and attaches its
 /// programs if this switchd has not, and tells them the port's VLAN → VNI
-/// map, untagged VLAN and peers. Returns the overlay's MTU.
+/// map, untagged VLAN and peers. The veth gets `queues` queues each end
+/// (one per poll thread: native XDP on a veth wants at least as many
+/// receive queues as its peer sends on). Returns the overlay's MTU.
 pub fn ensure(
     ifname: &str,
     v: &VxlanNic,
     vlans: &BTreeMap<u16, u32>,
     untagged: Option<u16>,
+    queues: usize,
 ) -> Result<u32, OverlayError> {
     let (far, vx) = member_names(ifname);
     let underlay = match &v.underlay {
@@ -240,7 +243,7 @@ pub fn ensure(
     }
     if netdev::ifindex(ifname).is_err() {
         let here = std::fs::File::open("/proc/thread-self/ns/net").map_err(err("own netns"))?;
-        let queues = netdev::online_cpus().len().clamp(1, 64) as u32;
+        let queues = queues.clamp(1, crate::datapath::bpf::MAX_QUEUES as usize) as u32;
         use std::os::fd::AsRawFd;
         nl.create_veth(ifname, &far, here.as_raw_fd(), Some(mtu), None, queues)
             .map_err(err(ifname))?;
@@ -275,9 +278,8 @@ pub fn ensure(
 }
 
 fn load(veth_ifindex: u32, vxlan_ifindex: u32) -> Result<Overlay, OverlayError> {
-    let load = |e: &dyn std::fmt::Display| {
-        OverlayError::new(format!("loading the overlay programs: {e}"))
-    };
+    let load =
+        |e: &dyn std::fmt::Display| OverlayError::new(format!("loading the overlay programs: {e}"));
     let mut ebpf = Ebpf::load(PROGRAM).map_err(|e| load(&e))?;
     let mut attach = |name: &str, ifindex: u32| -> Result<OwnedFd, OverlayError> {
         let prog: &mut SchedClassifier = ebpf
@@ -374,7 +376,8 @@ impl Overlay {
     /// Returns how many MACs were forgotten.
     fn set_peers(&mut self, peers: &[IpAddr]) -> Result<usize, OverlayError> {
         let peers = &peers[..peers.len().min(MAX_VXLAN_PEERS)];
-        let cpus = aya::util::nr_cpus().map_err(|(what, e)| OverlayError::new(format!("{what}: {e}")))?;
+        let cpus =
+            aya::util::nr_cpus().map_err(|(what, e)| OverlayError::new(format!("{what}: {e}")))?;
         for p in peers.iter().filter(|p| !self.peer_list.contains(p)) {
             let zero = PerCpuValues::try_from(vec![PeerStats::default(); cpus])
                 .map_err(|e| OverlayError::new(format!("per-CPU values: {e}")))?;
@@ -425,10 +428,7 @@ impl Overlay {
     }
 
     fn stat(&self, i: u32) -> u64 {
-        self.stats
-            .get(&i, 0)
-            .map(|v| v.iter().sum())
-            .unwrap_or(0)
+        self.stats.get(&i, 0).map(|v| v.iter().sum()).unwrap_or(0)
     }
 }
 
@@ -544,7 +544,11 @@ pub fn status(ifname: &str) -> Option<OverlayStatus> {
                         netlink::NextHop::Failed => {
                             (false, format!("{via}: the next hop does not answer"))
                         }
-                        netlink::NextHop::Resolving => (true, format!("{via}: resolving")),
+                        // Resolution is retried on every frame sent, so a
+                        // dead next hop under traffic mostly shows as this.
+                        netlink::NextHop::Resolving => {
+                            (false, format!("{via}: the next hop does not answer yet"))
+                        }
                         netlink::NextHop::Resolved => (true, via),
                         netlink::NextHop::Unknown => (true, format!("{via}: not resolved yet")),
                     }

@@ -9,8 +9,8 @@
 //! every other request is served.
 
 use crate::datapath::{netdev, Dataplane};
-use crate::registry::{Added, Begun, Declared, Registry, RegistryError};
 use crate::overlay;
+use crate::registry::{Added, Begun, Declared, Registry, RegistryError};
 use podswitch_shared::model::{
     LinkState, Nic, NicKind, PortConfig, PortUpdate, VPort, VlanMode, VxlanNic, MAX_MTU,
 };
@@ -66,10 +66,12 @@ fn set_link(nic: &Nic, up: bool) -> Result<(), RegistryError> {
 /// port's netdevs are made), its MTU fits the data path, a pod's or VM's
 /// end has no IPv6 of the host's (nor of the VM pod's namespace), and it
 /// is down if the port starts down.
-fn prepare_nic(p: &crate::registry::Pending) -> Result<(), RegistryError> {
+/// `queues`: the poll threads (an overlay port's veth gets one queue per
+/// thread).
+fn prepare_nic(p: &crate::registry::Pending, queues: usize) -> Result<(), RegistryError> {
     let nic = &p.nic;
     if let Some(v) = &nic.vxlan {
-        make_overlay(&nic.ifname, v, &p.vlans)?;
+        make_overlay(&nic.ifname, v, &p.vlans, queues)?;
     }
     in_nic_ns(nic, || {
         let ifname = &nic.ifname;
@@ -102,10 +104,15 @@ fn overlay_error(e: overlay::OverlayError) -> RegistryError {
 
 /// Makes (or finds) an overlay port's netdevs and programs and gives them
 /// the port's VLANs (`mode`) and peers.
-fn make_overlay(ifname: &str, v: &VxlanNic, mode: &VlanMode) -> Result<(), RegistryError> {
+fn make_overlay(
+    ifname: &str,
+    v: &VxlanNic,
+    mode: &VlanMode,
+    queues: usize,
+) -> Result<(), RegistryError> {
     let vlans = v.vlan_vnis(mode).map_err(RegistryError::Invalid)?;
     let untagged = mode.untagged_vlan().map(|v| v.get());
-    overlay::ensure(ifname, v, &vlans, untagged).map_err(overlay_error)?;
+    overlay::ensure(ifname, v, &vlans, untagged, queues).map_err(overlay_error)?;
     Ok(())
 }
 
@@ -116,7 +123,7 @@ fn bring_in(
     dp: &dyn Dataplane,
     p: &crate::registry::Pending,
 ) -> Result<crate::datapath::Attachment, RegistryError> {
-    prepare_nic(p)?;
+    prepare_nic(p, dp.config().threads())?;
     let a = dp
         .attach(p.slot, &p.nic)
         .map_err(|e| RegistryError::Datapath(format!("attaching {}: {e}", p.nic.location())))?;
@@ -137,7 +144,7 @@ pub fn create_port(
         match s.begin_create(cfg)? {
             Begun::Exists(v) => return Ok((*v, false)),
             Begun::Recorded(v) => return Ok((*v, true)),
-            Begun::Pending(p) => (p, s.datapath()),
+            Begun::Pending(p) => (*p, s.datapath()),
         }
     };
     let r = bring_in(dp.as_ref(), &p);
@@ -230,7 +237,7 @@ pub fn restore(state: &Mutex<Registry>) -> Result<(usize, usize), RegistryError>
         let r = match begun {
             // Nothing to attach (a VF in legacy eswitch mode): recorded again.
             Ok((Added::Recorded(id), _)) => Ok(id),
-            Ok((Added::Pending(p), dp)) => match prepare_nic(&p) {
+            Ok((Added::Pending(p), dp)) => match prepare_nic(&p, dp.config().threads()) {
                 Err(e @ RegistryError::NicMissing(_)) => {
                     let mut s = lock(state);
                     s.forget_port(&p.id);

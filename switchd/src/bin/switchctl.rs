@@ -7,8 +7,8 @@ use clap::{Parser, Subcommand, ValueEnum};
 use podswitch_shared::client::Client;
 use podswitch_shared::model::{
     AclAction, AclRule, DatapathInfo, EswitchMode, FdbEntry, LinkState, MacAddr, MulticastTable,
-    Nic, NicKind, PortConfig, PortMirroring, PortUpdate, Priority, PriorityMode, Pvlan,
-    SwitchConfig, SwitchUpdate, TrunkRange, VPort, VSwitch, VlanId, VlanMode,
+    Nic, NicKind, OverlayStatus, PortConfig, PortMirroring, PortUpdate, Priority, PriorityMode,
+    Pvlan, SwitchConfig, SwitchUpdate, TrunkRange, VPort, VSwitch, VlanId, VlanMode,
 };
 use podswitch_shared::DEFAULT_SOCKET;
 use serde::Serialize;
@@ -59,6 +59,12 @@ enum Cmd {
     /// How the data path runs: poll threads (CPU, ports, frames, hand-offs,
     /// CPU time), frame budget, MTU limit.
     Datapath,
+    /// An overlay port (nic.kind vxlan): its VLAN → VNI map, each peer's
+    /// counters and reachability, and what it dropped and why.
+    Overlay {
+        /// The overlay port's ID.
+        port: String,
+    },
     /// Helpers that run next to a VMM.
     #[command(subcommand)]
     Vm(VmCmd),
@@ -1091,6 +1097,75 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                                 t.handoff_out.to_string(),
                                 t.handoff_in.to_string(),
                                 format!("{:.2}", t.cpu_seconds),
+                            ]
+                        })
+                        .collect(),
+                )
+            })
+        }
+        Cmd::Overlay { port } => {
+            let o: OverlayStatus = c.get(&format!("/v1/ports/{port}/overlay"))?;
+            emit(out, &o, |o| {
+                let map: Vec<String> = o
+                    .vnis
+                    .iter()
+                    .map(|(vlan, vni)| format!("{vlan}→{vni}"))
+                    .collect();
+                println!(
+                    "VLAN→VNI {}{}, MTU {}, {} flood(s), {} MAC(s) learned behind peers",
+                    map.join(" "),
+                    o.untagged_vlan
+                        .map(|v| format!(" (VLAN {v} untagged)"))
+                        .unwrap_or_default(),
+                    o.mtu,
+                    o.floods,
+                    o.learned_macs
+                );
+                let drops: Vec<String> = o
+                    .drops
+                    .by_reason()
+                    .iter()
+                    .filter(|(_, n)| *n > 0)
+                    .map(|(r, n)| format!("{r} {n}"))
+                    .collect();
+                if drops.is_empty() {
+                    println!("dropped: nothing");
+                } else {
+                    println!("dropped: {}", drops.join(", "));
+                }
+                if let Some(v) = o.last_unmapped_vni {
+                    println!("last unmapped VNI: {v}");
+                }
+                if let Some(a) = o.last_stranger {
+                    println!("last frame from a non-peer: {a}");
+                }
+                table(
+                    &[
+                        "PEER",
+                        "REACHABLE",
+                        "PATH",
+                        "TX",
+                        "TX-BYTES",
+                        "RX",
+                        "RX-BYTES",
+                        "LAST-RX",
+                        "MACS",
+                    ],
+                    o.peers
+                        .iter()
+                        .map(|p| {
+                            vec![
+                                p.address.to_string(),
+                                if p.reachable { "yes" } else { "NO" }.into(),
+                                p.path.clone(),
+                                p.tx_packets.to_string(),
+                                p.tx_bytes.to_string(),
+                                p.rx_packets.to_string(),
+                                p.rx_bytes.to_string(),
+                                p.last_rx_seconds_ago
+                                    .map(|s| format!("{s:.1}s ago"))
+                                    .unwrap_or_else(|| "never".into()),
+                                p.learned_macs.to_string(),
                             ]
                         })
                         .collect(),

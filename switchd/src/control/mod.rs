@@ -431,6 +431,36 @@ impl Api {
                 }
                 _ => Err(allow("GET, POST")),
             },
+            ["v1", "ports", id, "overlay"] => match m {
+                Method::GET => {
+                    let id = id.to_string();
+                    let p = self
+                        .with_state(move |s| s.port(&id))
+                        .await?
+                        .map_err(state_error)?;
+                    if p.nic.vxlan.is_none() {
+                        return Err(error(
+                            404,
+                            "not-found",
+                            format!("port {} is a {} port, not an overlay", p.id, p.nic.kind),
+                        ));
+                    }
+                    let ifname = p.nic.ifname.clone();
+                    let st = tokio::task::spawn_blocking(move || crate::overlay::status(&ifname))
+                        .await
+                        .ok()
+                        .flatten()
+                        .ok_or_else(|| {
+                            error(
+                                409,
+                                "not-attached",
+                                format!("the overlay of port {} is not attached (yet)", p.id),
+                            )
+                        })?;
+                    Ok(json(StatusCode::OK, &st))
+                }
+                _ => Err(allow("GET")),
+            },
             ["v1", "ports", id, "peers"] => match m {
                 Method::PUT => {
                     let id = id.to_string();

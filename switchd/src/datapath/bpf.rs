@@ -276,12 +276,13 @@ impl XdpProgram {
                 if prefer_native {
                     log::warn!("native XDP on ifindex {ifindex} failed ({e}); using generic XDP");
                 }
-                let l = link_create(&self.prog, ifindex, BPF_XDP, XDP_FLAGS_SKB_MODE).map_err(|e| {
-                    BpfError::Attach {
-                        ifindex,
-                        message: e.to_string(),
-                    }
-                })?;
+                let l =
+                    link_create(&self.prog, ifindex, BPF_XDP, XDP_FLAGS_SKB_MODE).map_err(|e| {
+                        BpfError::Attach {
+                            ifindex,
+                            message: e.to_string(),
+                        }
+                    })?;
                 (l, Mode::Generic)
             }
         };

@@ -1042,7 +1042,7 @@ impl Registry {
             }
         }
         match self.add_port(cfg)? {
-            Added::Pending(p) => Ok(Begun::Pending(p)),
+            Added::Pending(p) => Ok(Begun::Pending(Box::new(p))),
             Added::Recorded(id) => {
                 if let Err(e) = self.persist() {
                     self.remove_port(&id);
@@ -1118,7 +1118,7 @@ impl Registry {
         validate::check_policy(&port)?;
         validate::check_pvlan(&port)?;
         validate::check_overlay(&port)?;
-        let vlans = port.mode();
+        let vlans = Box::new(port.mode());
         validate::check_pvlan_fit(
             &port,
             self.ports
@@ -1212,7 +1212,7 @@ impl Registry {
                 slot,
                 nic: e.port.nic.clone(),
                 link_up: e.port.link_state == LinkState::Up,
-                vlans: e.port.mode(),
+                vlans: Box::new(e.port.mode()),
             })
             .collect();
         (self.datapath.clone(), todo)
@@ -1405,7 +1405,7 @@ impl Registry {
 /// What `begin_create` found or made.
 pub(crate) enum Begun {
     Exists(Box<VPort>),
-    Pending(Pending),
+    Pending(Box<Pending>),
     /// Created and saved, nothing to attach (see `Nic::attaches`).
     Recorded(Box<VPort>),
 }
@@ -1465,7 +1465,7 @@ pub(crate) struct Pending {
     pub nic: Nic,
     pub link_up: bool,
     /// The port's VLANs (an overlay port maps them to VNIs).
-    pub vlans: VlanMode,
+    pub vlans: Box<VlanMode>,
 }
 
 #[cfg(test)]
@@ -1496,7 +1496,7 @@ mod tests {
                     .datapath()
                     .attach(p.slot, &p.nic)
                     .map_err(|e| RegistryError::Datapath(e.to_string()));
-                r.finish_port(p, a, false)
+                r.finish_port(*p, a, false)
             }
         }
     }
