@@ -293,22 +293,30 @@ def test_daemonset_semantics(helm, args):
         assert f'/host/cni-conf/{conflists[0]}"' in script
 
 
-def test_overlay_renders_a_vxlan_port_per_vlan(helm):
-    """overlay.enabled writes a vxlan port per listed VLAN to switches.json
-    (VNI defaults to the VLAN ID), with ${NODE_IP}, which the DaemonSet sets
-    from status.hostIP and switchd expands, as its source address; off by
+def test_overlay_renders_one_vxlan_trunk_port(helm):
+    """overlay.enabled writes one vxlan port "overlay" to switches.json: a
+    trunk of the listed VLANs in their order (no native VLAN), netdev
+    psovl0, with ${NODE_IP}, which the DaemonSet sets from status.hostIP and
+    switchd expands, as its source address, and a VLAN->VNI map holding only
+    the VNIs that differ from their VLAN ID (none: no "vnis" key); off by
     default."""
     objs = docs(template(helm).stdout)
     assert json.loads(by_kind(objs, "ConfigMap")["data"]["switches.json"])["ports"] == []
     objs = docs(template(helm, "--set", "overlay.enabled=true", "--set", "overlay.underlay=ens5",
-                         "--set-json", 'overlay.vlans=[{"vlan":100},{"vlan":200,"vni":5200}]',
+                         "--set-json", 'overlay.vlans=[{"vlan":200,"vni":5200},{"vlan":100},{"vlan":300,"vni":300}]',
                          "--set-json", 'overlay.peers=["192.0.2.1","192.0.2.2"]').stdout)
     ports = json.loads(by_kind(objs, "ConfigMap")["data"]["switches.json"])["ports"]
-    assert [(p["id"], p["vlan"], p["nic"]["vxlan"]["vni"]) for p in ports] == \
-        [("overlay-100", 100, 100), ("overlay-200", 200, 5200)]
-    assert all(p["nic"]["kind"] == "vxlan" and p["nic"]["vxlan"]["local"] == "${NODE_IP}"
-               and p["nic"]["vxlan"]["underlay"] == "ens5" and p["nic"]["vxlan"]["port"] == 4789
-               and p["nic"]["vxlan"]["peers"] == ["192.0.2.1", "192.0.2.2"] for p in ports), ports
+    assert ports == [{"id": "overlay", "switch": "default", "trunk": [{"id": 200}, {"id": 100}, {"id": 300}],
+                      "nic": {"kind": "vxlan", "ifname": "psovl0",
+                              "vxlan": {"local": "${NODE_IP}", "port": 4789, "underlay": "ens5",
+                                        "peers": ["192.0.2.1", "192.0.2.2"], "vnis": {"200": 5200}}}}], ports
+    # Every VNI the VLAN ID: no map at all.
+    objs = docs(template(helm, "--set", "overlay.enabled=true", "--set", "overlay.port=8472",
+                         "--set-json", 'overlay.vlans=[{"vlan":100},{"vlan":120,"vni":120}]').stdout)
+    ports = json.loads(by_kind(objs, "ConfigMap")["data"]["switches.json"])["ports"]
+    assert [p["trunk"] for p in ports] == [[{"id": 100}, {"id": 120}]]
+    assert ports[0]["nic"]["vxlan"] == {"local": "${NODE_IP}", "port": 8472, "underlay": "eth0", "peers": []}
+    assert "vlan" not in ports[0]
 
 
 def test_upgrades_surge_so_the_new_switchd_takes_over(helm):
@@ -364,6 +372,8 @@ BAD_VALUES = {
     "overlay-no-vlans": ({"overlay": {"enabled": True, "vlans": []}}, ("overlay", "vlans"), r"minItems|at least 1|too short|non-empty|should be non-empty"),
     "overlay-vlan-twice": ({"overlay": {"enabled": True, "vlans": [{"vlan": 100}, {"vlan": 100}]}},
                            ("overlay.vlans[1]",), r"listed twice"),
+    "overlay-vni-twice": ({"overlay": {"enabled": True, "vlans": [{"vlan": 200}, {"vlan": 100, "vni": 200}]}},
+                          ("overlay.vlans[1]",), r"VNI 200 is already used by VLAN 200"),
     "max-surge-word": ({"updateStrategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": "one"}}},
                        ("updateStrategy", "rollingUpdate", "maxSurge"), r"oneOf|one and only one|pattern|integer"),
     # Checked by the templates: what a JSON schema cannot say.
@@ -764,15 +774,19 @@ def test_daemonset_command_runs_switchd_as_rendered(topo, family):
     assert switches["storage"]["agingSeconds"] == 60 and switches["storage"]["maxFdbEntries"] == 4096
     assert switches["storage"]["multicastSnooping"] is True
     assert switches["storage"]["multicastMembershipSeconds"] == 90
-    # The overlay: a vxlan port per VLAN, this node's address as its
+    # The overlay: one vxlan port trunking both VLANs, VLAN 120 on VNI
+    # 5120 (VLAN 100 on VNI 100, the default), this node's address as its
     # source (${NODE_IP}), the other node as its only peer.
-    for vlan, vni in ((100, 100), (120, 5120)):
-        o = node.ok("GET", f"/v1/ports/overlay-{vlan}")
-        assert o["vlan"] == vlan and o["status"]["attached"], o
-        assert o["nic"]["vxlan"] == {"vni": vni, "local": pod_ip, "port": 4789, "underlay": dummy,
-                                     "peers": [peers[1]]}, o
-        link = nsexec(node.ns, "ip", "-d", "link", "show", f"psvx{vlan}").stdout
-        assert f"vxlan id {vni}" in link and f"local {pod_ip}" in link, link
+    o = node.ok("GET", "/v1/ports/overlay")
+    assert o["trunk"] == [{"id": 100}, {"id": 120}] and o["status"]["attached"], o
+    assert o["nic"]["ifname"] == "psovl0", o
+    assert o["nic"]["vxlan"]["vnis"] == {"120": 5120}, o
+    assert o["nic"]["vxlan"]["peers"] == [peers[1]], o
+    assert (o["nic"]["vxlan"]["local"], o["nic"]["vxlan"]["port"], o["nic"]["vxlan"]["underlay"]) == \
+        (pod_ip, 4789, dummy), o
+    # One kernel VXLAN netdev for every VNI: external (collect-metadata) mode.
+    link = nsexec(node.ns, "ip", "-d", "link", "show", "psovl0").stdout
+    assert "vxlan" in link and "external" in link, link
     uplink = node.ok("GET", f"/v1/ports/uplink-{nic}")
     assert uplink["nic"] == {"kind": "uplink", "ifname": nic} and uplink["switch"] == "storage"
     assert uplink["trunk"] == [{"minID": 200, "maxID": 299}, {"id": 400}] and uplink["vlan"] == 10

@@ -178,8 +178,10 @@ others sorted; values as compact JSON. Input: dict "obj" DICT "first" LIST
 
 {{/*
 switches.json, read by switchd --switches-file at start: VSwitches (POST
-/v1/switches bodies) and ports (POST /v1/ports bodies: the uplink) to create
-when they do not exist.
+/v1/switches bodies) and ports (POST /v1/ports bodies: the uplink and the
+overlay) to create when they do not exist. The overlay is one trunk port
+"overlay" carrying every listed VLAN, its VLAN->VNI map ("vnis") holding only
+the VNIs that differ from their VLAN ID.
 */}}
 {{- define "podswitch.switchesFile" -}}
 {{- $names := include "podswitch.switchNames" . | fromJsonArray -}}
@@ -210,6 +212,9 @@ when they do not exist.
 {{- fail (printf "overlay.switch: switch %q is neither \"default\" nor in switches" $o.switch) -}}
 {{- end -}}
 {{- $seen := dict -}}
+{{- $vniOf := dict -}}
+{{- $trunk := list -}}
+{{- $vnis := dict -}}
 {{- range $i, $v := $o.vlans -}}
 {{- $vlan := int $v.vlan -}}
 {{- if hasKey $seen (toString $vlan) -}}
@@ -217,10 +222,17 @@ when they do not exist.
 {{- end -}}
 {{- $_ := set $seen (toString $vlan) true -}}
 {{- $vni := int (default $vlan $v.vni) -}}
-{{- $vx := dict "vni" $vni "local" "${NODE_IP}" "port" (int $o.port) "underlay" $o.underlay "peers" $o.peers -}}
-{{- $nic := dict "kind" "vxlan" "ifname" (printf "psvx%d" $vlan) "vxlan" $vx -}}
-{{- $ports = append $ports (dict "id" (printf "overlay-%d" $vlan) "switch" $o.switch "nic" $nic "vlan" $vlan) -}}
+{{- if hasKey $vniOf (toString $vni) -}}
+{{- fail (printf "overlay.vlans[%d]: VNI %d is already used by VLAN %d" $i $vni (int (index $vniOf (toString $vni)))) -}}
 {{- end -}}
+{{- $_ := set $vniOf (toString $vni) $vlan -}}
+{{- $trunk = append $trunk (dict "id" $vlan) -}}
+{{- if ne $vni $vlan }}{{ $_ := set $vnis (toString $vlan) $vni }}{{ end -}}
+{{- end -}}
+{{- $vx := dict "local" "${NODE_IP}" "port" (int $o.port) "underlay" $o.underlay "peers" $o.peers -}}
+{{- if $vnis }}{{ $_ := set $vx "vnis" $vnis }}{{ end -}}
+{{- $nic := dict "kind" "vxlan" "ifname" "psovl0" "vxlan" $vx -}}
+{{- $ports = append $ports (dict "id" "overlay" "switch" $o.switch "trunk" $trunk "nic" $nic) -}}
 {{- end -}}
 {{- toPrettyJson (dict "switches" $switches "ports" $ports) -}}
 {{- end -}}
