@@ -55,7 +55,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "integrat
 from cnihelp import machine_note, pct  # noqa: E402
 from conftest import SWITCHD, Topo, nsexec, sh  # noqa: E402
 
-MODES = ("direct", "vxlan-sw", "vxlan-br")
+MODES = ("direct", "overlay", "vxlan-sw", "vxlan-br")
 VNI = 100
 UNDERLAY = ("192.0.2.1", "192.0.2.2")
 IPERF_PORT = 5201
@@ -91,7 +91,7 @@ def set_mtu(pod, mtu):
 
 def build(topo, mode, switchd_args):
     """One mode's two nodes and two pods; returns a dict describing it."""
-    tag = {"direct": "d", "vxlan-sw": "x", "vxlan-br": "k"}[mode]
+    tag = {"direct": "d", "overlay": "o", "vxlan-sw": "x", "vxlan-br": "k"}[mode]
     n1, n2 = topo.node(f"{tag}n1"), topo.node(f"{tag}n2")
     for n in (n1, n2):
         quiet_node(n)
@@ -108,6 +108,14 @@ def build(topo, mode, switchd_args):
         for n, u in zip((n1, n2), ul):
             n.ok("POST", "/v1/ports", {"nic": {"kind": "uplink", "ifname": u}, "trunk": [{"id": 100}]})
         for p in (a, b):
+            p.attach(vlan=100, mac=p.mac)
+    elif mode == "overlay":
+        for n, u, local, peer in ((n1, ul[0], UNDERLAY[0], UNDERLAY[1]), (n2, ul[1], UNDERLAY[1], UNDERLAY[0])):
+            n.ok("POST", "/v1/ports", {"id": "overlay", "trunk": [{"id": 100}], "nic": {
+                "kind": "vxlan", "ifname": "psovl0",
+                "vxlan": {"local": local, "underlay": u, "peers": [peer]}}})
+        for p in (a, b):
+            set_mtu(p, 1450)
             p.attach(vlan=100, mac=p.mac)
     else:
         for n, u, local, peer in ((n1, ul[0], UNDERLAY[0], UNDERLAY[1]), (n2, ul[1], UNDERLAY[1], UNDERLAY[0])):

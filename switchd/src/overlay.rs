@@ -255,6 +255,12 @@ pub fn ensure(
         }
         netdev::set_up(dev, true).map_err(err(dev))?;
     }
+    // Decapsulated frames go one by one: GRO on the VXLAN netdev would
+    // merge a TCP flow's segments only for the veth to split them again
+    // before XDP (measured: 1.1 Gbit/s with it, 1.6 without).
+    if let Err(e) = netdev::set_gro(&vx, false) {
+        log::warn!("turning GRO off on {vx}: {e}");
+    }
     let veth_ifindex = netdev::ifindex(&far).map_err(err(&far))?;
     let vxlan_ifindex = netdev::ifindex(&vx).map_err(err(&vx))?;
 
