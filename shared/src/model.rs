@@ -295,11 +295,19 @@ pub struct VxlanNic {
     pub underlay: Option<String>,
     /// VLAN → VNI for the VLANs whose VNI is not their VLAN ID (a VLAN of
     /// the port not listed here travels as VNI = VLAN ID).
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub vnis: BTreeMap<u16, u32>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub vni: Vec<VniMapping>,
     /// The other nodes' underlay addresses.
     #[serde(default)]
     pub peers: Vec<std::net::IpAddr>,
+}
+
+/// One VLAN of an overlay port and the VNI it travels as.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VniMapping {
+    pub vlan: u16,
+    pub vni: u32,
 }
 
 fn vxlan_port() -> u16 {
@@ -370,21 +378,25 @@ impl VxlanNic {
                 self.peers.len()
             ));
         }
-        for (vlan, vni) in &self.vnis {
+        let mut vlans = std::collections::BTreeSet::new();
+        for VniMapping { vlan, vni } in &self.vni {
             if !(1..=4094).contains(vlan) {
-                return Err(format!("vxlan vnis: VLAN {vlan} is not in 1..=4094"));
+                return Err(format!("vxlan vni: VLAN {vlan} is not in 1..=4094"));
             }
             if *vni == 0 || *vni > 0xff_ffff {
                 return Err(format!(
-                    "vxlan vnis: VNI {vni} of VLAN {vlan} is not in 1..=16777215"
+                    "vxlan vni: VNI {vni} of VLAN {vlan} is not in 1..=16777215"
                 ));
+            }
+            if !vlans.insert(*vlan) {
+                return Err(format!("vxlan vni: VLAN {vlan} is mapped twice"));
             }
         }
         Ok(())
     }
 
     /// Each VLAN the port carries (`mode`) and its VNI: the port's VLANs,
-    /// VNI = VLAN ID unless `vnis` says otherwise (an entry for a VLAN the
+    /// VNI = VLAN ID unless `vni` says otherwise (an entry for a VLAN the
     /// port does not carry waits until it does, so a trunk can shrink and
     /// grow live). Errors: a private VLAN port, or two VLANs on one VNI.
     pub fn vlan_vnis(&self, mode: &VlanMode) -> Result<BTreeMap<u16, u32>, String> {
@@ -405,7 +417,11 @@ impl VxlanNic {
         let mut out = BTreeMap::new();
         let mut by_vni = BTreeMap::new();
         for v in vlans {
-            let vni = self.vnis.get(&v).copied().unwrap_or(u32::from(v));
+            let vni = self
+                .vni
+                .iter()
+                .find(|m| m.vlan == v)
+                .map_or(u32::from(v), |m| m.vni);
             if let Some(other) = by_vni.insert(vni, v) {
                 return Err(format!(
                     "vxlan: VLANs {other} and {v} would both travel as VNI {vni}"
@@ -1913,7 +1929,10 @@ mod tests {
             local: "192.0.2.1".parse().unwrap(),
             port: 4789,
             underlay: None,
-            vnis: vnis.iter().copied().collect(),
+            vni: vnis
+                .iter()
+                .map(|&(vlan, vni)| VniMapping { vlan, vni })
+                .collect(),
             peers: vec!["192.0.2.2".parse().unwrap()],
         }
     }
@@ -1973,9 +1992,17 @@ mod tests {
             ..vxlan(&[])
         };
         assert_eq!((vxlan(&[]).overhead(), v6.overhead()), (50, 70));
-        let json = r#"{"local": "192.0.2.1", "vnis": {"100": 5100}, "peers": []}"#;
+        let e = vxlan(&[(100, 5100), (100, 5101)]).validate().unwrap_err();
+        assert!(e.contains("VLAN 100 is mapped twice"), "{e}");
+        let json = r#"{"local": "192.0.2.1", "vni": [{"vlan": 100, "vni": 5100}], "peers": []}"#;
         let parsed: VxlanNic = serde_json::from_str(json).unwrap();
-        assert_eq!(parsed.vnis, [(100, 5100)].into());
+        assert_eq!(
+            parsed.vni,
+            vec![VniMapping {
+                vlan: 100,
+                vni: 5100
+            }]
+        );
         assert_eq!(parsed.port, 4789);
     }
 

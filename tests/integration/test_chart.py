@@ -298,7 +298,7 @@ def test_overlay_renders_one_vxlan_trunk_port(helm):
     trunk of the listed VLANs in their order (no native VLAN), netdev
     psovl0, with ${NODE_IP}, which the DaemonSet sets from status.hostIP and
     switchd expands, as its source address, and a VLAN->VNI map holding only
-    the VNIs that differ from their VLAN ID (none: no "vnis" key); off by
+    the VNIs that differ from their VLAN ID (none: no "vni" key); off by
     default."""
     objs = docs(template(helm).stdout)
     assert json.loads(by_kind(objs, "ConfigMap")["data"]["switches.json"])["ports"] == []
@@ -309,7 +309,8 @@ def test_overlay_renders_one_vxlan_trunk_port(helm):
     assert ports == [{"id": "overlay", "switch": "default", "trunk": [{"id": 200}, {"id": 100}, {"id": 300}],
                       "nic": {"kind": "vxlan", "ifname": "psovl0",
                               "vxlan": {"local": "${NODE_IP}", "port": 4789, "underlay": "ens5",
-                                        "peers": ["192.0.2.1", "192.0.2.2"], "vnis": {"200": 5200}}}}], ports
+                                        "peers": ["192.0.2.1", "192.0.2.2"],
+                                        "vni": [{"vlan": 200, "vni": 5200}]}}}], ports
     # Every VNI the VLAN ID: no map at all.
     objs = docs(template(helm, "--set", "overlay.enabled=true", "--set", "overlay.port=8472",
                          "--set-json", 'overlay.vlans=[{"vlan":100},{"vlan":120,"vni":120}]').stdout)
@@ -780,13 +781,14 @@ def test_daemonset_command_runs_switchd_as_rendered(topo, family):
     o = node.ok("GET", "/v1/ports/overlay")
     assert o["trunk"] == [{"id": 100}, {"id": 120}] and o["status"]["attached"], o
     assert o["nic"]["ifname"] == "psovl0", o
-    assert o["nic"]["vxlan"]["vnis"] == {"120": 5120}, o
+    assert o["nic"]["vxlan"]["vni"] == [{"vlan": 120, "vni": 5120}], o
     assert o["nic"]["vxlan"]["peers"] == [peers[1]], o
     assert (o["nic"]["vxlan"]["local"], o["nic"]["vxlan"]["port"], o["nic"]["vxlan"]["underlay"]) == \
         (pod_ip, 4789, dummy), o
     # One kernel VXLAN netdev for every VNI: external (collect-metadata) mode.
-    link = nsexec(node.ns, "ip", "-d", "link", "show", "psovl0").stdout
+    link = nsexec(node.ns, "ip", "-d", "link", "show", "psovl0-vx").stdout
     assert "vxlan" in link and "external" in link, link
+    assert node.ok("GET", "/v1/ports/overlay/overlay")["vnis"] == {"100": 100, "120": 5120}
     uplink = node.ok("GET", f"/v1/ports/uplink-{nic}")
     assert uplink["nic"] == {"kind": "uplink", "ifname": nic} and uplink["switch"] == "storage"
     assert uplink["trunk"] == [{"minID": 200, "maxID": 299}, {"id": 400}] and uplink["vlan"] == 10

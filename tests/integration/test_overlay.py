@@ -23,7 +23,7 @@ def overlay(node, name, peers, underlay, vlans=(100, 200), vnis=None):
     overrides `vnis`."""
     vx = {"local": UNDERLAY[name], "underlay": underlay, "peers": [UNDERLAY[p] for p in peers]}
     if vnis:
-        vx["vnis"] = {str(k): v for k, v in vnis.items()}
+        vx["vni"] = [{"vlan": k, "vni": v} for k, v in vnis.items()]
     return node.ok("POST", "/v1/ports", {
         "id": "overlay",
         "nic": {"kind": "vxlan", "ifname": "psovl0", "vxlan": vx},
@@ -67,7 +67,7 @@ def test_vlans_cross_nodes_over_vxlan_and_stay_apart(topo):
     # VLAN 100 travels as VNI 100 (the default), VLAN 200 as VNI 5200.
     for node, ul, name, other in ((n1, u1, "n1", "n2"), (n2, u2, "n2", "n1")):
         port = overlay(node, name, [other], ul, vnis={200: 5200})
-        assert port["nic"]["vxlan"]["vnis"] == {"200": 5200}, port
+        assert port["nic"]["vxlan"]["vni"] == [{"vlan": 200, "vni": 5200}], port
         link = nsexec(node.ns, "ip", "-d", "link", "show", "psovl0-vx").stdout
         assert "external" in link and f"local {UNDERLAY[name]}" in link and "mtu 1450" in link, link
         assert "mtu 1450" in nsexec(node.ns, "ip", "link", "show", "psovl0").stdout
@@ -170,11 +170,13 @@ def test_a_vxlan_nic_is_checked(topo):
         ({"kind": "vxlan", "ifname": "psx1", "vxlan": {**vx, "peers": ["2001:db8::2"]}}, {"vlan": 100},
          "address family"),
         ({"kind": "veth", "ifname": "x", "vxlan": vx}, {"vlan": 100}, "vxlan NICs only"),
-        ({"kind": "vxlan", "ifname": "psx1", "vxlan": {**vx, "vnis": {"100": 0}}}, {"vlan": 100}, "VNI 0"),
-        ({"kind": "vxlan", "ifname": "psx1", "vxlan": {**vx, "vnis": {"100": 200}}},
+        ({"kind": "vxlan", "ifname": "psx1", "vxlan": {**vx, "vni": [{"vlan": 100, "vni": 0}]}}, {"vlan": 100}, "VNI 0"),
+        ({"kind": "vxlan", "ifname": "psx1", "vxlan": {**vx, "vni": [{"vlan": 100, "vni": 200}]}},
          {"trunk": [{"id": 100}, {"id": 200}]}, "both travel as VNI 200"),
         ({"kind": "vxlan", "ifname": "psovl0overlay", "vxlan": vx}, {"vlan": 100}, "1 to 12 characters"),
-        ({"kind": "vxlan", "ifname": "psx1", "vxlan": {**vx, "vni": 100}}, {"vlan": 100}, "unknown field"),
+        ({"kind": "vxlan", "ifname": "psx1", "vxlan": {**vx, "vni": [{"vlan": 100, "vni": 5}, {"vlan": 100, "vni": 6}]}},
+         {"vlan": 100}, "mapped twice"),
+        ({"kind": "vxlan", "ifname": "psx1", "vxlan": {**vx, "vnis": {"100": 5}}}, {"vlan": 100}, "unknown field"),
     ]
     for nic, vlans, why in bad:
         status_code, body = n.api("POST", "/v1/ports", {"nic": nic, **vlans})
@@ -183,7 +185,7 @@ def test_a_vxlan_nic_is_checked(topo):
     assert "psx1" not in nsexec(n.ns, "ip", "link", "show").stdout
     # A PATCH that would give two VLANs one VNI is refused, and changes nothing.
     n.ok("POST", "/v1/ports", {"id": "overlay", "nic": {"kind": "vxlan", "ifname": "psovl0", "vxlan": {
-        **vx, "vnis": {"100": 200}}}, "vlan": 100})
+        **vx, "vni": [{"vlan": 100, "vni": 200}]}}, "vlan": 100})
     status_code, body = n.api("PATCH", "/v1/ports/overlay", {"trunk": [{"id": 100}, {"id": 200}]})
     assert status_code == 400 and "VNI 200" in body["message"], body
     assert n.ok("GET", "/v1/ports/overlay/overlay")["vnis"] == {"100": 200}
@@ -315,8 +317,10 @@ def test_three_nodes_broadcast_once_per_peer_and_peers_change_live(topo):
 def test_the_overlay_survives_restart_and_handover(topo):
     """A kill -9 and restart of switchd re-attaches its programs to the
     netdevs it left behind; a handover leaves exactly one set of overlay
-    programs per netdev, and the old process's go."""
-    n1, n2 = topo.node("n1").start(), topo.node("n2").start()
+    programs per netdev, and the old process's go. Node 2 runs generic XDP
+    (--xdp-mode generic): its overlay port's veth still gets native XDP,
+    since generic XDP passes over the frames TC redirects to it."""
+    n1, n2 = topo.node("n1").start(), topo.node("n2").start("--xdp-mode", "generic")
     u1, u2 = topo.cable(n1, n2, "ul")
     for node, u, name in ((n1, u1, "n1"), (n2, u2, "n2")):
         nsexec(node.ns, "ip", "addr", "add", f"{UNDERLAY[name]}/24", "dev", u)
@@ -328,6 +332,8 @@ def test_the_overlay_survives_restart_and_handover(topo):
     overlay(n1, "n1", ["n2"], u1, vlans=(100,))
     overlay(n2, "n2", ["n1"], u2, vlans=(100,))
     assert a1.ping_until(a2, 10)
+    modes = {p["id"]: p["status"]["xdpMode"] for p in n2.ok("GET", "/v1/ports")}
+    assert modes == {"overlay": "native", a2.port["id"]: "generic"}, modes
     n1.kill()
     n1.start()
     assert a1.ping_until(a2, 10), "the overlay did not come back after a restart"

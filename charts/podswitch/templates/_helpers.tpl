@@ -180,8 +180,8 @@ others sorted; values as compact JSON. Input: dict "obj" DICT "first" LIST
 switches.json, read by switchd --switches-file at start: VSwitches (POST
 /v1/switches bodies) and ports (POST /v1/ports bodies: the uplink and the
 overlay) to create when they do not exist. The overlay is one trunk port
-"overlay" carrying every listed VLAN, its VLAN->VNI map ("vnis") holding only
-the VNIs that differ from their VLAN ID.
+"overlay" carrying every listed VLAN, its VLAN->VNI map ("vni": [{"vlan",
+"vni"}]) holding only the VNIs that differ from their VLAN ID.
 */}}
 {{- define "podswitch.switchesFile" -}}
 {{- $names := include "podswitch.switchNames" . | fromJsonArray -}}
@@ -214,7 +214,7 @@ the VNIs that differ from their VLAN ID.
 {{- $seen := dict -}}
 {{- $vniOf := dict -}}
 {{- $trunk := list -}}
-{{- $vnis := dict -}}
+{{- $vnis := list -}}
 {{- range $i, $v := $o.vlans -}}
 {{- $vlan := int $v.vlan -}}
 {{- if hasKey $seen (toString $vlan) -}}
@@ -227,10 +227,10 @@ the VNIs that differ from their VLAN ID.
 {{- end -}}
 {{- $_ := set $vniOf (toString $vni) $vlan -}}
 {{- $trunk = append $trunk (dict "id" $vlan) -}}
-{{- if ne $vni $vlan }}{{ $_ := set $vnis (toString $vlan) $vni }}{{ end -}}
+{{- if ne $vni $vlan }}{{ $vnis = append $vnis (dict "vlan" $vlan "vni" $vni) }}{{ end -}}
 {{- end -}}
 {{- $vx := dict "local" "${NODE_IP}" "port" (int $o.port) "underlay" $o.underlay "peers" $o.peers -}}
-{{- if $vnis }}{{ $_ := set $vx "vnis" $vnis }}{{ end -}}
+{{- if $vnis }}{{ $_ := set $vx "vni" $vnis }}{{ end -}}
 {{- $nic := dict "kind" "vxlan" "ifname" "psovl0" "vxlan" $vx -}}
 {{- $ports = append $ports (dict "id" "overlay" "switch" $o.switch "trunk" $trunk "nic" $nic) -}}
 {{- end -}}

@@ -29,6 +29,17 @@ pub enum BpfError {
     Map { map: &'static str, message: String },
 }
 
+/// How a port's netdev is to run the program.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum XdpChoice {
+    /// Native where the driver can, else generic (the default).
+    PreferNative,
+    /// Native or not at all (an overlay port's veth: see setup.rs).
+    NativeOnly,
+    /// Generic (`--xdp-mode generic`).
+    Generic,
+}
+
 /// How the program runs on one netdev.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mode {
@@ -258,13 +269,14 @@ impl XdpProgram {
         self.links.get(&ifindex).map(|(_, m)| *m)
     }
 
-    /// Attaches the program to `ifindex`: native if `prefer_native` and
-    /// the driver can, else generic. A link handed over by a predecessor
-    /// for the same ifindex is kept as it is.
-    pub fn attach(&mut self, ifindex: u32, prefer_native: bool) -> Result<Mode, BpfError> {
+    /// Attaches the program to `ifindex` as `xdp` says (native where the
+    /// driver can, falling back to generic unless `NativeOnly`). A link
+    /// handed over by a predecessor for the same ifindex is kept as it is.
+    pub fn attach(&mut self, ifindex: u32, xdp: XdpChoice) -> Result<Mode, BpfError> {
         if let Some(m) = self.attached(ifindex) {
             return Ok(m);
         }
+        let prefer_native = xdp != XdpChoice::Generic;
         let native = if prefer_native {
             link_create(&self.prog, ifindex, BPF_XDP, XDP_FLAGS_DRV_MODE)
         } else {
@@ -272,6 +284,12 @@ impl XdpProgram {
         };
         let (link, mode) = match native {
             Ok(l) => (l, Mode::Native),
+            Err(e) if xdp == XdpChoice::NativeOnly => {
+                return Err(BpfError::Attach {
+                    ifindex,
+                    message: format!("native XDP, which this port needs: {e}"),
+                })
+            }
             Err(e) => {
                 if prefer_native {
                     log::warn!("native XDP on ifindex {ifindex} failed ({e}); using generic XDP");

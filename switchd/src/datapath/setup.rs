@@ -8,7 +8,7 @@
 //! Written by: this thread (`attached`, the BPF maps, socket lifetimes).
 //! Read by: the API (`attached`), the kernel (maps).
 
-use super::bpf::XdpProgram;
+use super::bpf::{XdpChoice, XdpProgram};
 use super::poll::{NewPort, PollCmd, PollExport, OWNER_FREE};
 use super::xsk::{RingSizes, UmemArea, XskSocket};
 use super::{netdev, Attachment, DatapathConfig, SetupMsg};
@@ -648,9 +648,17 @@ impl SetupThread {
                 .bind(ifindex, slot, &fds)
                 .map_err(|e| e.to_string())
                 .and_then(|()| {
-                    self.prog
-                        .attach(ifindex, self.cfg.native_xdp)
-                        .map_err(|e| e.to_string())
+                    // An overlay port's veth gets its frames redirected by
+                    // TC, which generic XDP passes over (skb_is_redirected):
+                    // native, whatever --xdp-mode says, or no port.
+                    let xdp = if nic.kind == NicKind::Vxlan {
+                        XdpChoice::NativeOnly
+                    } else if self.cfg.native_xdp {
+                        XdpChoice::PreferNative
+                    } else {
+                        XdpChoice::Generic
+                    };
+                    self.prog.attach(ifindex, xdp).map_err(|e| e.to_string())
                 }),
         };
         let mode = match bound {
