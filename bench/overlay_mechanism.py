@@ -3,11 +3,14 @@
 section), root.
 
 Two "nodes" (network namespaces) joined by a veth underlay, each with a pod
-on VLAN 100, in three modes built side by side and measured interleaved
+on VLAN 100, in four modes built side by side and measured interleaved
 (rep 1 of every mode, then rep 2, ...):
 
   direct   each node's switchd has the underlay veth as an uplink trunk
            (allowed VLAN 100): today's 802.1Q mode. Pod MTU 1500.
+  overlay  the shipped overlay: one {"nic": {"kind": "vxlan"}} port per
+           node carrying VLAN 100 (switchd's veth, the TC programs, one
+           external VXLAN netdev). Pod MTU 1450.
   vxlan-sw mechanism A: each node has a kernel `vx100` (VNI 100, local
            192.0.2.x, dstport 4789, dev <underlay>, MTU 1450, an all-zero
            FDB entry to the peer) attached to its switchd as an uplink
