@@ -361,3 +361,28 @@ def test_the_overlay_survives_restart_and_handover(topo):
     assert a1.ping_until(a2, 10), "the overlay did not survive a handover"
     n2_port = status(n2)["peers"][0]
     assert n2_port["rxPackets"] > 0, n2_port
+
+
+def test_an_ipv6_underlay_carries_the_overlay(topo):
+    """The underlay may be IPv6: the tunnel keys carry IPv6 peers, and the
+    overlay's MTU is the underlay's less 70 (IPv6's 40-byte header)."""
+    n1, n2 = topo.node("n1").start(), topo.node("n2").start()
+    u1, u2 = topo.cable(n1, n2, "ul")
+    addr = {"n1": "2001:db8:9::1", "n2": "2001:db8:9::2"}
+    for node, u, name in ((n1, u1, "n1"), (n2, u2, "n2")):
+        nsexec(node.ns, "ip", "addr", "add", f"{addr[name]}/64", "dev", u, "nodad")
+        nsexec(node.ns, "ip", "link", "set", u, "up")
+    a1, a2 = topo.pod(n1, "a1", "10.83.0.1/24"), topo.pod(n2, "a2", "10.83.0.2/24")
+    for p in (a1, a2):
+        nsexec(p.ns, "ip", "link", "set", p.ifname, "mtu", "1430")
+        p.attach(vlan=100)
+    for node, u, me, other in ((n1, u1, "n1", "n2"), (n2, u2, "n2", "n1")):
+        node.ok("POST", "/v1/ports", {"id": "overlay", "trunk": [{"id": 100}], "nic": {
+            "kind": "vxlan", "ifname": "psovl0",
+            "vxlan": {"local": addr[me], "underlay": u, "peers": [addr[other]]}}})
+    assert a1.ping_until(a2, 10), "the overlay does not cross an IPv6 underlay"
+    st = status(n1)
+    assert st["mtu"] == 1430, st
+    p2 = peer(st, addr["n2"])
+    assert p2["txPackets"] > 0 and p2["rxPackets"] > 0 and p2["reachable"], p2
+    assert "mtu 1430" in nsexec(n1.ns, "ip", "link", "show", "psovl0").stdout
