@@ -30,7 +30,7 @@ use podswitch_shared::model::{
 use podswitch_shared::{netdev, netlink};
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::sync::{Mutex, MutexGuard};
 
 static PROGRAM: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/vxlan_tc.o"));
@@ -244,7 +244,6 @@ pub fn ensure(
     if netdev::ifindex(ifname).is_err() {
         let here = std::fs::File::open("/proc/thread-self/ns/net").map_err(err("own netns"))?;
         let queues = queues.clamp(1, crate::datapath::bpf::MAX_QUEUES as usize) as u32;
-        use std::os::fd::AsRawFd;
         nl.create_veth(ifname, &far, here.as_raw_fd(), Some(mtu), None, queues)
             .map_err(err(ifname))?;
         log::info!("made {ifname} <-> {far}: the overlay port's veth, MTU {mtu}");
@@ -265,6 +264,14 @@ pub fn ensure(
     let vxlan_ifindex = netdev::ifindex(&vx).map_err(err(&vx))?;
 
     let mut all = overlays();
+    // Netdevs made again (someone deleted them): the old links went with
+    // the old netdevs, so the programs are loaded and attached anew.
+    if all
+        .get(ifname)
+        .is_some_and(|o| o.cfg.veth_ifindex != veth_ifindex || o.cfg.vxlan_ifindex != vxlan_ifindex)
+    {
+        all.remove(ifname);
+    }
     if !all.contains_key(ifname) {
         let o = load(veth_ifindex, vxlan_ifindex)?;
         log::info!("overlay {ifname}: programs attached to {far} and {vx}");

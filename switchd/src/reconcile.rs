@@ -272,10 +272,12 @@ pub fn restore(state: &Mutex<Registry>) -> Result<(usize, usize), RegistryError>
 pub fn reconcile(state: &Mutex<Registry>) {
     let (dp, todo): (Arc<dyn Dataplane>, _) = lock(state).unattached();
     for p in todo {
-        if in_nic_ns(&p.nic, || {
-            netdev::ifindex(&p.nic.ifname).map_err(nic_error(&p.nic))
-        })
-        .is_err()
+        // An overlay port's netdevs are switchd's to make again.
+        if p.nic.vxlan.is_none()
+            && in_nic_ns(&p.nic, || {
+                netdev::ifindex(&p.nic.ifname).map_err(nic_error(&p.nic))
+            })
+            .is_err()
         {
             continue;
         }

@@ -334,6 +334,10 @@ def test_the_overlay_survives_restart_and_handover(topo):
     assert a1.ping_until(a2, 10)
     modes = {p["id"]: p["status"]["xdpMode"] for p in n2.ok("GET", "/v1/ports")}
     assert modes == {"overlay": "native", a2.port["id"]: "generic"}, modes
+    # Netdevs deleted by hand are made again, with fresh programs.
+    nsexec(n1.ns, "ip", "link", "del", "psovl0")
+    nsexec(n1.ns, "ip", "link", "del", "psovl0-vx")
+    assert a1.ping_until(a2, 15), "the overlay did not come back after its netdevs were deleted"
     n1.kill()
     n1.start()
     assert a1.ping_until(a2, 10), "the overlay did not come back after a restart"
