@@ -279,6 +279,7 @@ fn spawn_tasks(
                 if reconcile::lock(&st).detached_ports() > 0 {
                     reconcile::reconcile(&st);
                 }
+                reconcile::heal_overlays(&st);
             })
             .await;
         }

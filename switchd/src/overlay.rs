@@ -445,6 +445,19 @@ impl Overlay {
     }
 }
 
+/// Whether the overlay port `ifname`'s programs sit on netdevs that are
+/// gone (someone deleted the far end or the VXLAN netdev while the port's
+/// own end stayed attached): `ensure` makes them again.
+pub fn stale(ifname: &str) -> bool {
+    let all = overlays();
+    let Some(o) = all.get(ifname) else {
+        return false;
+    };
+    let (far, vx) = member_names(ifname);
+    netdev::ifindex(&far).ok() != Some(o.cfg.veth_ifindex)
+        || netdev::ifindex(&vx).ok() != Some(o.cfg.vxlan_ifindex)
+}
+
 /// Replaces the peers of the overlay port `ifname`, live. Returns how many
 /// MACs learned behind removed peers were forgotten.
 pub fn set_peers(ifname: &str, peers: &[IpAddr]) -> Result<usize, OverlayError> {

@@ -306,6 +306,25 @@ pub fn reconcile(state: &Mutex<Registry>) {
     }
 }
 
+/// Makes again the netdevs (and programs) of overlay ports whose far end
+/// or VXLAN netdev someone deleted while the port stayed attached.
+pub fn heal_overlays(state: &Mutex<Registry>) {
+    let (ports, threads) = {
+        let s = lock(state);
+        (s.ports(), s.datapath().config().threads())
+    };
+    for p in ports {
+        let Some(v) = &p.nic.vxlan else { continue };
+        if !overlay::stale(&p.nic.ifname) {
+            continue;
+        }
+        match make_overlay(&p.nic.ifname, v, &p.mode(), threads) {
+            Ok(()) => log::info!("port {}: overlay netdevs made again", p.id),
+            Err(e) => log::warn!("port {}: making the overlay's netdevs again: {e}", p.id),
+        }
+    }
+}
+
 /// Creates the declared switches and ports that do not exist yet and
 /// updates those that do.
 pub fn apply_declared(state: &Mutex<Registry>, d: Declared) -> Result<(), RegistryError> {

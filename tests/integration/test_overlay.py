@@ -338,6 +338,8 @@ def test_the_overlay_survives_restart_and_handover(topo):
     nsexec(n1.ns, "ip", "link", "del", "psovl0")
     nsexec(n1.ns, "ip", "link", "del", "psovl0-vx")
     assert a1.ping_until(a2, 15), "the overlay did not come back after its netdevs were deleted"
+    nsexec(n1.ns, "ip", "link", "del", "psovl0-vx")  # the port's own end stays attached
+    assert a1.ping_until(a2, 15), "the overlay did not come back after its VXLAN netdev was deleted"
     n1.kill()
     n1.start()
     assert a1.ping_until(a2, 10), "the overlay did not come back after a restart"
