@@ -26,11 +26,12 @@
 use crate::datapath::bpf::{Mode, ProgramFds};
 use crate::datapath::xsk::Desc;
 use crate::datapath::{DatapathExport, Inherited, InheritedPort, InheritedQueue};
+use crate::overlay::OverlaySeed;
 use crate::pipeline::fdb::{Row, Slot};
 use crate::pipeline::snapshot::CounterSeed;
 use podswitch_shared::model::MacAddr;
 use serde::{Deserialize, Serialize};
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::io::{self, Read, Write};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
@@ -154,6 +155,10 @@ pub struct Offer {
     /// Port ID → slot.
     pub slots: HashMap<String, Slot>,
     pub counters: HashMap<String, CounterSeed>,
+    /// The overlay programs' counters and learned MACs, by overlay ifname
+    /// (absent from a predecessor without them).
+    #[serde(default)]
+    pub overlays: BTreeMap<String, OverlaySeed>,
     /// Whether a metrics listener's fd follows the control listener's.
     pub metrics_listener: bool,
     /// Frames that were in the poll threads' hands (shaper queues, in
@@ -330,6 +335,7 @@ pub struct ControlPlane {
     pub metrics: Option<RawFd>,
     pub slots: HashMap<String, Slot>,
     pub counters: HashMap<String, CounterSeed>,
+    pub overlays: BTreeMap<String, OverlaySeed>,
     /// Switch ID (as the poll threads know it) → name.
     pub switch_names: HashMap<u32, String>,
 }
@@ -425,6 +431,7 @@ pub fn send_offer(s: &mut UnixStream, dp: DatapathExport, cp: ControlPlane) -> i
         ports,
         slots: cp.slots,
         counters: cp.counters,
+        overlays: cp.overlays,
         metrics_listener: cp.metrics.is_some(),
         frames_dropped: dropped,
         fds: fds.len(),

@@ -412,6 +412,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let mut registry = Registry::new(&args.state_dir, dp.clone(), args.fdb_aging);
     if let Some((_, offer, _, _)) = &taken {
         registry.prefer_slots(offer.slots.clone());
+        switchd::overlay::set_seeds(offer.overlays.clone());
     }
     let overlay_mtu = registry.overlay_mtu();
     let state = Arc::new(Mutex::new(registry));
@@ -670,6 +671,7 @@ async fn hand_over(
             metrics,
             slots: s.port_slots(),
             counters: s.counter_seeds(),
+            overlays: switchd::overlay::seeds(),
             switch_names: s
                 .switch_ids()
                 .into_iter()

@@ -173,6 +173,23 @@ struct Overlay {
 
 static OVERLAYS: Mutex<BTreeMap<String, Overlay>> = Mutex::new(BTreeMap::new());
 
+/// What a predecessor's overlay programs had counted and learned (handed
+/// over; see `seeds`), kept until `ensure` loads this switchd's programs.
+static SEEDS: Mutex<BTreeMap<String, OverlaySeed>> = Mutex::new(BTreeMap::new());
+
+/// One overlay's counts and learned MACs, carried across a handover so
+/// that counters go on and known unicast stays unicast.
+#[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize)]
+pub struct OverlaySeed {
+    /// (peer, [tx packets, tx bytes, rx packets, rx bytes], ns since its
+    /// last frame or None).
+    pub peers: Vec<(IpAddr, [u64; 4], Option<u64>)>,
+    /// STATS by index (drop reasons, floods).
+    pub stats: Vec<u64>,
+    /// (MAC, VLAN, peer).
+    pub fdb: Vec<([u8; 6], u16, IpAddr)>,
+}
+
 fn overlays() -> MutexGuard<'static, BTreeMap<String, Overlay>> {
     OVERLAYS.lock().unwrap_or_else(|e| e.into_inner())
 }
@@ -287,6 +304,18 @@ pub fn ensure(
     o.cfg.local = Addr::from(v.local).a;
     o.set_vlans(vlans, untagged)?;
     o.set_peers(&v.peers)?;
+    let seed = SEEDS
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .remove(ifname);
+    if let Some(seed) = seed {
+        o.apply(&seed)?;
+        log::info!(
+            "overlay {ifname}: counters of {} peer(s) and {} learned MAC(s) taken over",
+            seed.peers.len(),
+            seed.fdb.len()
+        );
+    }
     Ok(mtu)
 }
 
@@ -440,6 +469,69 @@ impl Overlay {
         Ok(forgotten)
     }
 
+    /// A peer's counters summed over CPUs (its last frame: the latest).
+    fn peer_totals(&self, ip: &IpAddr) -> PeerStats {
+        let mut s = PeerStats::default();
+        if let Ok(per_cpu) = self.peer_stats.get(&Addr::from(*ip), 0) {
+            for c in per_cpu.iter() {
+                s.tx_packets += c.tx_packets;
+                s.tx_bytes += c.tx_bytes;
+                s.rx_packets += c.rx_packets;
+                s.rx_bytes += c.rx_bytes;
+                s.last_rx_ns = s.last_rx_ns.max(c.last_rx_ns);
+            }
+        }
+        s
+    }
+
+    /// Starts fresh maps from a predecessor's counts and MACs (on the
+    /// first CPU's slots; readers sum over CPUs). Peers no longer listed
+    /// are skipped.
+    fn apply(&mut self, seed: &OverlaySeed) -> Result<(), OverlayError> {
+        let cpus =
+            aya::util::nr_cpus().map_err(|(what, e)| OverlayError::new(format!("{what}: {e}")))?;
+        let now = monotonic_ns();
+        let per_cpu = |first: PeerStats| {
+            let mut v = vec![PeerStats::default(); cpus];
+            v[0] = first;
+            PerCpuValues::try_from(v).map_err(|e| OverlayError::new(format!("per-CPU values: {e}")))
+        };
+        for (ip, [tx_packets, tx_bytes, rx_packets, rx_bytes], ago) in &seed.peers {
+            if !self.peer_list.contains(ip) {
+                continue;
+            }
+            let s = PeerStats {
+                tx_packets: *tx_packets,
+                tx_bytes: *tx_bytes,
+                rx_packets: *rx_packets,
+                rx_bytes: *rx_bytes,
+                last_rx_ns: ago.map_or(0, |a| now.saturating_sub(a).max(1)),
+            };
+            self.peer_stats
+                .insert(Addr::from(*ip), per_cpu(s)?, 0)
+                .map_err(map_err("PEER_STATS"))?;
+        }
+        for (i, n) in seed.stats.iter().enumerate().take(FLOODS as usize + 1) {
+            let mut v = vec![0u64; cpus];
+            v[0] = *n;
+            let v = PerCpuValues::try_from(v)
+                .map_err(|e| OverlayError::new(format!("per-CPU values: {e}")))?;
+            self.stats.set(i as u32, v, 0).map_err(map_err("STATS"))?;
+        }
+        for (mac, vlan, peer) in seed.fdb.iter().filter(|f| self.peer_list.contains(&f.2)) {
+            let k = FdbKey {
+                mac: *mac,
+                vlan: *vlan,
+            };
+            let v = FdbVal {
+                peer: Addr::from(*peer),
+                seen_ns: now,
+            };
+            self.fdb.insert(k, v, 0).map_err(map_err("FDB"))?;
+        }
+        Ok(())
+    }
+
     fn stat(&self, i: u32) -> u64 {
         self.stats.get(&i, 0).map(|v| v.iter().sum()).unwrap_or(0)
     }
@@ -456,6 +548,44 @@ pub fn stale(ifname: &str) -> bool {
     let (far, vx) = member_names(ifname);
     netdev::ifindex(&far).ok() != Some(o.cfg.veth_ifindex)
         || netdev::ifindex(&vx).ok() != Some(o.cfg.vxlan_ifindex)
+}
+
+/// Old side of a handover: every overlay's counts and learned MACs.
+pub fn seeds() -> BTreeMap<String, OverlaySeed> {
+    let all = overlays();
+    let now = monotonic_ns();
+    all.iter()
+        .map(|(ifname, o)| {
+            let v6 = o.cfg.v6 != 0;
+            let peers = o
+                .peer_list
+                .iter()
+                .map(|ip| {
+                    let s = o.peer_totals(ip);
+                    let ago = (s.last_rx_ns != 0).then(|| now.saturating_sub(s.last_rx_ns));
+                    (
+                        *ip,
+                        [s.tx_packets, s.tx_bytes, s.rx_packets, s.rx_bytes],
+                        ago,
+                    )
+                })
+                .collect();
+            let stats = (0..=FLOODS).map(|i| o.stat(i)).collect();
+            let fdb = o
+                .fdb
+                .iter()
+                .filter_map(|r| r.ok())
+                .map(|(k, v)| (k.mac, k.vlan, v.peer.ip(v6)))
+                .collect();
+            (ifname.clone(), OverlaySeed { peers, stats, fdb })
+        })
+        .collect()
+}
+
+/// New side of a handover: what `ensure` starts each overlay's fresh
+/// programs from.
+pub fn set_seeds(seeds: BTreeMap<String, OverlaySeed>) {
+    *SEEDS.lock().unwrap_or_else(|e| e.into_inner()) = seeds;
 }
 
 /// Replaces the peers of the overlay port `ifname`, live. Returns how many
@@ -537,16 +667,7 @@ pub fn status(ifname: &str) -> Option<OverlayStatus> {
         .iter()
         .map(|ip| {
             let key = Addr::from(*ip);
-            let mut s = PeerStats::default();
-            if let Ok(per_cpu) = o.peer_stats.get(&key, 0) {
-                for c in per_cpu.iter() {
-                    s.tx_packets += c.tx_packets;
-                    s.tx_bytes += c.tx_bytes;
-                    s.rx_packets += c.rx_packets;
-                    s.rx_bytes += c.rx_bytes;
-                    s.last_rx_ns = s.last_rx_ns.max(c.last_rx_ns);
-                }
-            }
+            let s = o.peer_totals(ip);
             let (reachable, path) = match nl.as_mut().map(|n| n.route_to(*ip)) {
                 None | Some(Err(_)) => (true, "unknown (netlink failed)".to_string()),
                 Some(Ok(None)) => (false, "no route".to_string()),

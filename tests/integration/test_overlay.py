@@ -317,7 +317,8 @@ def test_three_nodes_broadcast_once_per_peer_and_peers_change_live(topo):
 def test_the_overlay_survives_restart_and_handover(topo):
     """A kill -9 and restart of switchd re-attaches its programs to the
     netdevs it left behind; a handover leaves exactly one set of overlay
-    programs per netdev, and the old process's go. Node 2 runs generic XDP
+    programs per netdev, the old process's go, and the counters and learned
+    MACs carry over. Node 2 runs generic XDP
     (--xdp-mode generic): its overlay port's veth still gets native XDP,
     since generic XDP passes over the frames TC redirects to it."""
     n1, n2 = topo.node("n1").start(), topo.node("n2").start("--xdp-mode", "generic")
@@ -357,8 +358,14 @@ def test_the_overlay_survives_restart_and_handover(topo):
         return n
 
     assert tcx_links(n1.proc.pid) == 2
+    before = peer(status(n1), UNDERLAY["n2"])
+    assert before["rxPackets"] > 0 and before["learnedMacs"] >= 1, before
     old = n1.proc
     n1.start("--after-handover", "wait")
+    # The successor's programs go on from the predecessor's counts and MACs.
+    after = peer(status(n1), UNDERLAY["n2"])
+    assert after["rxPackets"] >= before["rxPackets"] and after["txPackets"] >= before["txPackets"], (before, after)
+    assert after["learnedMacs"] >= 1, after
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline and tcx_links(old.pid):
         time.sleep(0.1)
